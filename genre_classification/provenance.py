@@ -1,0 +1,57 @@
+"""What produced a result: git commit, data version and package versions."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from importlib import metadata
+from pathlib import Path
+
+TRACKED_PACKAGES = (
+    "genre-classification",
+    "snakemake",
+    "tensorflow",
+    "keras",
+    "librosa",
+    "h5py",
+    "mlflow",
+    "dvc",
+    "evidently",
+    "numpy",
+    "pandas",
+)
+
+
+def git_commit(path: str | Path = ".") -> str | None:
+    """Commit of the git checkout holding ``path``, with ``-dirty`` if it has local changes."""
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(path), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "-C", str(path), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return f"{commit}-dirty" if status else commit
+
+
+def read_data_version(path: str | Path = "results/data/data_version.json") -> dict:
+    """The data version written by the ``fetch_audio`` checkpoint."""
+    return json.loads(Path(path).read_text())
+
+
+def package_versions(names: tuple[str, ...] = TRACKED_PACKAGES) -> dict[str, str]:
+    versions = {}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions

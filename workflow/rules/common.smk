@@ -1,0 +1,81 @@
+import functools
+import os
+from pathlib import Path
+
+from snakemake.utils import validate
+
+from genre_classification.audio_source import (
+    audio_root,
+    directory_fingerprint,
+    dvc_out,
+    read_tsv,
+)
+from genre_classification.features import FeatureParams
+
+
+validate(config, workflow.source_path("../schemas/config.schema.yaml"))
+
+
+wildcard_constraints:
+    genre="[^/]+",
+    track="[^/]+",
+
+
+def fetch_audio_trigger():
+    """What makes the fetch step rerun: the DVC data version, or the plain directory's stat."""
+    data = config["data"]
+    if data["source"] == "dir":
+        return directory_fingerprint(audio_root(data), data["extensions"])
+    dvc_path = Path(data["dvc"]["repo"], data["dvc"]["target"] + ".dvc")
+    return dvc_out(dvc_path.parent, data["dvc"]["target"])["md5"] if dvc_path.exists() else "missing"
+
+
+def dvc_file(wildcards):
+    data = config["data"]
+    if data["source"] != "dvc":
+        return []
+    dvc_out(Path(data["dvc"]["repo"]), data["dvc"]["target"])  # clear error if it is missing
+    return ancient(os.path.join(data["dvc"]["repo"], data["dvc"]["target"] + ".dvc"))
+
+
+@functools.cache
+def _manifest_by_track(path, mtime):
+    return {(row["genre"], row["track"]): row for row in read_tsv(path)}
+
+
+def audio_manifest():
+    """Accepted audio files, known once the fetch_audio checkpoint has run."""
+    manifest = checkpoints.fetch_audio.get().output.manifest
+    return _manifest_by_track(manifest, os.path.getmtime(manifest))
+
+
+def manifest_row(wildcards):
+    return audio_manifest()[(wildcards.genre, wildcards.track)]
+
+
+def audio_file(wildcards):
+    # ancient(): a `dvc pull` rewrites files and their mtimes; the md5 param decides reruns.
+    return ancient(manifest_row(wildcards)["path"])
+
+
+def audio_md5(wildcards):
+    return manifest_row(wildcards)["md5"]
+
+
+def feature_files(wildcards=None):
+    return [
+        f"results/features/{genre}/{track}.h5" for genre, track in sorted(audio_manifest())
+    ]
+
+
+def feature_params():
+    return FeatureParams.from_config(config["features"])
+
+
+def final_targets(wildcards):
+    return [
+        "results/data/data_version.json",
+        "results/qc/rejected.tsv",
+        *feature_files(),
+        "results/split/split.tsv",
+    ]

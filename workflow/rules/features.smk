@@ -1,0 +1,28 @@
+rule extract_features:
+    input:
+        audio=audio_file,
+    output:
+        "results/features/{genre}/{track}.h5",
+    log:
+        "logs/extract_features/{genre}/{track}.log",
+    params:
+        features=feature_params(),
+        source_md5=audio_md5,
+    resources:
+        mem_mb=lambda wildcards, attempt: 1000 * attempt,
+        runtime=lambda wildcards, attempt: 10 * attempt,
+    group:
+        "extract"
+    # run: (not script:) so that locally the jobs share one interpreter with librosa loaded,
+    # see profiles/default/config.yaml; logic lives in genre_classification.features.
+    run:
+        from genre_classification.features import extract_logged
+
+        extract_logged(
+            input.audio,
+            output[0],
+            params.features,
+            label=wildcards.genre,
+            source_md5=params.source_md5,
+            log_path=log[0],
+        )
