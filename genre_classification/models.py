@@ -1,0 +1,164 @@
+"""Keras 3 models for log-mel segments of shape (n_mels, frames, 1).
+
+* ``cnn``: a compact CNN trained from scratch (default; seconds per epoch on 2 CPU cores for the
+  demo, and a reasonable GTZAN baseline on a GPU).
+* ``efficientnetb0`` / ``resnet50``: ``keras.applications`` backbones with
+  ``weights: none | imagenet | <path to .weights.h5>``.
+
+Every model starts with a per-band ``Normalization`` layer holding the training-set statistics,
+so a saved ``model.keras`` takes raw log-mel input. The softmax output is float32 also under
+mixed precision.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+BACKBONES = {"efficientnetb0": "EfficientNetB0", "resnet50": "ResNet50"}
+ARCHITECTURES = ("cnn", *BACKBONES)
+
+NO_NETWORK_MESSAGE = (
+    "Could not download the ImageNet weights for {name} ({error}). This machine probably has no "
+    "network access. Download them on a machine with access, e.g. "
+    "`python -c \"import keras; keras.applications.{name}(weights='imagenet', include_top=False)"
+    ".save_weights('{lower}_notop.weights.h5')\"`, copy the file here and set "
+    "`weights: <path to the .weights.h5 file>` in the model's config (or `weights: none`)."
+)
+
+
+def set_precision(mixed_precision: bool) -> str:
+    """Set the global Keras dtype policy; returns its name. Call before building the model."""
+    import keras
+
+    policy = "mixed_float16" if mixed_precision else "float32"
+    keras.mixed_precision.set_global_policy(policy)
+    return policy
+
+
+def _normalization(input_shape, mean, variance):
+    import keras
+    import numpy as np
+
+    if mean is None:
+        return keras.layers.Identity(name="no_normalization")
+    # axis=1 = the mel band axis of (batch, n_mels, frames, 1): one mean/variance per band.
+    # Statistics are kept in float32 so the layer is numerically safe under mixed precision.
+    return keras.layers.Normalization(
+        axis=1,
+        mean=np.asarray(mean, dtype="float32"),
+        variance=np.maximum(np.asarray(variance, dtype="float32"), 1e-6),
+        dtype="float32",
+        name="band_normalization",
+    )
+
+
+def build_cnn(
+    input_shape,
+    n_classes: int,
+    mean=None,
+    variance=None,
+    filters: tuple[int, ...] = (16, 32, 64, 128),
+    dropout: float = 0.3,
+    bn_momentum: float = 0.9,
+    **_,
+):
+    """Conv(3x3)-BatchNorm-ReLU-MaxPool blocks, global average pooling, dropout, softmax.
+
+    ``bn_momentum`` 0.9 (Keras default 0.99): with few steps per epoch (demo data) the moving
+    statistics used at inference would otherwise lag far behind the weights.
+    """
+    import keras
+    from keras import layers
+
+    inputs = keras.Input(shape=tuple(input_shape), name="logmel")
+    x = _normalization(input_shape, mean, variance)(inputs)
+    for i, n in enumerate(filters):
+        x = layers.Conv2D(n, 3, padding="same", use_bias=False, name=f"conv{i}")(x)
+        x = layers.BatchNormalization(momentum=bn_momentum, name=f"bn{i}")(x)
+        x = layers.ReLU(name=f"relu{i}")(x)
+        x = layers.MaxPooling2D(2, name=f"pool{i}")(x)
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    x = layers.Dropout(dropout, name="dropout")(x)
+    outputs = layers.Dense(n_classes, activation="softmax", dtype="float32", name="probs")(x)
+    return keras.Model(inputs, outputs, name="cnn")
+
+
+def _backbone(name: str, input_shape, weights):
+    import keras
+
+    cls = getattr(keras.applications, BACKBONES[name])
+    shape = (*tuple(input_shape)[:2], 3)
+    w = None if weights in (None, "none", "None", "") else str(weights)
+    if w == "imagenet":
+        try:
+            return cls(include_top=False, weights="imagenet", input_shape=shape, pooling="avg")
+        except Exception as error:  # keras raises a bare Exception("URL fetch failure ...")
+            raise RuntimeError(
+                NO_NETWORK_MESSAGE.format(
+                    name=BACKBONES[name], lower=name, error=f"{type(error).__name__}: {error}"
+                )
+            ) from error
+    backbone = cls(include_top=False, weights=None, input_shape=shape, pooling="avg")
+    if w is not None:
+        if not Path(w).is_file():
+            raise FileNotFoundError(f"weights file for {name} not found: {w}")
+        backbone.load_weights(w)
+    return backbone
+
+
+def build_backbone(
+    name: str,
+    input_shape,
+    n_classes: int,
+    mean=None,
+    variance=None,
+    weights="none",
+    dropout: float = 0.2,
+    **_,
+):
+    """A ``keras.applications`` backbone (no top) on the log-mel repeated to 3 channels."""
+    import keras
+    from keras import layers
+
+    inputs = keras.Input(shape=tuple(input_shape), name="logmel")
+    x = _normalization(input_shape, mean, variance)(inputs)
+    x = layers.Concatenate(axis=-1, name="to_rgb")([x, x, x])
+    x = _backbone(name, input_shape, weights)(x)
+    x = layers.Dropout(dropout, name="dropout")(x)
+    outputs = layers.Dense(n_classes, activation="softmax", dtype="float32", name="probs")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def build_model(architecture: str, input_shape, n_classes: int, mean=None, variance=None, **kw):
+    """Build ``architecture`` (one of ARCHITECTURES) with its keyword options from the config."""
+    architecture = architecture.lower()
+    if architecture == "cnn":
+        return build_cnn(input_shape, n_classes, mean, variance, **kw)
+    if architecture in BACKBONES:
+        return build_backbone(architecture, input_shape, n_classes, mean, variance, **kw)
+    raise ValueError(f"unknown architecture {architecture!r}; choose one of {ARCHITECTURES}")
+
+
+def make_optimizer(name: str, learning_rate: float):
+    import keras
+
+    classes = {
+        "adam": keras.optimizers.Adam,
+        "adamw": keras.optimizers.AdamW,
+        "sgd": keras.optimizers.SGD,
+        "rmsprop": keras.optimizers.RMSprop,
+    }
+    try:
+        return classes[name.lower()](learning_rate=learning_rate)
+    except KeyError:
+        raise ValueError(f"unknown optimizer {name!r}; choose one of {sorted(classes)}") from None
+
+
+def compile_model(model, optimizer: str = "adam", learning_rate: float = 1e-3):
+    """Compile for integer labels; under mixed_float16 Keras wraps the optimizer in loss scaling."""
+    model.compile(
+        optimizer=make_optimizer(optimizer, learning_rate),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    return model
