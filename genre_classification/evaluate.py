@@ -1,0 +1,191 @@
+"""Track-level evaluation on the test split: metrics.json, predictions.csv, confusion matrix PNG.
+
+A track's prediction is the mean of the softmax probabilities of its segments.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from genre_classification import dataset
+
+log = logging.getLogger(__name__)
+
+
+def aggregate_tracks(probs: np.ndarray, tracks) -> tuple[list[str], np.ndarray]:
+    """Mean segment probabilities per track, tracks in order of first appearance."""
+    tracks = np.asarray(tracks, dtype=object)
+    order = list(dict.fromkeys(tracks.tolist()))
+    index = {t: i for i, t in enumerate(order)}
+    rows = np.array([index[t] for t in tracks])
+    sums = np.zeros((len(order), probs.shape[1]), dtype=np.float64)
+    np.add.at(sums, rows, probs)
+    counts = np.bincount(rows, minlength=len(order))[:, None]
+    return order, sums / counts
+
+
+def compute_metrics(y_true, y_pred, labels: list[str]) -> dict:
+    """Accuracy, macro precision/recall/F1 and per-genre scores (zero_division=0)."""
+    from sklearn.metrics import accuracy_score, precision_recall_fscore_support
+
+    classes = list(range(len(labels)))
+    p, r, f, s = precision_recall_fscore_support(
+        y_true, y_pred, labels=classes, zero_division=0
+    )
+    mp, mr, mf, _ = precision_recall_fscore_support(
+        y_true, y_pred, labels=classes, average="macro", zero_division=0
+    )
+    return {
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "macro_precision": float(mp),
+        "macro_recall": float(mr),
+        "macro_f1": float(mf),
+        "n_tracks": int(len(y_true)),
+        "per_genre": {
+            genre: {
+                "precision": float(p[i]),
+                "recall": float(r[i]),
+                "f1": float(f[i]),
+                "support": int(s[i]),
+            }
+            for i, genre in enumerate(labels)
+        },
+    }
+
+
+def predictions_table(tracks, y_true, y_pred, probs, labels: list[str]) -> pd.DataFrame:
+    table = pd.DataFrame(
+        {
+            "track": list(tracks),
+            "true": [labels[i] for i in y_true],
+            "predicted": [labels[i] for i in y_pred],
+        }
+    )
+    for i, genre in enumerate(labels):
+        table[f"prob_{genre}"] = np.round(probs[:, i], 6)
+    return table
+
+
+def plot_confusion_matrix(y_true, y_pred, labels: list[str], path: str | Path, title: str = ""):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import confusion_matrix
+
+    cm = confusion_matrix(y_true, y_pred, labels=list(range(len(labels))))
+    size = max(4.0, 0.6 * len(labels) + 2)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(cm, cmap="Blues")
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted genre")
+    ax.set_ylabel("true genre")
+    ax.set_title(title or "Confusion matrix (test tracks)")
+    threshold = cm.max() / 2 if cm.size else 0
+    for i in range(cm.shape[0]):
+        for j in range(cm.shape[1]):
+            color = "white" if cm[i, j] > threshold else "black"
+            ax.text(j, i, str(cm[i, j]), ha="center", va="center", color=color)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return cm
+
+
+def _labels_of(model, split: pd.DataFrame) -> list[str]:
+    labels = dataset.genre_labels(split)
+    n_out = model.output_shape[-1]
+    if n_out != len(labels):
+        raise ValueError(f"model has {n_out} outputs but the split has {len(labels)} genres")
+    return labels
+
+
+def evaluate(
+    model_path: str | Path,
+    split_path: str | Path,
+    metrics_path: str | Path,
+    predictions_path: str | Path,
+    confusion_path: str | Path,
+    run_info_path: str | Path | None = None,
+    data_version_path: str | Path | None = None,
+    batch_size: int = 64,
+    subset: str = "test",
+) -> dict:
+    """Evaluate ``model_path`` on the ``subset`` tracks and write the three outputs.
+
+    If ``run_info_path`` (``results/mlflow/runs/{model}.json``) is given, the test metrics and
+    the three files are also logged to the training job's MLflow run.
+    """
+    import keras
+
+    from genre_classification import provenance
+
+    model = keras.models.load_model(model_path)
+    split = dataset.read_split(split_path)
+    labels = _labels_of(model, split)
+    rows = split[split.split == subset]
+    if rows.empty:
+        raise ValueError(f"{split_path}: no {subset} tracks")
+    data = dataset.load_segments(rows, labels)
+    probs = model.predict(data.x[..., None], batch_size=batch_size, verbose=0)
+    tracks, track_probs = aggregate_tracks(probs, data.tracks)
+    truth = {dataset.track_id(r.genre, r.track): labels.index(r.genre) for r in rows.itertuples()}
+    y_true = np.array([truth[t] for t in tracks])
+    y_pred = track_probs.argmax(axis=1)
+
+    metrics = compute_metrics(y_true, y_pred, labels)
+    metrics["n_segments"] = int(len(data))
+    metrics["model"] = str(model_path)
+    if data_version_path and Path(data_version_path).is_file():
+        metrics["data_version"] = provenance.read_data_version(data_version_path)
+    metrics["git_commit"] = provenance.git_commit(".")
+    if run_info_path and Path(run_info_path).is_file():
+        metrics["mlflow_run_id"] = json.loads(Path(run_info_path).read_text())["run_id"]
+
+    for path in (metrics_path, predictions_path, confusion_path):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    predictions_table(tracks, y_true, y_pred, track_probs, labels).to_csv(
+        predictions_path, index=False
+    )
+    plot_confusion_matrix(
+        y_true,
+        y_pred,
+        labels,
+        confusion_path,
+        title=f"{Path(model_path).parent.name}: macro-F1 {metrics['macro_f1']:.3f} "
+        f"({len(tracks)} {subset} tracks)",
+    )
+    tmp = Path(metrics_path).with_name(f".{Path(metrics_path).name}.tmp")
+    tmp.write_text(json.dumps(metrics, indent=2) + "\n")
+    os.replace(tmp, metrics_path)
+    log.info("%s: accuracy %.3f macro-F1 %.3f", subset, metrics["accuracy"], metrics["macro_f1"])
+
+    if run_info_path and Path(run_info_path).is_file():
+        log_to_mlflow(run_info_path, metrics, [metrics_path, predictions_path, confusion_path])
+    return metrics
+
+
+def log_to_mlflow(run_info_path, metrics: dict, files, prefix: str = "test_") -> None:
+    """Add the test metrics and evaluation files to the training job's MLflow run."""
+    import mlflow
+
+    info = json.loads(Path(run_info_path).read_text())
+    tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or info["tracking_uri"]
+    mlflow.set_tracking_uri(tracking_uri)
+    values = {f"{prefix}{k}": metrics[k] for k in METRIC_KEYS}
+    for genre, scores in metrics["per_genre"].items():
+        values[f"{prefix}f1.{genre}"] = scores["f1"]
+    with mlflow.start_run(run_id=info["run_id"]):
+        mlflow.log_metrics(values)
+        for path in files:
+            mlflow.log_artifact(str(path), artifact_path="evaluation")
+
+
+METRIC_KEYS = ("accuracy", "macro_precision", "macro_recall", "macro_f1")
