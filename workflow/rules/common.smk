@@ -79,3 +79,33 @@ def final_targets(wildcards):
         *feature_files(),
         "results/split/split.tsv",
     ]
+
+
+# --- training / evaluation targets (rules in rules/train.smk; maintained with the training stage)
+
+
+def training_models():
+    """Models that become training jobs: training.run (default: every entry of training.models)."""
+    training = config.get("training", {})
+    models = training.get("models", {})
+    selected = training.get("run") or sorted(models)
+    unknown = sorted(set(selected) - set(models))
+    if unknown:
+        raise ValueError(f"training.run names models not in training.models: {unknown}")
+    return list(selected)
+
+
+def training_targets(wildcards=None):
+    """Model file, history, MLflow run record and evaluation outputs of every selected model."""
+    return [
+        path
+        for model in training_models()
+        for path in (
+            f"results/models/{model}/model.keras",
+            f"results/models/{model}/history.csv",
+            f"results/mlflow/runs/{model}.json",
+            f"results/eval/{model}/metrics.json",
+            f"results/eval/{model}/predictions.csv",
+            f"results/eval/{model}/confusion_matrix.png",
+        )
+    ]

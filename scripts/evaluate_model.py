@@ -1,0 +1,24 @@
+"""Snakemake entry point of evaluate_model (logic: genre_classification.evaluate)."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+
+from genre_classification.evaluate import evaluate  # noqa: E402
+from genre_classification.runlog import log_to_file  # noqa: E402
+from genre_classification.train import redirect_output  # noqa: E402
+
+snakemake = globals()["snakemake"]
+redirect_output(snakemake.log[0])
+log_to_file(snakemake.log[0])
+out = snakemake.output
+evaluate(
+    snakemake.input.model,
+    snakemake.input.split,
+    metrics_path=out.metrics,
+    predictions_path=out.predictions,
+    confusion_path=out.confusion,
+    run_info_path=snakemake.input.run,
+    data_version_path=snakemake.input.data_version,
+    batch_size=snakemake.params.batch_size,
+)

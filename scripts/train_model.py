@@ -1,0 +1,28 @@
+"""Snakemake entry point of train_model (logic: genre_classification.train)."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+
+from genre_classification.runlog import log_to_file  # noqa: E402
+from genre_classification.train import redirect_output, train  # noqa: E402
+
+snakemake = globals()["snakemake"]
+redirect_output(snakemake.log[0])
+log_to_file(snakemake.log[0])
+params = snakemake.params
+train(
+    params.model_config,
+    split_path=snakemake.input.split,
+    model_path=snakemake.output.model,
+    history_path=snakemake.output.history,
+    run_info_path=snakemake.output.run,
+    checkpoint_dir=params.checkpoint_dir,
+    experiment=params.experiment,
+    tracking_uri=params.tracking_uri,
+    data_version_path=snakemake.input.data_version,
+    model_name=snakemake.wildcards.model,
+    snakemake_rule=snakemake.rule,
+    wildcards=dict(snakemake.wildcards.items()),
+    threads=snakemake.threads,
+)
