@@ -1,0 +1,409 @@
+"""Evidently 0.7 reports on the per-track table: classification, data drift and data quality.
+
+Evidently 0.7 API used here (checked against the installed 0.7.23):
+
+* ``Report([...], include_tests=...)``; ``report.run(current, reference)`` -- current FIRST --
+  returns a ``Snapshot`` with ``save_html(path)`` (self-contained: the JS bundle and the icon font
+  are inlined, nothing is fetched from a CDN), ``dict()`` (``{"metrics": [...], "tests": [...]}``)
+  and ``json()``;
+* ``Dataset.from_pandas(df, data_definition=DataDefinition(numerical_columns=...,
+  categorical_columns=..., classification=[MulticlassClassification(...)]))``;
+* presets ``ClassificationPreset`` and ``DataDriftPreset`` in ``evidently.presets``; dataset
+  metrics in ``evidently.metrics``; tests are conditions attached to metrics
+  (``DuplicatedRowCount(tests=[eq(0)])``, conditions from ``evidently.tests``), not a TestSuite.
+
+Each report writes the Evidently HTML and a small JSON summary whose keys are defined here (not
+Evidently's internal layout), so that tests and the workflow can rely on them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pandas as pd
+
+from genre_classification.track_table import PREDICTION_COLUMN, feature_columns
+
+log = logging.getLogger(__name__)
+
+TARGET = "genre"
+PASS = "SUCCESS"
+
+
+def _write_json(data: dict, path: str | Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def _json_default(value):
+    try:
+        return value.item()  # numpy scalars
+    except AttributeError:
+        return str(value)
+
+
+def _save_html(snapshot, path: str | Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    snapshot.save_html(str(path))
+
+
+def _metric_type(metric: dict) -> str:
+    """``"evidently:metric_v2:Accuracy"`` -> ``"Accuracy"``."""
+    return metric["config"]["type"].rsplit(":", 1)[-1]
+
+
+def _status(test: dict) -> str:
+    status = test["status"]
+    return getattr(status, "value", str(status))
+
+
+# --------------------------------------------------------------------------------------------
+# classification
+# --------------------------------------------------------------------------------------------
+
+CLASSIFICATION_KEYS = {
+    "Accuracy": "accuracy",
+    "Precision": "precision",
+    "Recall": "recall",
+    "F1Score": "f1",
+    "RocAuc": "roc_auc",
+    "LogLoss": "log_loss",
+}
+BY_LABEL_KEYS = {
+    "PrecisionByLabel": "precision",
+    "RecallByLabel": "recall",
+    "F1ByLabel": "f1",
+    "RocAucByLabel": "roc_auc",
+}
+
+
+def classification_frame(predictions: pd.DataFrame) -> tuple[pd.DataFrame, list[str] | None]:
+    """``genre prediction <label>...`` columns for Evidently from a table with predictions.
+
+    ``predictions`` has ``genre`` (true), ``prediction`` and optional ``prob_<genre>`` columns.
+    Evidently's multiclass probabilities are one column per label, named by the label. When they
+    are given, Evidently 0.7 ignores ``prediction_labels`` and scores the argmax of the
+    probabilities; so they are used only if every label that occurs has one and their argmax is
+    the ``prediction`` of every row (otherwise the labels are the truth and ROC AUC/log loss are
+    left out).
+    """
+    frame = predictions[[TARGET, PREDICTION_COLUMN]].astype(str).reset_index(drop=True)
+    labels = sorted(set(frame[TARGET]) | set(frame[PREDICTION_COLUMN]))
+    prob_columns = {c[len("prob_") :]: c for c in predictions.columns if c.startswith("prob_")}
+    if not prob_columns:
+        return frame, None
+    if not set(labels) <= set(prob_columns):
+        log.warning("probability columns do not cover labels %s: ROC AUC/log loss left out", labels)
+        return frame, None
+    probas = sorted(prob_columns)
+    values = predictions[[prob_columns[label] for label in probas]].astype(float).to_numpy()
+    argmax = pd.Series(probas).iloc[values.argmax(axis=1)].to_numpy()
+    mismatch = int((argmax != frame[PREDICTION_COLUMN].to_numpy()).sum())
+    if mismatch:
+        log.warning(
+            "%d predictions are not the argmax of their probabilities: ROC AUC/log loss left out",
+            mismatch,
+        )
+        return frame, None
+    for i, label in enumerate(probas):
+        frame[label] = values[:, i]
+    return frame, probas
+
+
+def classification_report(
+    predictions: pd.DataFrame,
+    html_path: str | Path,
+    json_path: str | Path,
+    model: str = "",
+) -> dict:
+    """Evidently ClassificationPreset (multiclass) on the test tracks; returns the JSON summary."""
+    from evidently import DataDefinition, Dataset, MulticlassClassification, Report
+    from evidently.presets import ClassificationPreset
+
+    if predictions.empty:
+        raise ValueError("no predicted tracks: cannot build a classification report")
+    frame, probas = classification_frame(predictions)
+    definition = DataDefinition(
+        categorical_columns=[TARGET, PREDICTION_COLUMN],
+        numerical_columns=probas or [],
+        classification=[
+            MulticlassClassification(
+                target=TARGET, prediction_labels=PREDICTION_COLUMN, prediction_probas=probas
+            )
+        ],
+    )
+    dataset = Dataset.from_pandas(frame, data_definition=definition)
+    snapshot = Report([ClassificationPreset()], metadata={"model": model}).run(dataset, None)
+    _save_html(snapshot, html_path)
+
+    raw = snapshot.dict()
+    summary: dict = {"model": model, "n_tracks": int(len(frame))}
+    per_class: dict[str, dict] = {}
+    for metric in raw["metrics"]:
+        kind = _metric_type(metric)
+        if kind in CLASSIFICATION_KEYS:
+            summary[CLASSIFICATION_KEYS[kind]] = float(metric["value"])
+        elif kind in BY_LABEL_KEYS:
+            for label, value in metric["value"].items():
+                per_class.setdefault(str(label), {})[BY_LABEL_KEYS[kind]] = float(value)
+    support = frame[TARGET].value_counts()
+    for label in per_class:
+        per_class[label]["support"] = int(support.get(label, 0))
+    summary["labels"] = sorted(per_class)
+    summary["per_class"] = dict(sorted(per_class.items()))
+    summary["probabilities"] = probas is not None
+    summary["evidently"] = raw
+    _write_json(summary, json_path)
+    return summary
+
+
+# --------------------------------------------------------------------------------------------
+# data drift
+# --------------------------------------------------------------------------------------------
+
+
+def drift_columns(reference: pd.DataFrame, current: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """Numerical summary features and categorical columns present in both tables."""
+    numerical = [c for c in feature_columns(reference) if c in set(feature_columns(current))]
+    categorical = [c for c in (TARGET,) if c in reference.columns and c in current.columns]
+    return numerical, categorical
+
+
+def data_drift_report(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    html_path: str | Path,
+    json_path: str | Path,
+    drift_share: float = 0.5,
+    method: str | None = None,
+    threshold: float | None = None,
+    reference_info: dict | None = None,
+    current_info: dict | None = None,
+) -> dict:
+    """Evidently DataDriftPreset of ``current`` against ``reference``; returns the JSON summary.
+
+    Per column Evidently picks the test (K-S for numerical columns with <= 1000 reference rows,
+    chi-square for ``genre``) unless ``method`` is given. The dataset drifts when the share of
+    drifted columns is >= ``drift_share`` (Evidently's definition).
+    """
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.presets import DataDriftPreset
+
+    numerical, categorical = drift_columns(reference, current)
+    columns = numerical + categorical
+    if not numerical:
+        raise ValueError("reference and current track tables share no feature columns")
+    definition = DataDefinition(numerical_columns=numerical, categorical_columns=categorical)
+    ref = Dataset.from_pandas(reference[columns].reset_index(drop=True), definition)
+    cur = Dataset.from_pandas(current[columns].reset_index(drop=True), definition)
+    preset = DataDriftPreset(
+        columns=columns, drift_share=drift_share, method=method, threshold=threshold
+    )
+    snapshot = Report([preset], include_tests=True).run(cur, ref)
+    _save_html(snapshot, html_path)
+
+    raw = snapshot.dict()
+    features: dict[str, dict] = {}
+    for metric in raw["metrics"]:
+        if _metric_type(metric) == "ValueDrift":
+            features[metric["config"]["column"]] = {
+                "drifted": False,
+                "score": float(metric["value"]),
+                "method": metric["config"].get("method"),
+                "threshold": metric["config"].get("threshold"),
+            }
+    for test in raw["tests"]:
+        column = test["metric_config"]["params"].get("column")
+        if column in features and test["metric_config"]["params"]["type"].endswith("ValueDrift"):
+            features[column]["drifted"] = _status(test) != PASS
+    n_drifted = sum(f["drifted"] for f in features.values())
+    share = n_drifted / len(features)
+    summary = {
+        "drifted_share": share,
+        "n_drifted": n_drifted,
+        "n_features": len(features),
+        "dataset_drift": share >= drift_share,
+        "drift_share_threshold": drift_share,
+        "drifted_features": sorted(name for name, f in features.items() if f["drifted"]),
+        "features": features,
+        "reference": {"n_tracks": int(len(reference)), **(reference_info or {})},
+        "current": {"n_tracks": int(len(current)), **(current_info or {})},
+    }
+    _write_json(summary, json_path)
+    return summary
+
+
+# --------------------------------------------------------------------------------------------
+# data quality
+# --------------------------------------------------------------------------------------------
+
+
+class DataQualityError(RuntimeError):
+    """A data quality test failed and ``reports.fail_on_quality_issue`` is true."""
+
+
+def _shares(table: pd.DataFrame) -> pd.Series:
+    return table[TARGET].value_counts(normalize=True, dropna=True).sort_index()
+
+
+def data_quality_report(
+    table: pd.DataFrame,
+    html_path: str | Path,
+    json_path: str | Path,
+    min_class_ratio: float = 0.5,
+    ignore_constant: tuple[str, ...] | list[str] = ("duration_s",),
+) -> dict:
+    """Data quality tests on the track table; returns ``{"passed": bool, "tests": [...]}``.
+
+    * missing values: no NaN in the summary features or ``genre``;
+    * constant columns: no summary feature with a single value (``ignore_constant`` columns, by
+      default ``duration_s``, are left out: fixed-length clips are normal);
+    * duplicated tracks: no two tracks with identical features and genre, and no two tracks with
+      the same source audio md5;
+    * class balance: every genre's share >= ``min_class_ratio`` x the largest genre's share.
+
+    The first four are Evidently metrics with test conditions (shown in the HTML); the md5 test
+    is computed here because it is not a column statistic of the features.
+    """
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.metrics import (
+        CategoryCount,
+        ConstantColumnsCount,
+        DatasetMissingValueCount,
+        DuplicatedRowCount,
+        RowCount,
+    )
+    from evidently.tests import eq, gte
+
+    features = [c for c in feature_columns(table) if c not in set(ignore_constant)]
+    frame = table[features + [TARGET]].reset_index(drop=True)
+    definition = DataDefinition(numerical_columns=features, categorical_columns=[TARGET])
+    shares = _shares(frame)
+    min_share = float(min_class_ratio * shares.max()) if len(shares) else 0.0
+    balance_metrics = [
+        CategoryCount(column=TARGET, category=label, share_tests=[gte(min_share)])
+        for label in shares.index
+    ]
+    metrics = [
+        RowCount(),
+        DatasetMissingValueCount(tests=[eq(0)]),
+        ConstantColumnsCount(tests=[eq(0)]),
+        DuplicatedRowCount(tests=[eq(0)]),
+        *balance_metrics,
+    ]
+    snapshot = Report(metrics).run(Dataset.from_pandas(frame, data_definition=definition), None)
+    _save_html(snapshot, html_path)
+
+    raw = snapshot.dict()
+    status: dict[str, list[str]] = {}
+    for test in raw["tests"]:
+        kind = test["metric_config"]["params"]["type"].rsplit(":", 1)[-1]
+        status.setdefault(kind, []).append(_status(test))
+
+    def passed(kind: str) -> bool:
+        return bool(status.get(kind)) and all(s == PASS for s in status[kind])
+
+    missing = frame.isna().sum()
+    missing = missing[missing > 0]
+    constant = [c for c in features if frame[c].nunique(dropna=False) <= 1]
+    dup_rows = table.loc[frame.duplicated(keep=False).to_numpy(), "track_id"]
+    tests = [
+        {
+            "name": "missing_values",
+            "passed": passed("DatasetMissingValueCount"),
+            "description": "no missing values in the summary features and genre"
+            + (f"; missing: {missing.to_dict()}" if len(missing) else ""),
+        },
+        {
+            "name": "constant_columns",
+            "passed": passed("ConstantColumnsCount"),
+            "description": "no constant summary feature"
+            + (f" (ignored: {sorted(ignore_constant)})" if ignore_constant else "")
+            + (f"; constant: {constant}" if constant else ""),
+        },
+        {
+            "name": "duplicated_tracks",
+            "passed": passed("DuplicatedRowCount"),
+            "description": "no two tracks with identical summary features and genre"
+            + (f"; duplicated: {sorted(dup_rows)}" if len(dup_rows) else ""),
+        },
+    ]
+    if "source_md5" in table.columns:
+        md5 = table["source_md5"].fillna("")
+        dup_md5 = table.loc[md5.ne("") & md5.duplicated(keep=False), "track_id"]
+        tests.append(
+            {
+                "name": "duplicated_source_audio",
+                "passed": dup_md5.empty,
+                "description": "no two tracks with the same source audio md5"
+                + (f"; duplicated: {sorted(dup_md5)}" if len(dup_md5) else ""),
+            }
+        )
+    ratio = float(shares.min() / shares.max()) if len(shares) else 0.0
+    tests.append(
+        {
+            "name": "class_balance",
+            "passed": passed("CategoryCount") and len(shares) > 1,
+            "description": f"smallest/largest genre share {ratio:.3f} >= {min_class_ratio} "
+            f"with >= 2 genres; shares: {dict((k, round(v, 4)) for k, v in shares.items())}",
+        }
+    )
+    for test in tests:
+        test["status"] = "passed" if test.pop("passed") else "failed"
+    summary = {
+        "passed": all(t["status"] == "passed" for t in tests),
+        "failed": [t["name"] for t in tests if t["status"] != "passed"],
+        "tests": [
+            {"name": t["name"], "status": t["status"], "description": t["description"]}
+            for t in tests
+        ],
+        "n_tracks": int(len(table)),
+        "n_features": len(features),
+        "min_class_ratio": min_class_ratio,
+    }
+    _write_json(summary, json_path)
+    return summary
+
+
+def enforce_quality(summary: dict, json_path: str | Path, fail: bool) -> None:
+    """Raise DataQualityError (``fail``) or log a warning when a quality test failed."""
+    if summary["passed"]:
+        log.info("data quality: all %d tests passed", len(summary["tests"]))
+        return
+    failed = [t for t in summary["tests"] if t["status"] != "passed"]
+    details = "; ".join(f"{t['name']}: {t['description']}" for t in failed)
+    message = (
+        f"data quality tests failed: {', '.join(t['name'] for t in failed)} "
+        f"(see {json_path}). {details}"
+    )
+    if fail:
+        raise DataQualityError(
+            message + " -- set reports.fail_on_quality_issue: false to only warn"
+        )
+    log.warning("%s -- continuing because reports.fail_on_quality_issue is false", message)
+
+
+# --------------------------------------------------------------------------------------------
+# MLflow
+# --------------------------------------------------------------------------------------------
+
+
+def log_to_mlflow(run_json: str | Path, paths: list[str | Path], artifact_path: str = "evidently"):
+    """Attach report files to the training run named in ``results/mlflow/runs/{model}.json``."""
+    import mlflow
+
+    run = json.loads(Path(run_json).read_text())
+    client = mlflow.MlflowClient(tracking_uri=run["tracking_uri"])
+    for path in paths:
+        client.log_artifact(run["run_id"], str(path), artifact_path=artifact_path)
+    log.info(
+        "logged %s to MLflow run %s (%s)",
+        [str(p) for p in paths],
+        run["run_id"],
+        run["tracking_uri"],
+    )
+    return run["run_id"]
