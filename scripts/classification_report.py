@@ -1,0 +1,27 @@
+"""Snakemake entry point of classification_report (logic: genre_classification.reports)."""
+
+import logging
+
+from genre_classification.reports import classification_report, log_to_mlflow
+from genre_classification.runlog import log_to_file
+from genre_classification.track_table import attach_predictions, read_table
+
+snakemake = globals()["snakemake"]
+log_to_file(snakemake.log[0])
+log = logging.getLogger("classification_report")
+model = snakemake.wildcards.model
+table = read_table(snakemake.input.table)
+tested = attach_predictions(table, snakemake.input.predictions)
+splits = sorted(set(tested["split"]))
+if splits != [snakemake.params.split]:
+    log.warning(
+        "predicted tracks come from splits %s, expected only %s", splits, snakemake.params.split
+    )
+summary = classification_report(tested, snakemake.output.html, snakemake.output.json, model=model)
+log.info("%s: accuracy %.4f on %d tracks", model, summary["accuracy"], summary["n_tracks"])
+if snakemake.params.log_to_mlflow:
+    log_to_mlflow(
+        snakemake.input.run,
+        [snakemake.output.html, snakemake.output.json],
+        artifact_path=snakemake.params.artifact_path,
+    )
