@@ -45,12 +45,12 @@ rule track_table:
         table="results/tables/tracks.tsv",
     log:
         "logs/track_table/tracks.log",
-    params:
-        n_bands=reports_config("track_table")["n_bands"],
-        n_mfcc=reports_config("track_table")["n_mfcc"],
     resources:
         mem_mb=2000,
         runtime=20,
+    params:
+        n_bands=reports_config("track_table")["n_bands"],
+        n_mfcc=reports_config("track_table")["n_mfcc"],
     script:
         "../../scripts/track_table.py"
 
@@ -61,6 +61,9 @@ rule reference_track_table:
         info="results/reference/reference.json",
     log:
         "logs/reference_track_table/reference.log",
+    resources:
+        mem_mb=3000,
+        runtime=120,
     params:
         reference=reports_config("reference"),
         data=config["data"],
@@ -68,9 +71,6 @@ rule reference_track_table:
         work_dir="results/reference",
         n_bands=reports_config("track_table")["n_bands"],
         n_mfcc=reports_config("track_table")["n_mfcc"],
-    resources:
-        mem_mb=3000,
-        runtime=120,
     script:
         "../../scripts/reference_track_table.py"
 
@@ -91,13 +91,13 @@ rule classification_report:
         json="results/reports/{model}/classification.json",
     log:
         "logs/classification_report/{model}.log",
+    resources:
+        mem_mb=2000,
+        runtime=20,
     params:
         split=reports_config("drift")["current_split"],
         log_to_mlflow=reports_config("log_to_mlflow"),
         artifact_path="evidently",
-    resources:
-        mem_mb=2000,
-        runtime=20,
     script:
         "../../scripts/classification_report.py"
 
@@ -117,6 +117,9 @@ rule data_drift_report:
         json="results/reports/data_drift.json",
     log:
         "logs/data_drift_report/data_drift.log",
+    resources:
+        mem_mb=2000,
+        runtime=20,
     params:
         reference=reports_config("reference"),
         reference_split=reports_config("drift")["reference_split"],
@@ -124,9 +127,6 @@ rule data_drift_report:
         drift_share=reports_config("drift")["drift_share"],
         method=reports_config("drift")["method"],
         threshold=reports_config("drift")["threshold"],
-    resources:
-        mem_mb=2000,
-        runtime=20,
     script:
         "../../scripts/data_drift_report.py"
 
@@ -145,12 +145,12 @@ rule data_quality_report:
         json="results/reports/data_quality.json",
     log:
         "logs/data_quality_report/data_quality.log",
+    resources:
+        mem_mb=2000,
+        runtime=20,
     params:
         fail_on_quality_issue=reports_config("fail_on_quality_issue"),
         min_class_ratio=reports_config("quality")["min_class_ratio"],
         ignore_constant=reports_config("quality")["ignore_constant"],
-    resources:
-        mem_mb=2000,
-        runtime=20,
     script:
         "../../scripts/data_quality_report.py"
