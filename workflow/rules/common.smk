@@ -109,3 +109,22 @@ def training_targets(wildcards=None):
             f"results/eval/{model}/confusion_matrix.png",
         )
     ]
+
+
+# --- Evidently report targets (rules in rules/reports.smk; maintained with the reports stage)
+
+
+def report_targets(wildcards=None):
+    """Track table, data drift and quality reports, and a classification report per model."""
+    return [
+        "results/tables/tracks.tsv",
+        "results/reports/data_drift.html",
+        "results/reports/data_drift.json",
+        "results/reports/data_quality.html",
+        "results/reports/data_quality.json",
+        *(
+            f"results/reports/{model}/classification.{ext}"
+            for model in training_models()
+            for ext in ("html", "json")
+        ),
+    ]
