@@ -1,0 +1,87 @@
+"""Track-level evaluation: aggregation, metrics, output files."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from _training_data import make_features
+from genre_classification import evaluate
+
+LABELS = ["blues", "metal", "pop"]
+
+
+def test_aggregate_tracks_means_segment_probabilities():
+    probs = np.array(
+        [
+            [0.6, 0.3, 0.1],  # track a
+            [0.2, 0.7, 0.1],  # track b
+            [0.0, 0.3, 0.7],  # track a
+            [0.4, 0.5, 0.1],  # track b
+        ]
+    )
+    tracks, mean = evaluate.aggregate_tracks(probs, ["x/a", "x/b", "x/a", "x/b"])
+    assert tracks == ["x/a", "x/b"]
+    np.testing.assert_allclose(mean, [[0.3, 0.3, 0.4], [0.3, 0.6, 0.1]])
+    # a single confident segment does not win against the mean: argmax of track a is pop
+    assert mean.argmax(axis=1).tolist() == [2, 1]
+
+
+def test_metrics_by_hand():
+    y_true = np.array([0, 0, 1, 1, 2, 2])
+    y_pred = np.array([0, 1, 1, 1, 2, 0])
+    m = evaluate.compute_metrics(y_true, y_pred, LABELS)
+    assert m["accuracy"] == pytest.approx(4 / 6)
+    # blues: P=1/2 R=1/2; metal: P=2/3 R=1; pop: P=1 R=1/2
+    assert m["per_genre"]["blues"] == {"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2}
+    assert m["per_genre"]["metal"]["f1"] == pytest.approx(0.8)
+    assert m["per_genre"]["pop"]["f1"] == pytest.approx(2 / 3)
+    assert m["macro_precision"] == pytest.approx((0.5 + 2 / 3 + 1) / 3)
+    assert m["macro_recall"] == pytest.approx((0.5 + 1 + 0.5) / 3)
+    assert m["macro_f1"] == pytest.approx((0.5 + 0.8 + 2 / 3) / 3)
+
+
+def test_genre_absent_from_predictions_scores_zero():
+    m = evaluate.compute_metrics(np.array([0, 1, 2]), np.array([0, 0, 0]), LABELS)
+    assert m["per_genre"]["metal"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1}
+
+
+def test_evaluate_writes_contract_files(tmp_path):
+    import keras
+
+    from genre_classification import dataset, models
+
+    split_path = make_features(tmp_path)
+    split = dataset.read_split(split_path)
+    train = dataset.load_segments(split[split.split == "train"], LABELS)
+    model = models.build_model(
+        "cnn", train.input_shape, 3, *dataset.band_stats(train.x), filters=(4,)
+    )
+    models.compile_model(model)
+    model.save(tmp_path / "model.keras")
+    keras.backend.clear_session()
+
+    out = tmp_path / "eval"
+    metrics = evaluate.evaluate(
+        tmp_path / "model.keras",
+        split_path,
+        out / "metrics.json",
+        out / "predictions.csv",
+        out / "confusion_matrix.png",
+        data_version_path=tmp_path / "data_version.json",
+    )
+    on_disk = json.loads((out / "metrics.json").read_text())
+    assert on_disk["macro_f1"] == metrics["macro_f1"]
+    for key in ("accuracy", "macro_precision", "macro_recall", "macro_f1", "per_genre"):
+        assert key in on_disk
+    assert on_disk["data_version"]["md5"] == "0123abcd"
+    assert "git_commit" in on_disk
+    assert sum(g["support"] for g in on_disk["per_genre"].values()) == 6  # 3 genres x 2 tracks
+    table = pd.read_csv(out / "predictions.csv")
+    assert list(table.columns) == ["track", "true", "predicted"] + [f"prob_{g}" for g in LABELS]
+    assert table["track"].iloc[0] == "blues/blues.00005"
+    np.testing.assert_allclose(table.filter(like="prob_").sum(axis=1), 1.0, atol=1e-4)
+    assert (out / "confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"

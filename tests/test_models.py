@@ -1,0 +1,69 @@
+"""Model builders: shapes, normalisation layer, mixed precision, backbone weights handling."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from genre_classification import models
+
+
+@pytest.fixture(autouse=True)
+def float32_policy():
+    yield
+    models.set_precision(False)
+
+
+def test_cnn_outputs_probabilities():
+    mean, var = np.linspace(-50, -10, 16), np.full(16, 25.0)
+    model = models.build_model("cnn", (16, 20, 1), 4, mean, var, filters=(4, 8))
+    x = np.random.default_rng(0).normal(-30, 5, (3, 16, 20, 1)).astype("float32")
+    probs = np.asarray(model(x, training=False))
+    assert probs.shape == (3, 4)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+    norm = model.get_layer("band_normalization")
+    np.testing.assert_allclose(np.ravel(norm.mean), mean, rtol=1e-6)
+
+
+def test_mixed_precision_keeps_float32_output():
+    assert models.set_precision(True) == "mixed_float16"
+    model = models.build_model("cnn", (16, 20, 1), 3, filters=(4,))
+    models.compile_model(model, "adam", 1e-3)
+    assert model.get_layer("conv0").compute_dtype == "float16"
+    assert model.output.dtype == "float32"
+
+
+def test_unknown_architecture_and_optimizer():
+    with pytest.raises(ValueError, match="unknown architecture"):
+        models.build_model("vgg99", (16, 20, 1), 3)
+    with pytest.raises(ValueError, match="unknown optimizer"):
+        models.make_optimizer("adagrad-ish", 0.1)
+
+
+def test_imagenet_without_network_fails_clearly(monkeypatch):
+    import keras.src.utils.file_utils as file_utils
+
+    def offline(*args, **kwargs):
+        raise Exception("URL fetch failure on https://storage.googleapis.com/...: no route")
+
+    monkeypatch.setattr(file_utils, "get_file", offline)
+    with pytest.raises(RuntimeError, match="no network access") as error:
+        models.build_model("efficientnetb0", (32, 32, 1), 3, weights="imagenet")
+    assert "weights: <path to the .weights.h5 file>" in str(error.value)
+
+
+def test_backbone_weights_from_path(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        models.build_model("efficientnetb0", (32, 32, 1), 3, weights=tmp_path / "missing.h5")
+    import keras
+
+    source = keras.applications.EfficientNetB0(
+        include_top=False, weights=None, input_shape=(32, 32, 3), pooling="avg"
+    )
+    path = tmp_path / "b0.weights.h5"
+    source.save_weights(path)
+    model = models.build_model("efficientnetb0", (32, 32, 1), 3, weights=str(path))
+    assert model.output_shape == (None, 3)
+    loaded = model.get_layer(source.name).get_weights()
+    for a, b in zip(loaded, source.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
