@@ -1,0 +1,384 @@
+"""Track table and Evidently reports on tiny synthetic data in the contract format.
+
+Audio is synthesised in memory (genre_classification.demo_data), turned into log-mel HDF5 files
+with the extraction stage's own functions, summarised into track tables, and fed to the reports.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from genre_classification.demo_data import synthesize_clip
+from genre_classification.features import FeatureParams, log_mel_segments, write_features
+from genre_classification.reports import (
+    DataQualityError,
+    classification_report,
+    data_drift_report,
+    data_quality_report,
+    enforce_quality,
+    log_to_mlflow,
+)
+from genre_classification.track_table import (
+    ID_COLUMNS,
+    attach_predictions,
+    build_track_table,
+    feature_columns,
+    read_table,
+    write_table,
+)
+
+SR = 22050
+PARAMS = FeatureParams(sample_rate=SR, segment_seconds=3.0)
+SECONDS = 6.0
+N_BANDS, N_MFCC = 4, 5  # a smaller table keeps the Evidently reports fast
+BASE_GENRES = ["classical", "disco", "hiphop", "jazz"]
+OTHER_GENRES = ["metal", "reggae"]
+
+
+def write_clip(root: Path, genre: str, track: str, audio: np.ndarray, split: str = "") -> dict:
+    path = root / genre / f"{track}.h5"
+    segments = log_mel_segments(audio.astype(np.float32), PARAMS)
+    write_features(
+        path, segments, PARAMS, genre, f"/audio/{genre}/{track}.wav", track, audio.size / SR
+    )
+    return {"genre": genre, "track": track, "split": split, "features": str(path)}
+
+
+def make_set(root: Path, genres, n: int, seed: int, transform=None, split: str = "") -> list:
+    rows = []
+    for g, genre in enumerate(genres):
+        for i in range(n):
+            audio = synthesize_clip(genre, SECONDS, SR, seed=seed * 100_000 + g * 1000 + i)
+            if transform is not None:
+                audio = transform(audio)
+            rows.append(write_clip(root, genre, f"{genre}.s{seed}.{i:03d}", audio, split))
+    return rows
+
+
+def table_of(rows) -> pd.DataFrame:
+    return build_track_table(rows, n_bands=N_BANDS, n_mfcc=N_MFCC)
+
+
+def lowpass_resample(audio: np.ndarray) -> np.ndarray:
+    """Audio that went through an 8 kHz channel: nothing above 4 kHz (a resampled recording)."""
+    import librosa
+
+    narrow = librosa.resample(audio, orig_sr=SR, target_sr=8000, res_type="polyphase")
+    return librosa.resample(narrow, orig_sr=8000, target_sr=SR, res_type="polyphase")[: audio.size]
+
+
+@pytest.fixture(scope="module")
+def tables(tmp_path_factory) -> dict[str, pd.DataFrame]:
+    root = tmp_path_factory.mktemp("features")
+    louder = make_set(root / "loud", BASE_GENRES, 6, seed=2, transform=lambda a: a * 4)
+    resampled = make_set(root / "rs", BASE_GENRES, 6, seed=3, transform=lowpass_resample)
+    return {
+        "reference": table_of(make_set(root / "ref", BASE_GENRES, 12, seed=1, split="train")),
+        "louder": table_of(louder),
+        "resampled": table_of(resampled),
+        "other_genres": table_of(make_set(root / "other", OTHER_GENRES, 12, seed=4)),
+    }
+
+
+# ------------------------------------------------------------------------------ track table
+
+
+def clicks(bpm: float, gain: float = 0.5, seconds: float = 12.0) -> np.ndarray:
+    audio = np.zeros(int(seconds * SR), dtype=np.float32)
+    t = np.arange(400) / SR
+    click = np.exp(-t * 500) * np.sin(2 * np.pi * 2000 * t)
+    for start in range(0, audio.size - click.size, int(SR * 60 / bpm)):
+        audio[start : start + click.size] += click
+    return gain * audio
+
+
+def test_track_table_columns_and_known_values(tmp_path):
+    rows = [
+        write_clip(tmp_path, "clicks", "slow", clicks(70), "train"),
+        write_clip(tmp_path, "clicks", "fast", clicks(140), "test"),
+        write_clip(tmp_path, "clicks", "quiet", clicks(100, gain=0.05), "val"),
+        write_clip(tmp_path, "clicks", "loud", clicks(100, gain=0.5), "train"),
+    ]
+    table = build_track_table(rows)  # default 8 band groups, 13 MFCCs
+    assert list(table.columns[: len(ID_COLUMNS)]) == list(ID_COLUMNS)
+    assert list(table["track_id"]) == ["clicks/fast", "clicks/loud", "clicks/quiet", "clicks/slow"]
+    features = feature_columns(table)
+    assert len(features) == 2 * 8 + 2 * 13 + 12
+    for column in (
+        "band07_std",
+        "mfcc12_mean",
+        "centroid_hz_mean",
+        "rolloff_hz_std",
+        "flatness_mean",
+        "contrast_db_mean",
+        "rms_mean",
+        "loudness_db_mean",
+        "onset_strength_mean",
+        "tempo_bpm",
+        "duration_s",
+    ):
+        assert column in features
+    assert not table[features].isna().any().any()
+    by = table.set_index("track")
+    assert by.loc["fast", "tempo_bpm"] == pytest.approx(140, rel=0.05)
+    assert by.loc["slow", "tempo_bpm"] == pytest.approx(70, rel=0.05)
+    assert by.loc["loud", "rms_mean"] == pytest.approx(10 * by.loc["quiet", "rms_mean"], rel=0.01)
+    assert by.loc["loud", "loudness_db_mean"] > by.loc["quiet", "loudness_db_mean"]
+    assert by.loc["fast", "duration_s"] == pytest.approx(12.0)
+    assert by.loc["fast", "split"] == "test" and by.loc["fast", "source_md5"] == "fast"
+    # deterministic, independent of input order, and survives the TSV round trip
+    again = build_track_table(rows[::-1])
+    pd.testing.assert_frame_equal(table, again)
+    write_table(table, tmp_path / "tracks.tsv")
+    back = read_table(tmp_path / "tracks.tsv")
+    np.testing.assert_allclose(back[features], table[features], rtol=1e-6)
+
+
+def test_attach_predictions(tmp_path):
+    rows = [
+        write_clip(tmp_path, "clicks", name, clicks(bpm), "test")
+        for name, bpm in (("a", 80), ("b", 120))
+    ]
+    table = build_track_table(rows)
+    csv = tmp_path / "predictions.csv"
+    pd.DataFrame(
+        {
+            "track": ["clicks/a"],
+            "true": ["clicks"],
+            "predicted": ["rock"],
+            "prob_clicks": [0.4],
+            "prob_rock": [0.6],
+        }
+    ).to_csv(csv, index=False)
+    merged = attach_predictions(table, csv)
+    assert list(merged["track_id"]) == ["clicks/a"]
+    assert merged["prediction"].tolist() == ["rock"] and "prob_rock" in merged
+    assert "prediction" not in feature_columns(merged)
+    assert "prob_rock" not in feature_columns(merged)
+
+
+# ------------------------------------------------------------------------------ data drift
+
+
+def drift(reference, current, tmp_path, name):
+    return data_drift_report(
+        reference, current, tmp_path / f"{name}.html", tmp_path / f"{name}.json"
+    )
+
+
+def test_no_drift_on_a_shuffle_of_the_reference(tables, tmp_path):
+    reference = tables["reference"]
+    order = np.random.default_rng(7).permutation(len(reference))
+    half = len(reference) // 2
+    summary = drift(reference.iloc[order[:half]], reference.iloc[order[half:]], tmp_path, "shuf")
+    assert summary["dataset_drift"] is False
+    assert summary["drifted_share"] <= 0.15, summary["drifted_features"]
+    assert summary["n_features"] == len(feature_columns(reference)) + 1  # + genre
+    on_disk = json.loads((tmp_path / "shuf.json").read_text())
+    assert set(on_disk) >= {
+        "drifted_share",
+        "n_drifted",
+        "n_features",
+        "dataset_drift",
+        "features",
+        "reference",
+        "current",
+    }
+    assert on_disk["features"]["rms_mean"]["method"] == "K-S p_value"
+    assert on_disk["features"]["genre"]["method"] == "chi-square p_value"
+    assert on_disk["reference"]["n_tracks"] == half
+
+
+def test_drift_detected_when_louder(tables, tmp_path):
+    summary = drift(tables["reference"], tables["louder"], tmp_path, "loud")
+    features = summary["features"]
+    for column in ("rms_mean", "loudness_db_mean", "band00_mean", "mfcc00_mean"):
+        assert features[column]["drifted"], column
+    assert not features["genre"]["drifted"]
+    assert summary["n_drifted"] >= 5
+
+
+def test_drift_detected_when_resampled(tables, tmp_path):
+    summary = drift(tables["reference"], tables["resampled"], tmp_path, "resampled")
+    features = summary["features"]
+    for column in ("rolloff_hz_mean", "centroid_hz_mean", "band03_mean"):
+        assert features[column]["drifted"], column
+    assert not features["genre"]["drifted"]
+
+
+def test_dataset_drift_with_other_genres(tables, tmp_path):
+    summary = drift(tables["reference"], tables["other_genres"], tmp_path, "genres")
+    assert summary["features"]["genre"]["drifted"]
+    assert summary["dataset_drift"] is True
+    assert summary["drifted_share"] >= 0.5
+
+
+# ------------------------------------------------------------------------------ data quality
+
+
+def quality(table, tmp_path, **kwargs):
+    return data_quality_report(table, tmp_path / "q.html", tmp_path / "q.json", **kwargs)
+
+
+def failed(summary) -> set[str]:
+    return {t["name"] for t in summary["tests"] if t["status"] == "failed"}
+
+
+def test_quality_passes_on_clean_data(tables, tmp_path):
+    summary = quality(tables["reference"], tmp_path)
+    assert summary["passed"] is True, summary
+    assert [t["name"] for t in summary["tests"]] == [
+        "missing_values",
+        "constant_columns",
+        "duplicated_tracks",
+        "duplicated_source_audio",
+        "class_balance",
+    ]
+    assert json.loads((tmp_path / "q.json").read_text()) == summary
+
+
+def test_quality_flags_constant_column(tables, tmp_path):
+    table = tables["reference"].copy()
+    table["tempo_bpm"] = 120.0
+    summary = quality(table, tmp_path)
+    assert failed(summary) == {"constant_columns"}
+    assert "tempo_bpm" in summary["tests"][1]["description"]
+    # duration_s is constant here (fixed-length clips) and ignored by default, not otherwise
+    assert failed(quality(tables["reference"], tmp_path, ignore_constant=[])) == {
+        "constant_columns"
+    }
+
+
+def test_quality_flags_duplicated_track(tables, tmp_path):
+    table = tables["reference"]
+    copy = table.iloc[[3]].assign(track_id="classical/copy", track="copy")
+    summary = quality(pd.concat([table, copy], ignore_index=True), tmp_path)
+    assert failed(summary) == {"duplicated_tracks", "duplicated_source_audio"}
+    same_audio_other_name = table.iloc[[3]].assign(track_id="jazz/x", genre="jazz", rms_mean=9.0)
+    summary = quality(pd.concat([table, same_audio_other_name], ignore_index=True), tmp_path)
+    assert failed(summary) == {"duplicated_source_audio"}
+
+
+def test_quality_flags_missing_value_and_class_imbalance(tables, tmp_path):
+    table = tables["reference"].copy()
+    table.loc[5, "centroid_hz_mean"] = np.nan
+    assert failed(quality(table, tmp_path)) == {"missing_values"}
+    table = tables["reference"]
+    imbalanced = table[(table["genre"] != "jazz") | (table["track"].str.endswith(("0", "1")))]
+    summary = quality(imbalanced, tmp_path, min_class_ratio=0.5)
+    assert failed(summary) == {"class_balance"}
+    assert quality(imbalanced, tmp_path, min_class_ratio=0.1)["passed"]
+
+
+def test_fail_or_warn_switch(tables, tmp_path, caplog):
+    table = tables["reference"].copy()
+    table["tempo_bpm"] = 120.0
+    summary = quality(table, tmp_path)
+    with pytest.raises(DataQualityError, match=r"constant_columns.*q\.json"):
+        enforce_quality(summary, tmp_path / "q.json", fail=True)
+    with caplog.at_level(logging.WARNING):
+        enforce_quality(summary, tmp_path / "q.json", fail=False)
+    assert "constant_columns" in caplog.text and "q.json" in caplog.text
+    enforce_quality(quality(tables["reference"], tmp_path), tmp_path / "q.json", fail=True)
+
+
+# ------------------------------------------------------------------------------ classification
+
+
+def predictions_for(table: pd.DataFrame, seed: int = 0, consistent: bool = True) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    labels = sorted(table["genre"].unique())
+    probs = rng.dirichlet(np.ones(len(labels)), len(table))
+    right = rng.random(len(table)) < 0.6
+    true_index = table["genre"].map(labels.index).to_numpy()
+    probs[right, true_index[right]] += 1.0
+    probs /= probs.sum(axis=1, keepdims=True)
+    out = table.copy()
+    out["prediction"] = np.array(labels)[probs.argmax(axis=1)]
+    if not consistent:
+        out.loc[out.index[:3], "prediction"] = labels[0]
+    for i, label in enumerate(labels):
+        out[f"prob_{label}"] = probs[:, i]
+    return out
+
+
+@pytest.mark.parametrize("consistent", [True, False])
+def test_classification_json_matches_sklearn(tables, tmp_path, consistent):
+    from sklearn.metrics import accuracy_score, f1_score
+
+    data = predictions_for(tables["reference"], consistent=consistent)
+    summary = classification_report(data, tmp_path / "c.html", tmp_path / "c.json", model="m")
+    on_disk = json.loads((tmp_path / "c.json").read_text())
+    expected = accuracy_score(data["genre"], data["prediction"])
+    assert on_disk["accuracy"] == pytest.approx(expected)
+    assert on_disk["f1"] == pytest.approx(
+        f1_score(data["genre"], data["prediction"], average="macro")
+    )
+    assert on_disk["probabilities"] is consistent and ("roc_auc" in on_disk) is consistent
+    assert set(on_disk["per_class"]) == set(BASE_GENRES)
+    assert sum(c["support"] for c in on_disk["per_class"].values()) == len(data)
+    assert summary["n_tracks"] == len(data)
+
+
+def test_classification_report_logged_to_mlflow(tables, tmp_path):
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.MlflowClient(uri)
+    experiment = client.create_experiment("t", artifact_location=(tmp_path / "art").as_uri())
+    run = client.create_run(experiment)
+    client.set_terminated(run.info.run_id)  # the training run has finished
+    run_json = tmp_path / "run.json"
+    run_json.write_text(
+        json.dumps({"run_id": run.info.run_id, "experiment_id": experiment, "tracking_uri": uri})
+    )
+    data = predictions_for(tables["reference"])
+    classification_report(data, tmp_path / "classification.html", tmp_path / "c.json")
+    log_to_mlflow(run_json, [tmp_path / "classification.html", tmp_path / "c.json"])
+    logged = {a.path for a in client.list_artifacts(run.info.run_id, "evidently")}
+    assert logged == {"evidently/classification.html", "evidently/c.json"}
+
+
+# ------------------------------------------------------------------------------ HTML
+
+
+def test_html_is_self_contained_and_renders(tables, tmp_path):
+    html_path = tmp_path / "drift.html"
+    data_drift_report(tables["reference"], tables["louder"], html_path, tmp_path / "d.json")
+    html = html_path.read_text()
+    assert "drawDashboard" in html and "<script src=" not in html  # JS bundle inlined
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("chromium not installed: rendering not checked")
+    result = subprocess.run(
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp_path / 'chromium'}",
+            "--virtual-time-budget=10000",
+            "--dump-dom",
+            html_path.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    dom = result.stdout
+    # the dashboard is drawn by the inlined JS: its text only exists after rendering
+    assert "Dataset Drift" in dom and "Drifted Columns" in dom, dom[-2000:]
+    assert "rms_mean" in dom
