@@ -121,7 +121,8 @@ def dvc_pull(repo: Path, target: str) -> None:
 def dvc_file_md5s(repo: Path, out: dict) -> dict[str, str]:
     """Per-file md5s from DVC's ``.dir`` listing in the cache; empty if not found."""
     dir_md5 = out["md5"].removesuffix(".dir")
-    result = subprocess.run([dvc_executable(), "cache", "dir"], cwd=repo, capture_output=True, text=True)
+    command = [dvc_executable(), "cache", "dir"]
+    result = subprocess.run(command, cwd=repo, capture_output=True, text=True)
     cache = Path(result.stdout.strip()) if result.returncode == 0 else repo / ".dvc" / "cache"
     for listing in (
         cache / "files" / "md5" / dir_md5[:2] / f"{dir_md5[2:]}.dir",

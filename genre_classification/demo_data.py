@@ -138,7 +138,7 @@ def make_demo_dataset(
     seed: int = 0,
     genres: list[str] | None = None,
 ) -> list[Path]:
-    """Write ``<out_dir>/<genre>/<genre>.<nnnnn>.wav`` clips (GTZAN's naming) and return their paths."""
+    """Write ``<out_dir>/<genre>/<genre>.<nnnnn>.wav`` clips (GTZAN's naming); return the paths."""
     out_dir = Path(out_dir)
     paths = []
     for g_index, genre in enumerate(genres or sorted(GENRES)):

@@ -1,4 +1,5 @@
-"""A git + DVC data repository with a local DVC remote: how the demo data (and the tests) version audio.
+"""A git + DVC data repository with a local DVC remote: how the demo data and the tests version
+audio.
 
 Real projects do the same with their own remote (S3, SSH, ...): ``dvc add`` the audio directory,
 commit the ``.dvc`` file, ``dvc push``.

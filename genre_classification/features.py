@@ -136,14 +136,15 @@ def read_features(path: str | Path) -> tuple[np.ndarray, dict]:
 def extract_logged(
     audio_path: str,
     out_path: str,
-    params: FeatureParams,
+    features: dict,
     label: str,
     source_md5: str,
     log_path: str,
 ) -> None:
-    """``extract_file`` for one Snakemake job, writing its own log file.
+    """``extract_file`` for one Snakemake job (``features``: the config section), logging to
+    its own log file.
 
-    Jobs run as threads of one process (see profiles/default), so this writes the job's log
+    Jobs run as threads of one process (see workflow/profiles/default), so this writes the job's log
     directly instead of reconfiguring the process-wide logging.
     """
     import time
@@ -152,6 +153,7 @@ def extract_logged(
     start = time.perf_counter()
     with open(log_path, "w") as log:
         try:
+            params = FeatureParams.from_config(features)
             shape = extract_file(audio_path, out_path, params, label, source_md5)
         except AudioError as error:
             log.write(f"{audio_path}: {error}\n")

@@ -10,7 +10,6 @@ from genre_classification.audio_source import (
     dvc_out,
     read_tsv,
 )
-from genre_classification.features import FeatureParams
 
 
 validate(config, workflow.source_path("../schemas/config.schema.yaml"))
@@ -66,10 +65,6 @@ def feature_files(wildcards=None):
     return [
         f"results/features/{genre}/{track}.h5" for genre, track in sorted(audio_manifest())
     ]
-
-
-def feature_params():
-    return FeatureParams.from_config(config["features"])
 
 
 def final_targets(wildcards):

@@ -6,7 +6,7 @@ rule extract_features:
     log:
         "logs/extract_features/{genre}/{track}.log",
     params:
-        features=feature_params(),
+        features=config["features"],
         source_md5=audio_md5,
     resources:
         mem_mb=lambda wildcards, attempt: 1000 * attempt,
@@ -14,7 +14,7 @@ rule extract_features:
     group:
         "extract"
     # run: (not script:) so that locally the jobs share one interpreter with librosa loaded,
-    # see profiles/default/config.yaml; logic lives in genre_classification.features.
+    # see workflow/profiles/default/config.yaml; logic lives in genre_classification.features.
     run:
         from genre_classification.features import extract_logged
 

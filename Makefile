@@ -1,0 +1,60 @@
+# Two commands: `make run` (install, demo data, whole workflow) and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+CORES ?= 2
+UV_VERSION := 0.13.9
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: run test install system-deps demo-data lint unit dag report bench clean
+
+run: install demo-data
+	snakemake --cores $(CORES)
+
+# Virtual environment with exactly the versions in requirements.lock.
+$(BIN)/.installed: requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet uv==$(UV_VERSION)
+	$(BIN)/uv pip install --python $(BIN)/python -r requirements.lock
+	$(BIN)/uv pip install --python $(BIN)/python --no-deps -e .
+	touch $@
+
+install: $(BIN)/.installed
+
+# Debian packages the tests need: graphviz (DAG pictures), chromium (report screenshots).
+# The Slurm test installs slurm-wlm and munge itself (scripts/slurm_cluster.sh).
+system-deps:
+	@missing=""; \
+	command -v dot >/dev/null || missing="$$missing graphviz"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  else echo "missing Debian packages:$$missing (sudo apt-get install$$missing)"; fi; \
+	fi
+
+demo-data: install
+	$(BIN)/python scripts/make_demo_data.py
+
+lint: install
+	ruff check .
+	ruff format --check .
+	snakefmt --check workflow
+	snakemake --lint
+
+test: install system-deps lint
+	pytest -v
+
+dag: install
+	snakemake --dag | dot -Tsvg > docs/dag.svg
+	snakemake --rulegraph | dot -Tsvg > docs/rulegraph.svg
+
+report: install
+	snakemake --report report.html
+
+bench: install
+	$(BIN)/python benchmarks/bench_extraction.py
+
+clean:
+	rm -rf results/* logs .snakemake report.html
+	touch results/.gitkeep

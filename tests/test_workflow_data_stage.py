@@ -1,0 +1,146 @@
+"""End to end through the real workflow on a tiny DVC-versioned data set: pull, screen,
+per-file extraction, split; and what a new data version or a config change reruns."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from conftest import BAD_FILES, TINY_CLIPS, TINY_GENRES, planned_jobs
+from genre_classification.demo_data import synthesize_clip
+from genre_classification.dvc_repo import add_and_push, drop_local_copy
+
+pytestmark = pytest.mark.slow
+TARGETS = ["results/split/split.tsv", "results/qc/rejected.tsv"]
+
+
+def read_rows(path: Path) -> list[dict]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle, delimiter="\t"))
+
+
+def test_pull_extract_split_and_quarantine(workflow_dir):
+    workflow_dir("--cores", "2", *TARGETS)
+    work = workflow_dir.workdir
+
+    # Every good clip has its HDF5 with the documented shape and attributes.
+    for genre in TINY_GENRES:
+        for i in range(TINY_CLIPS):
+            with h5py.File(work / f"results/features/{genre}/{genre}.{i:05d}.h5") as h5:
+                logmel = h5["logmel"][()]
+                assert logmel.shape == (2, 128, 64)  # 3.5 s -> two 1.5 s segments of 64 frames
+                assert np.isfinite(logmel).all()
+                assert h5.attrs["label"] == genre
+                assert h5.attrs["n_mels"] == 128 and h5.attrs["segment_seconds"] == 1.5
+                assert len(h5.attrs["source_md5"]) == 32
+
+    # The bad files are quarantined with their reason, and have no HDF5.
+    rejected = {
+        f"{r['genre']}/{r['track']}.wav": r["reason"]
+        for r in read_rows(work / "results/qc/rejected.tsv")
+    }
+    assert set(rejected) == set(BAD_FILES)
+    for name, reason in BAD_FILES.items():
+        assert rejected[name].startswith(reason)
+        assert not (work / "results/features" / name).with_suffix(".h5").exists()
+
+    version = (work / "results/data/data_version.json").read_text()
+    dvc_md5 = (workflow_dir.data["repo"] / "genres.dvc").read_text().split("md5: ")[1].split()[0]
+    assert dvc_md5 in version
+
+    split = read_rows(work / "results/split/split.tsv")
+    assert len(split) == len(TINY_GENRES) * TINY_CLIPS
+    for genre in TINY_GENRES:
+        assert {r["split"] for r in split if r["genre"] == genre} == {"train", "val", "test"}
+
+    dry_run = workflow_dir("--dry-run", *TARGETS)
+    assert "Nothing to be done" in dry_run.stdout + dry_run.stderr
+
+
+def test_new_data_version_reextracts_only_the_changed_clip(workflow_dir):
+    workflow_dir("--cores", "2", *TARGETS)
+    data = workflow_dir.data
+    repo = data["repo"]
+    # A collaborator changes one clip and publishes a new data version.
+    os.system(f"cd {repo} && {Path(os.sys.executable).parent}/dvc pull -q genres.dvc")
+    import soundfile as sf
+
+    changed = repo / "genres" / "metal" / "metal.00002.wav"
+    sf.write(changed, synthesize_clip("metal", 3.5, 22050, seed=999), 22050, subtype="PCM_16")
+    add_and_push(repo, "genres", "new version of one clip")
+    # Locally everything is pulled again: every audio file gets a new mtime.
+    drop_local_copy(repo, "genres")
+
+    # The checkpoint (dvc pull + manifest) runs first; then the plan is known.
+    workflow_dir("--cores", "1", "results/data/manifest.tsv")
+    plan = workflow_dir("--dry-run", *TARGETS)
+    jobs = planned_jobs(plan.stdout)
+    assert jobs.get("extract_features") == 1, plan.stdout
+    assert "results/features/metal/metal.00002.h5" in plan.stdout
+    assert jobs.get("split_tracks") == 1
+
+    # --summary names the reason per file. (--list-changes params of Snakemake 9.27 lists every
+    # file with recorded params, changed or not, so it cannot show this.)
+    summary = [line.split("\t") for line in workflow_dir("--summary", *TARGETS).stdout.splitlines()]
+    header = summary[0]
+    status = {row[0]: row[header.index("status")] for row in summary[1:]}
+    assert [f for f, s in status.items() if s == "params changed"] == [
+        "results/features/metal/metal.00002.h5"
+    ]
+
+
+def test_feature_parameter_reextracts_all_and_split_seed_none(workflow_dir):
+    workflow_dir("--cores", "2", *TARGETS)
+    n_good = len(TINY_GENRES) * TINY_CLIPS
+
+    workflow_dir.overlay("seed.yaml", {"split": {"seed": 7}})
+    jobs = planned_jobs(workflow_dir("--dry-run", *TARGETS).stdout)
+    assert "extract_features" not in jobs and jobs.get("split_tracks") == 1
+
+    workflow_dir.overlay("mels.yaml", {"features": {"n_mels": 64}})
+    jobs = planned_jobs(workflow_dir("--dry-run", *TARGETS).stdout)
+    assert jobs.get("extract_features") == n_good
+
+
+def test_plain_directory_source(workflow_dir, tmp_path):
+    from genre_classification.demo_data import make_demo_dataset
+
+    audio = tmp_path / "genres_original"
+    make_demo_dataset(audio, 3, seconds=3.5, genres=["jazz", "reggae", "hiphop"])
+    workflow_dir.overlay("dir.yaml", {"data": {"source": "dir", "dir": str(audio)}})
+    workflow_dir("--cores", "2", *TARGETS)
+    split = read_rows(workflow_dir.workdir / "results/split/split.tsv")
+    assert sorted({r["genre"] for r in split}) == ["hiphop", "jazz", "reggae"]
+    version = (workflow_dir.workdir / "results/data/data_version.json").read_text()
+    assert '"source": "dir"' in version
+    dry_run = workflow_dir("--dry-run", *TARGETS)
+    assert "Nothing to be done" in dry_run.stdout + dry_run.stderr
+
+
+@pytest.mark.parametrize(
+    ("overlay", "expected"),
+    [
+        ({"features": {"n_mels": "many"}}, "n_mels"),
+        ({"data": {"source": "s3"}}, "source"),
+        ({"split": {"fractions": {"train": -1, "val": 0.1, "test": 0.1}}}, "train"),
+    ],
+)
+def test_invalid_config_names_the_key(workflow_dir, overlay, expected):
+    workflow_dir.overlay("bad.yaml", overlay)
+    result = workflow_dir("--dry-run", check=False)
+    assert result.returncode != 0
+    message = result.stdout + result.stderr
+    assert "ValidationError" in message or "validation" in message.lower()
+    assert expected in message
+
+
+def test_missing_dvc_file_says_what_to_do(workflow_dir, tmp_path):
+    workflow_dir.overlay("nodvc.yaml", {"data": {"dvc": {"repo": str(tmp_path), "target": "x"}}})
+    result = workflow_dir("--dry-run", check=False)
+    assert result.returncode != 0
+    assert "x.dvc not found" in result.stdout + result.stderr
