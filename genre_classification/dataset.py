@@ -78,7 +78,9 @@ def _read_file(path: str | Path, genre: str) -> np.ndarray:
     if label is not None and label != genre:
         raise ValueError(f"{path}: label attribute {label!r} != split genre {genre!r}")
     if x.ndim != 3:
-        raise ValueError(f"{path}: {DATASET} has shape {x.shape}, want (n_segments, n_mels, frames)")
+        raise ValueError(
+            f"{path}: {DATASET} has shape {x.shape}, want (n_segments, n_mels, frames)"
+        )
     return x.astype(np.float32, copy=False)
 
 
@@ -95,7 +97,9 @@ def load_segments(rows: pd.DataFrame, labels: list[str]) -> Segments:
         tracks.extend([track_id(row.genre, row.track)] * len(x))
     if not xs:
         raise ValueError("no tracks to load")
-    return Segments(np.concatenate(xs), np.concatenate(ys), np.asarray(tracks, dtype=object), labels)
+    return Segments(
+        np.concatenate(xs), np.concatenate(ys), np.asarray(tracks, dtype=object), labels
+    )
 
 
 def band_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

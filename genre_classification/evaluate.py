@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from genre_classification import dataset
+from genre_classification import dataset, tracking
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +35,7 @@ def compute_metrics(y_true, y_pred, labels: list[str]) -> dict:
     from sklearn.metrics import accuracy_score, precision_recall_fscore_support
 
     classes = list(range(len(labels)))
-    p, r, f, s = precision_recall_fscore_support(
-        y_true, y_pred, labels=classes, zero_division=0
-    )
+    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=classes, zero_division=0)
     mp, mr, mf, _ = precision_recall_fscore_support(
         y_true, y_pred, labels=classes, average="macro", zero_division=0
     )
@@ -145,7 +143,7 @@ def evaluate(
     metrics["model"] = str(model_path)
     if data_version_path and Path(data_version_path).is_file():
         metrics["data_version"] = provenance.read_data_version(data_version_path)
-    metrics["git_commit"] = provenance.git_commit(".")
+    metrics["git_commit"] = tracking.code_commit(".")
     if run_info_path and Path(run_info_path).is_file():
         metrics["mlflow_run_id"] = json.loads(Path(run_info_path).read_text())["run_id"]
 

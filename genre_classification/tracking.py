@@ -63,7 +63,7 @@ def _store_lock(tracking_uri: str):
 
 
 def setup_experiment(name: str, tracking_uri: str) -> str:
-    """Point MLflow at ``tracking_uri`` and return the id of experiment ``name`` (created if new)."""
+    """Point MLflow at ``tracking_uri``; return the id of experiment ``name`` (created if new)."""
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri)
@@ -98,6 +98,13 @@ def flatten_params(params: dict, prefix: str = "") -> dict[str, str]:
     return flat
 
 
+def code_commit(repo: str | Path = ".") -> str | None:
+    """Git commit of the working directory's checkout, else of the checkout holding this package."""
+    from genre_classification import provenance
+
+    return provenance.git_commit(repo) or provenance.git_commit(Path(__file__).resolve().parent)
+
+
 def provenance_tags(
     data_version_path: str | Path | None = None,
     snakemake_rule: str | None = None,
@@ -116,7 +123,7 @@ def provenance_tags(
         tags["data.n_files"] = str(version.get("n_files"))
         if version.get("rev"):
             tags["data.rev"] = str(version["rev"])
-    commit = provenance.git_commit(repo)
+    commit = code_commit(repo)
     if commit:
         tags["git.commit"] = commit
         tags["mlflow.source.git.commit"] = commit.removesuffix("-dirty")

@@ -56,7 +56,10 @@ KILL_AFTER_EPOCH_ENV = "GENRE_CLASSIFICATION_KILL_AFTER_EPOCH"
 
 def merge_config(config: dict) -> dict:
     merged = {**DEFAULTS, **config}
-    merged["early_stopping"] = {**DEFAULTS["early_stopping"], **(config.get("early_stopping") or {})}
+    merged["early_stopping"] = {
+        **DEFAULTS["early_stopping"],
+        **(config.get("early_stopping") or {}),
+    }
     merged["options"] = dict(config.get("options") or {})
     return merged
 

@@ -1,0 +1,165 @@
+"""A real `mlflow server` on 127.0.0.1: a training job and its evaluation log to it over HTTP
+(MLFLOW_TRACKING_URI), and the run is checked through the MLflow client."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from _training_data import TINY_CONFIG, make_features
+
+MLFLOW = Path(sys.executable).parent / "mlflow"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    port = free_port()
+    log = open(tmp_path / "server.log", "w")
+    proc = subprocess.Popen(
+        [
+            str(MLFLOW),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{tmp_path / 'server.db'}",
+            "--artifacts-destination",
+            str(tmp_path / "server-artifacts"),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # own process group: the server and its workers stop together
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"mlflow server did not start:\n{(tmp_path / 'server.log').read_text()}"
+                )
+            time.sleep(0.5)
+        yield url
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        log.close()
+
+
+def test_training_run_logged_to_server(mlflow_server, tmp_path, monkeypatch):
+    import mlflow
+
+    from genre_classification.evaluate import evaluate
+    from genre_classification.train import train
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    monkeypatch.chdir(tmp_path)
+    split_path = make_features(tmp_path / "data")
+    data_version = tmp_path / "data" / "data_version.json"
+    epochs = 3
+    info = train(
+        {**TINY_CONFIG, "epochs": epochs},
+        split_path,
+        "results/models/tiny/model.keras",
+        "results/models/tiny/history.csv",
+        "results/mlflow/runs/tiny.json",
+        "results/models/tiny/checkpoints",
+        experiment="server-test",
+        tracking_uri="sqlite:///must-not-be-used.db",  # the environment variable wins
+        data_version_path=data_version,
+        model_name="tiny",
+        snakemake_rule="train_model",
+        wildcards={"model": "tiny"},
+        threads=1,
+    )
+    assert info["tracking_uri"] == mlflow_server
+    assert json.loads(Path("results/mlflow/runs/tiny.json").read_text()) == info
+    assert not Path("must-not-be-used.db").exists()
+    evaluate(
+        "results/models/tiny/model.keras",
+        split_path,
+        "results/eval/tiny/metrics.json",
+        "results/eval/tiny/predictions.csv",
+        "results/eval/tiny/confusion_matrix.png",
+        run_info_path="results/mlflow/runs/tiny.json",
+        data_version_path=data_version,
+    )
+
+    client = mlflow.MlflowClient(tracking_uri=mlflow_server)
+    experiment = client.get_experiment_by_name("server-test")
+    assert experiment is not None and experiment.experiment_id == info["experiment_id"]
+    run = client.get_run(info["run_id"])
+    assert run.info.status == "FINISHED"
+
+    params = run.data.params
+    for key, value in {
+        "architecture": "cnn",
+        "optimizer": "adam",
+        "learning_rate": "0.01",
+        "epochs": str(epochs),
+        "batch_size": "8",
+        "seed": "7",
+        "mixed_precision": "False",
+        "early_stopping.patience": "100",
+        "options.filters": "[4, 8]",
+    }.items():
+        assert params[key] == value, key
+
+    for metric in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        history = client.get_metric_history(run.info.run_id, metric)
+        assert sorted(m.step for m in history) == list(range(1, epochs + 1)), metric
+    metrics = run.data.metrics
+    for key in ("test_accuracy", "test_macro_precision", "test_macro_recall", "test_macro_f1"):
+        assert 0.0 <= metrics[key] <= 1.0
+
+    tags = run.data.tags
+    assert tags["data.md5"] == "0123abcd"
+    assert tags["snakemake.rule"] == "train_model"
+    assert tags["snakemake.wildcard.model"] == "tiny"
+    assert tags["device"] == "CPU"
+    assert tags["pkg.tensorflow"] and tags["pkg.mlflow"] and tags["pkg.keras"]
+    assert "git.commit" in tags  # the repository's commit (tests run inside the clone)
+
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"history.csv", "evaluation"} <= artifacts
+    evaluation = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
+    assert "evaluation/metrics.json" in evaluation
+
+    # MLflow 3: the model is a LoggedModel linked to the run; load it back over HTTP
+    models = client.search_logged_models(
+        experiment_ids=[experiment.experiment_id],
+        filter_string=f"source_run_id = '{run.info.run_id}'",
+    )
+    assert [m.name for m in models] == ["model"]
+    loaded = mlflow.tensorflow.load_model(f"models:/{models[0].model_id}")
+    assert loaded.output_shape == (None, 3)
