@@ -73,6 +73,8 @@ def final_targets(wildcards):
         "results/qc/rejected.tsv",
         *feature_files(),
         "results/split/split.tsv",
+        *training_targets(),
+        *report_targets(),
     ]
 
 

@@ -26,3 +26,10 @@ rule extract_features:
             source_md5=params.source_md5,
             log_path=log[0],
         )
+
+
+rule extract_all:
+    # Target for extraction alone: snakemake --cores 8 extract_all
+    input:
+        feature_files,
+    localrule: True
