@@ -7,45 +7,6 @@ wildcard_constraints:
     model="[A-Za-z0-9_.-]+",
 
 
-TRAINING_RESOURCE_DEFAULTS = {
-    "partition": None,
-    "gpu": 0,
-    "gres": None,
-    "mem_mb": 4000,
-    "runtime": 60,
-}
-
-
-def training_model_config(wildcards):
-    models = config["training"]["models"]
-    if wildcards.model not in models:
-        raise ValueError(
-            f"model {wildcards.model!r} is not in training.models ({sorted(models)})"
-        )
-    return {k: v for k, v in models[wildcards.model].items() if k != "resources"}
-
-
-def training_resource(name):
-    """Resource ``name`` of a model: training.models.<m>.resources > training.resources."""
-
-    def get(wildcards):
-        merged = {
-            **TRAINING_RESOURCE_DEFAULTS,
-            **config["training"].get("resources", {}),
-            **config["training"]["models"][wildcards.model].get("resources", {}),
-        }
-        return merged[name]
-
-    return get
-
-
-def training_gres(wildcards):
-    """Slurm --gres: the explicit gres string, else gpu:<n> when gpu > 0, else none ("")."""
-    gres = training_resource("gres")(wildcards)
-    gpu = training_resource("gpu")(wildcards)
-    return gres or (f"gpu:{gpu}" if gpu else "")
-
-
 # The checkpoint directory results/models/{model}/checkpoints/ is deliberately NOT an output:
 # Snakemake deletes a job's outputs before it reruns the job (after a kill, timeout, preemption
 # or a failed attempt with `retries`), which would throw away the checkpoints the rerun resumes
