@@ -162,14 +162,25 @@ def log_epochs(run_id: str, history: list[dict], only_missing: bool = True) -> N
         mlflow.log_metrics(metrics, step=int(row["epoch"]), run_id=run_id)
 
 
-def log_keras_model(model, name: str = "model"):
-    """Log ``model`` as an MLflow model; pinned requirements skip MLflow's slow inference step."""
+def log_keras_model(model, name: str = "model", example=None):
+    """Log ``model`` as an MLflow model (MLflow 3: ``name=``, a LoggedModel linked to the run).
+
+    Pinned requirements skip MLflow's slow requirement inference; ``example`` (a batch of
+    inputs) gives the model a signature.
+    """
     import keras
     import mlflow
     import tensorflow as tf
 
     requirements = [f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}"]
-    return mlflow.tensorflow.log_model(model, name=name, pip_requirements=requirements)
+    signature = None
+    if example is not None:
+        from mlflow.models import infer_signature
+
+        signature = infer_signature(example, model.predict(example, verbose=0))
+    return mlflow.tensorflow.log_model(
+        model, name=name, pip_requirements=requirements, signature=signature
+    )
 
 
 def write_run_info(path: str | Path, run_id: str, experiment_id: str, tracking_uri: str) -> dict:

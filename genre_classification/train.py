@@ -351,7 +351,7 @@ def train(
         mlflow.log_metrics(
             {"best_epoch": float(state["best_epoch"] or 0), "epochs_trained": state["epochs_done"]}
         )
-        tracking.log_keras_model(model)
+        tracking.log_keras_model(model, example=val.x[:1, ..., None])
         info = tracking.write_run_info(run_info_path, run_id, experiment_id, uri)
     keras.backend.clear_session()
     if not cfg["keep_checkpoints"]:
