@@ -7,7 +7,7 @@ CORES ?= 2
 UV_VERSION := 0.13.9
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: run test install system-deps demo-data lint unit dag report bench clean
+.PHONY: run test install system-deps demo-data lint dag report bench clean lock
 
 run: install demo-data
 	snakemake --cores $(CORES)
@@ -58,3 +58,8 @@ bench: install
 clean:
 	rm -rf results/* logs .snakemake report.html
 	touch results/.gitkeep
+
+# Re-resolve requirements.lock from pyproject.toml (then commit it, and update envs/).
+lock: install
+	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 \
+	  --python-platform x86_64-manylinux_2_28 -o requirements.lock

@@ -90,9 +90,9 @@ def main() -> None:
     parser.add_argument("--no-spawn", action="store_true", help="skip the one-process-per-job run")
     args = parser.parse_args()
 
-    from genre_classification.demo_data import GENRES, synthesize_clip
-
     import soundfile as sf
+
+    from genre_classification.demo_data import GENRES, synthesize_clip
 
     root = Path(tempfile.mkdtemp(prefix="bench-extraction-"))
     audio = root / "audio"

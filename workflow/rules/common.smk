@@ -11,7 +11,6 @@ from genre_classification.audio_source import (
     read_tsv,
 )
 
-
 validate(config, workflow.source_path("../schemas/config.schema.yaml"))
 
 
@@ -26,14 +25,20 @@ def fetch_audio_trigger():
     if data["source"] == "dir":
         return directory_fingerprint(audio_root(data), data["extensions"])
     dvc_path = Path(data["dvc"]["repo"], data["dvc"]["target"] + ".dvc")
-    return dvc_out(dvc_path.parent, data["dvc"]["target"])["md5"] if dvc_path.exists() else "missing"
+    return (
+        dvc_out(dvc_path.parent, data["dvc"]["target"])["md5"]
+        if dvc_path.exists()
+        else "missing"
+    )
 
 
 def dvc_file(wildcards):
     data = config["data"]
     if data["source"] != "dvc":
         return []
-    dvc_out(Path(data["dvc"]["repo"]), data["dvc"]["target"])  # clear error if it is missing
+    dvc_out(
+        Path(data["dvc"]["repo"]), data["dvc"]["target"]
+    )  # clear error if it is missing
     return ancient(os.path.join(data["dvc"]["repo"], data["dvc"]["target"] + ".dvc"))
 
 
@@ -63,7 +68,8 @@ def audio_md5(wildcards):
 
 def feature_files(wildcards=None):
     return [
-        f"results/features/{genre}/{track}.h5" for genre, track in sorted(audio_manifest())
+        f"results/features/{genre}/{track}.h5"
+        for genre, track in sorted(audio_manifest())
     ]
 
 
@@ -148,6 +154,15 @@ def training_targets(wildcards=None):
 
 
 # --- Evidently report targets (rules in rules/reports.smk; maintained with the reports stage)
+
+
+def drift_reference_inputs(wildcards):
+    if config["reports"]["reference"] is None:
+        return {}
+    return {
+        "reference": "results/reference/tracks.tsv",
+        "reference_info": "results/reference/reference.json",
+    }
 
 
 def report_targets(wildcards=None):

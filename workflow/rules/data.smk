@@ -11,14 +11,16 @@ checkpoint fetch_audio:
         version="results/data/data_version.json",
     log:
         "logs/fetch_audio.log",
+    localrule: True
+    container:
+        config["container"]["image"]
+    resources:
+        mem_mb=2000,
+        runtime=60,
     params:
         data=config["data"],
         segment_seconds=config["features"]["segment_seconds"],
         trigger=fetch_audio_trigger(),
         screen_cache="results/data/screened.tsv",
-    resources:
-        mem_mb=2000,
-        runtime=60,
-    localrule: True
     script:
         "../../scripts/fetch_audio.py"

@@ -4,39 +4,6 @@
 # Targets: report_targets() in rules/common.smk.
 
 
-REPORTS_DEFAULTS = {
-    "reference": None,
-    "fail_on_quality_issue": False,
-    "log_to_mlflow": True,
-    "track_table": {"n_bands": 8, "n_mfcc": 13},
-    "drift": {
-        "reference_split": "train",
-        "current_split": "test",
-        "drift_share": 0.5,
-        "method": None,
-        "threshold": None,
-    },
-    "quality": {"min_class_ratio": 0.5, "ignore_constant": ["duration_s"]},
-}
-
-
-def reports_config(key):
-    """``reports.<key>`` of the config, with the defaults above filled in."""
-    value = config.get("reports", {}).get(key, REPORTS_DEFAULTS[key])
-    if isinstance(REPORTS_DEFAULTS[key], dict):
-        return {**REPORTS_DEFAULTS[key], **(value or {})}
-    return value
-
-
-def drift_reference_inputs(wildcards):
-    if reports_config("reference") is None:
-        return {}
-    return {
-        "reference": "results/reference/tracks.tsv",
-        "reference_info": "results/reference/reference.json",
-    }
-
-
 rule track_table:
     input:
         split="results/split/split.tsv",
@@ -45,12 +12,14 @@ rule track_table:
         table="results/tables/tracks.tsv",
     log:
         "logs/track_table/tracks.log",
+    container:
+        config["container"]["image"]
     resources:
         mem_mb=2000,
         runtime=20,
     params:
-        n_bands=reports_config("track_table")["n_bands"],
-        n_mfcc=reports_config("track_table")["n_mfcc"],
+        n_bands=config["reports"]["track_table"]["n_bands"],
+        n_mfcc=config["reports"]["track_table"]["n_mfcc"],
     script:
         "../../scripts/track_table.py"
 
@@ -61,16 +30,18 @@ rule reference_track_table:
         info="results/reference/reference.json",
     log:
         "logs/reference_track_table/reference.log",
+    container:
+        config["container"]["image"]
     resources:
         mem_mb=3000,
         runtime=120,
     params:
-        reference=reports_config("reference"),
+        reference=config["reports"]["reference"],
         data=config["data"],
         features=config["features"],
-        work_dir="results/reference",
-        n_bands=reports_config("track_table")["n_bands"],
-        n_mfcc=reports_config("track_table")["n_mfcc"],
+        work_dir=lambda wildcards, output: os.path.dirname(output.table),
+        n_bands=config["reports"]["track_table"]["n_bands"],
+        n_mfcc=config["reports"]["track_table"]["n_mfcc"],
     script:
         "../../scripts/reference_track_table.py"
 
@@ -91,12 +62,14 @@ rule classification_report:
         json="results/reports/{model}/classification.json",
     log:
         "logs/classification_report/{model}.log",
+    container:
+        config["container"]["image"]
     resources:
         mem_mb=2000,
         runtime=20,
     params:
-        split=reports_config("drift")["current_split"],
-        log_to_mlflow=reports_config("log_to_mlflow"),
+        split=config["reports"]["drift"]["current_split"],
+        log_to_mlflow=config["reports"]["log_to_mlflow"],
         artifact_path="evidently",
     script:
         "../../scripts/classification_report.py"
@@ -117,16 +90,18 @@ rule data_drift_report:
         json="results/reports/data_drift.json",
     log:
         "logs/data_drift_report/data_drift.log",
+    container:
+        config["container"]["image"]
     resources:
         mem_mb=2000,
         runtime=20,
     params:
-        reference=reports_config("reference"),
-        reference_split=reports_config("drift")["reference_split"],
-        current_split=reports_config("drift")["current_split"],
-        drift_share=reports_config("drift")["drift_share"],
-        method=reports_config("drift")["method"],
-        threshold=reports_config("drift")["threshold"],
+        reference=config["reports"]["reference"],
+        reference_split=config["reports"]["drift"]["reference_split"],
+        current_split=config["reports"]["drift"]["current_split"],
+        drift_share=config["reports"]["drift"]["drift_share"],
+        method=config["reports"]["drift"]["method"],
+        threshold=config["reports"]["drift"]["threshold"],
     script:
         "../../scripts/data_drift_report.py"
 
@@ -145,12 +120,14 @@ rule data_quality_report:
         json="results/reports/data_quality.json",
     log:
         "logs/data_quality_report/data_quality.log",
+    container:
+        config["container"]["image"]
     resources:
         mem_mb=2000,
         runtime=20,
     params:
-        fail_on_quality_issue=reports_config("fail_on_quality_issue"),
-        min_class_ratio=reports_config("quality")["min_class_ratio"],
-        ignore_constant=reports_config("quality")["ignore_constant"],
+        fail_on_quality_issue=config["reports"]["fail_on_quality_issue"],
+        min_class_ratio=config["reports"]["quality"]["min_class_ratio"],
+        ignore_constant=config["reports"]["quality"]["ignore_constant"],
     script:
         "../../scripts/data_quality_report.py"

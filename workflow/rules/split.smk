@@ -10,12 +10,14 @@ rule split_tracks:
         ),
     log:
         "logs/split_tracks.log",
-    params:
-        seed=config["split"]["seed"],
-        fractions=config["split"]["fractions"],
+    localrule: True
+    container:
+        config["container"]["image"]
     resources:
         mem_mb=1000,
         runtime=10,
-    localrule: True
+    params:
+        seed=config["split"]["seed"],
+        fractions=config["split"]["fractions"],
     script:
         "../../scripts/split_tracks.py"
