@@ -1,20 +1,20 @@
 rule extract_features:
+    # run: (not script:) so that locally the jobs share one interpreter with librosa loaded,
+    # see workflow/profiles/default/config.yaml; logic lives in genre_classification.features.
     input:
         audio=audio_file,
     output:
         "results/features/{genre}/{track}.h5",
     log:
         "logs/extract_features/{genre}/{track}.log",
-    params:
-        features=config["features"],
-        source_md5=audio_md5,
+    group:
+        "extract"
     resources:
         mem_mb=lambda wildcards, attempt: 1000 * attempt,
         runtime=lambda wildcards, attempt: 10 * attempt,
-    group:
-        "extract"
-    # run: (not script:) so that locally the jobs share one interpreter with librosa loaded,
-    # see workflow/profiles/default/config.yaml; logic lives in genre_classification.features.
+    params:
+        features=config["features"],
+        source_md5=audio_md5,
     run:
         from genre_classification.features import extract_logged
 
