@@ -144,3 +144,19 @@ def test_missing_dvc_file_says_what_to_do(workflow_dir, tmp_path):
     result = workflow_dir("--dry-run", check=False)
     assert result.returncode != 0
     assert "x.dvc not found" in result.stdout + result.stderr
+
+
+def test_dag_and_rulegraph_render(workflow_dir):
+    import shutil
+    import subprocess
+
+    dot = shutil.which("dot")
+    if dot is None:
+        pytest.skip("graphviz `dot` not installed (make system-deps installs it)")
+    for flag in ("--rulegraph", "--dag"):
+        graph = workflow_dir(flag).stdout
+        assert "digraph snakemake_dag" in graph and "fetch_audio" in graph
+        svg = subprocess.run(
+            [dot, "-Tsvg"], input=graph, capture_output=True, text=True, check=True
+        )
+        assert svg.stdout.lstrip().startswith("<?xml") and "</svg>" in svg.stdout
