@@ -94,9 +94,13 @@ def test_new_data_version_reextracts_only_the_changed_clip(workflow_dir):
     ]
 
 
-def test_feature_parameter_reextracts_all_and_split_seed_none(workflow_dir):
+def test_feature_parameter_reextracts_all_others_none(workflow_dir):
     workflow_dir("--cores", "2", *TARGETS)
     n_good = len(TINY_GENRES) * TINY_CLIPS
+
+    workflow_dir.overlay("lr.yaml", {"training": {"models": {"cnn": {"learning_rate": 0.01}}}})
+    jobs = planned_jobs(workflow_dir("--dry-run", "results/eval/cnn/metrics.json").stdout)
+    assert "extract_features" not in jobs and jobs.get("train_model") == 1
 
     workflow_dir.overlay("seed.yaml", {"split": {"seed": 7}})
     jobs = planned_jobs(workflow_dir("--dry-run", *TARGETS).stdout)

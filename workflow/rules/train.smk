@@ -86,6 +86,6 @@ rule evaluate_model:
         mem_mb=lambda wildcards, attempt: 3000 * attempt,
         runtime=lambda wildcards, attempt: 20 * attempt,
     params:
-        batch_size=config["training"].get("evaluate", {}).get("batch_size", 64),
+        batch_size=config["training"]["evaluate"]["batch_size"],
     script:
         "../../scripts/evaluate_model.py"
