@@ -106,31 +106,34 @@ def main() -> None:
         files.append(path)
     print(f"{args.files} clips x {args.seconds:.0f} s, {args.cores} cores, in {root}\n")
 
-    rows = []
+    header = f"{'run':<46} {'wall s':>8} {'files/s':>8} {'vs bare':>8} {'peak RSS MB':>12}"
+    print(header, flush=True)
     bare = run_bare_loop(files, root / "bare", args.cores)
-    rows.append(("bare loop (librosa + h5py)", bare, children_peak_rss_mb()))
+
+    def row(name: str, seconds: float, rss: float | None) -> None:
+        rss_text = f"{rss:12.0f}" if rss is not None else f"{'-':>12}"
+        rate = args.files / seconds
+        print(f"{name:<46} {seconds:8.2f} {rate:8.1f} {bare / seconds:8.2f} {rss_text}", flush=True)
+
+    row("bare loop (librosa + h5py)", bare, children_peak_rss_mb())
 
     workdir = prepare_workdir(root, "snakemake", audio)
     elapsed, _ = snakemake(workdir, args.cores)
-    rows.append(("snakemake (workflow profile: threads)", elapsed, children_peak_rss_mb()))
+    row("snakemake (workflow profile: threads)", elapsed, children_peak_rss_mb())
     n_built = len(list((workdir / "results/features").glob("*/*.h5")))
     assert n_built == args.files, f"{n_built} HDF5 files, expected {args.files}"
 
     if not args.no_spawn:
         spawn_dir = prepare_workdir(root, "spawn", audio)
         elapsed, _ = snakemake(spawn_dir, args.cores, "--workflow-profile", "none")
-        rows.append(("snakemake, one interpreter per job", elapsed, children_peak_rss_mb()))
+        row("snakemake, one interpreter per job", elapsed, children_peak_rss_mb())
 
     changed = files[3]
     sf.write(changed, synthesize_clip(genres[3], args.seconds, 22050, seed=10_000), 22050)
     elapsed, log = snakemake(workdir, args.cores)
     rerun_jobs = log.count("rule extract_features:")
-    rows.append((f"rerun after changing 1 file ({rerun_jobs} extracted)", elapsed, float("nan")))
+    row(f"rerun after changing 1 file ({rerun_jobs} extracted)", elapsed, None)
 
-    print(f"{'run':<46} {'wall s':>8} {'files/s':>8} {'vs bare':>8} {'peak RSS MB':>12}")
-    for name, seconds, rss in rows:
-        rate = args.files / seconds
-        print(f"{name:<46} {seconds:8.2f} {rate:8.1f} {bare / seconds:8.2f} {rss:12.0f}")
     print("\n'vs bare' = throughput relative to the bare loop (target for snakemake: >= 0.5).")
     print("peak RSS = largest single child process so far (cumulative maximum).")
     assert rerun_jobs == 1, f"changing one file re-extracted {rerun_jobs} files"
