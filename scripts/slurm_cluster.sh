@@ -14,7 +14,8 @@
 #   GENRE_SLURM_NO_INSTALL  if set to 1, never call apt-get (fail if binaries are missing)
 #
 # Clients (sinfo, sbatch, squeue, snakemake's slurm executor) find the cluster through
-# SLURM_CONF=<state dir>/slurm.conf; nothing under /etc/slurm is touched.
+# SLURM_CONF=<state dir>/slurm.conf. If /etc/slurm/slurm.conf does not exist, it is linked to
+# that file while the cluster runs (nested srun in group jobs needs it; see link_etc_conf).
 #
 # The node advertises one fake GPU (gres.conf `Name=gpu File=/dev/null`) so that
 # `--partition gpu --gres=gpu:1` submissions are accepted and scheduled, and the job
@@ -30,6 +31,9 @@ MUNGE_SOCKET_DIR=/run/munge
 MUNGE_PID_FILE="${MUNGE_SOCKET_DIR}/genre-munged.pid"
 MUNGE_OWNED_FLAG="${STATE_DIR}/munged.started-by-us"
 CTLD_PID_FILE="${STATE_DIR}/slurmctld.pid"
+# Default client config path compiled into Debian's Slurm. See link_etc_conf.
+ETC_CONF=/etc/slurm/slurm.conf
+ETC_LINK_FLAG="${STATE_DIR}/etc-link.created-by-us"
 SLURMD_PID_FILE="${STATE_DIR}/slurmd.pid"
 NODE_NAME="$(hostname -s)"
 
@@ -172,6 +176,32 @@ NodeName=${NODE_NAME} Name=gpu File=/dev/null
 EOF
 }
 
+link_etc_conf() {
+    # snakemake-executor-plugin-slurm-jobstep strips every SLURM_* variable except a few
+    # allocation ids (SLURM_CONF included) before its nested `srun`, so inside a group job
+    # srun only finds the cluster through the compiled-in default path. Real clusters have
+    # /etc/slurm/slurm.conf (or configless DNS SRV); here we link it to our config, but only
+    # if that path is free or already our link, and remove the link again on stop.
+    if [ -L "$ETC_CONF" ] && [ "$(readlink "$ETC_CONF")" = "$CONF" ]; then
+        touch "$ETC_LINK_FLAG"
+    elif [ -e "$ETC_CONF" ] || [ -L "$ETC_CONF" ]; then
+        log "WARNING: ${ETC_CONF} exists and is not ours: srun inside group jobs will use it"
+    else
+        mkdir -p "$(dirname "$ETC_CONF")"
+        ln -s "$CONF" "$ETC_CONF"
+        touch "$ETC_LINK_FLAG"
+    fi
+}
+
+unlink_etc_conf() {
+    if [ -e "$ETC_LINK_FLAG" ]; then
+        if [ -L "$ETC_CONF" ] && [ "$(readlink "$ETC_CONF")" = "$CONF" ]; then
+            rm -f "$ETC_CONF"
+        fi
+        rm -f "$ETC_LINK_FLAG"
+    fi
+}
+
 node_state() {
     SLURM_CONF="$CONF" sinfo -h -N -n "$NODE_NAME" -o '%t' 2>/dev/null | head -n1 || true
 }
@@ -216,6 +246,7 @@ cmd_start() {
     mkdir -p "$STATE_DIR"
     start_munge
     write_config
+    link_etc_conf
     export SLURM_CONF="$CONF"
     # Anything below that fails leaves no half-started daemons behind.
     trap 'log "start failed; stopping what was started"; stop_daemons' EXIT
@@ -260,6 +291,7 @@ stop_daemons() {
         kill_pidfile "$MUNGE_PID_FILE" munged
         rm -f "$MUNGE_OWNED_FLAG"
     fi
+    unlink_etc_conf
 }
 
 cmd_stop() {
