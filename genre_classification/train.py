@@ -191,20 +191,6 @@ def _kill_hook(epoch: int) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def redirect_output(log_path: str | Path) -> None:
-    """Send this process's stdout/stderr (Keras progress lines, TensorFlow's C++ messages) to
-    ``log_path`` too: a Snakemake ``script:`` job runs in its own process, so this is safe."""
-    import sys
-
-    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    for stream in (sys.stdout, sys.stderr):
-        stream.flush()
-        os.dup2(fd, stream.fileno())
-        stream.reconfigure(line_buffering=True)
-    os.close(fd)
-
-
 def write_history(path: str | Path, history: list[dict]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

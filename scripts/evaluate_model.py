@@ -6,11 +6,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 from genre_classification.evaluate import evaluate  # noqa: E402
 from genre_classification.runlog import log_to_file  # noqa: E402
-from genre_classification.train import redirect_output  # noqa: E402
 
 snakemake = globals()["snakemake"]
-redirect_output(snakemake.log[0])
-log_to_file(snakemake.log[0])
+log_to_file(snakemake.log[0], capture_output=True)
 out = snakemake.output
 evaluate(
     snakemake.input.model,

@@ -5,11 +5,10 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 from genre_classification.runlog import log_to_file  # noqa: E402
-from genre_classification.train import redirect_output, train  # noqa: E402
+from genre_classification.train import train  # noqa: E402
 
 snakemake = globals()["snakemake"]
-redirect_output(snakemake.log[0])
-log_to_file(snakemake.log[0])
+log_to_file(snakemake.log[0], capture_output=True)
 params = snakemake.params
 train(
     params.model_config,
