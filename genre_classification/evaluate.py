@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from genre_classification import dataset, tracking
+from genre_classification import dataset
 
 log = logging.getLogger(__name__)
 
@@ -142,8 +142,9 @@ def evaluate(
     metrics["n_segments"] = int(len(data))
     metrics["model"] = str(model_path)
     if data_version_path and Path(data_version_path).is_file():
-        metrics["data_version"] = provenance.read_data_version(data_version_path)
-    metrics["git_commit"] = tracking.code_commit(".")
+        metrics.update(provenance.result_provenance(data_version_path))
+    else:
+        metrics["git_commit"] = provenance.code_commit(".")
     if run_info_path and Path(run_info_path).is_file():
         metrics["mlflow_run_id"] = json.loads(Path(run_info_path).read_text())["run_id"]
 

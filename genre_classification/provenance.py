@@ -55,3 +55,17 @@ def package_versions(names: tuple[str, ...] = TRACKED_PACKAGES) -> dict[str, str
         except metadata.PackageNotFoundError:
             continue
     return versions
+
+
+def code_commit(repo: str | Path = ".") -> str | None:
+    """Git commit of the working directory's checkout, else of the checkout holding this package."""
+    return git_commit(repo) or git_commit(Path(__file__).resolve().parent)
+
+
+def result_provenance(data_version_path: str | Path) -> dict:
+    """What every result file records about where it came from."""
+    return {
+        "data_version": read_data_version(data_version_path),
+        "git_commit": code_commit("."),
+        "packages": package_versions(),
+    }

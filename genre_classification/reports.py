@@ -119,6 +119,7 @@ def classification_report(
     html_path: str | Path,
     json_path: str | Path,
     model: str = "",
+    provenance: dict | None = None,
 ) -> dict:
     """Evidently ClassificationPreset (multiclass) on the test tracks; returns the JSON summary."""
     from evidently import DataDefinition, Dataset, MulticlassClassification, Report
@@ -157,6 +158,7 @@ def classification_report(
     summary["per_class"] = dict(sorted(per_class.items()))
     summary["probabilities"] = probas is not None
     summary["evidently"] = raw
+    summary.update(provenance or {})  # data version, git commit, package versions
     _write_json(summary, json_path)
     return summary
 
@@ -183,6 +185,7 @@ def data_drift_report(
     threshold: float | None = None,
     reference_info: dict | None = None,
     current_info: dict | None = None,
+    provenance: dict | None = None,
 ) -> dict:
     """Evidently DataDriftPreset of ``current`` against ``reference``; returns the JSON summary.
 
@@ -233,6 +236,7 @@ def data_drift_report(
         "reference": {"n_tracks": int(len(reference)), **(reference_info or {})},
         "current": {"n_tracks": int(len(current)), **(current_info or {})},
     }
+    summary.update(provenance or {})  # data version, git commit, package versions
     _write_json(summary, json_path)
     return summary
 
@@ -256,6 +260,7 @@ def data_quality_report(
     json_path: str | Path,
     min_class_ratio: float = 0.5,
     ignore_constant: tuple[str, ...] | list[str] = ("duration_s",),
+    provenance: dict | None = None,
 ) -> dict:
     """Data quality tests on the track table; returns ``{"passed": bool, "tests": [...]}``.
 
@@ -365,6 +370,7 @@ def data_quality_report(
         "n_features": len(features),
         "min_class_ratio": min_class_ratio,
     }
+    summary.update(provenance or {})  # data version, git commit, package versions
     _write_json(summary, json_path)
     return summary
 

@@ -98,13 +98,6 @@ def flatten_params(params: dict, prefix: str = "") -> dict[str, str]:
     return flat
 
 
-def code_commit(repo: str | Path = ".") -> str | None:
-    """Git commit of the working directory's checkout, else of the checkout holding this package."""
-    from genre_classification import provenance
-
-    return provenance.git_commit(repo) or provenance.git_commit(Path(__file__).resolve().parent)
-
-
 def provenance_tags(
     data_version_path: str | Path | None = None,
     snakemake_rule: str | None = None,
@@ -123,7 +116,7 @@ def provenance_tags(
         tags["data.n_files"] = str(version.get("n_files"))
         if version.get("rev"):
             tags["data.rev"] = str(version["rev"])
-    commit = code_commit(repo)
+    commit = provenance.code_commit(repo)
     if commit:
         tags["git.commit"] = commit
         tags["mlflow.source.git.commit"] = commit.removesuffix("-dirty")

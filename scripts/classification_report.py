@@ -2,6 +2,7 @@
 
 import logging
 
+from genre_classification.provenance import result_provenance
 from genre_classification.reports import classification_report, log_to_mlflow
 from genre_classification.runlog import log_to_file
 from genre_classification.track_table import attach_predictions, read_table
@@ -17,7 +18,13 @@ if splits != [snakemake.params.split]:
     log.warning(
         "predicted tracks come from splits %s, expected only %s", splits, snakemake.params.split
     )
-summary = classification_report(tested, snakemake.output.html, snakemake.output.json, model=model)
+summary = classification_report(
+    tested,
+    snakemake.output.html,
+    snakemake.output.json,
+    model=model,
+    provenance=result_provenance(snakemake.input.data_version),
+)
 log.info("%s: accuracy %.4f on %d tracks", model, summary["accuracy"], summary["n_tracks"])
 if snakemake.params.log_to_mlflow:
     log_to_mlflow(

@@ -7,6 +7,7 @@ the reference version's tracks vs all current tracks.
 import json
 import logging
 
+from genre_classification.provenance import result_provenance
 from genre_classification.reports import data_drift_report
 from genre_classification.runlog import log_to_file
 from genre_classification.track_table import read_table
@@ -37,6 +38,7 @@ summary = data_drift_report(
     threshold=params.threshold,
     reference_info=reference_info,
     current_info=current_info,
+    provenance=result_provenance(snakemake.input.data_version),
 )
 log.info(
     "%s vs %s: %d/%d columns drifted (share %.3f), dataset drift: %s; drifted: %s",

@@ -3,6 +3,7 @@
 import shutil
 from pathlib import Path
 
+from genre_classification.provenance import result_provenance
 from genre_classification.reports import data_quality_report, enforce_quality
 from genre_classification.runlog import log_to_file
 from genre_classification.track_table import read_table
@@ -16,6 +17,7 @@ summary = data_quality_report(
     snakemake.output.json,
     min_class_ratio=params.min_class_ratio,
     ignore_constant=params.ignore_constant,
+    provenance=result_provenance(snakemake.input.data_version),
 )
 # On failure Snakemake removes the job's outputs: keep a copy of the JSON beside the log (logs are
 # kept) and name that one in the error.

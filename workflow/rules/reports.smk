@@ -49,6 +49,7 @@ rule reference_track_table:
 rule classification_report:
     input:
         table="results/tables/tracks.tsv",
+        data_version="results/data/data_version.json",
         predictions="results/eval/{model}/predictions.csv",
         run="results/mlflow/runs/{model}.json",
     output:
@@ -79,6 +80,7 @@ rule data_drift_report:
     input:
         unpack(drift_reference_inputs),
         table="results/tables/tracks.tsv",
+        data_version="results/data/data_version.json",
     output:
         html=report(
             "results/reports/data_drift.html",
@@ -109,6 +111,7 @@ rule data_drift_report:
 rule data_quality_report:
     input:
         table="results/tables/tracks.tsv",
+        data_version="results/data/data_version.json",
     output:
         html=report(
             "results/reports/data_quality.html",
