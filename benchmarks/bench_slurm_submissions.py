@@ -35,7 +35,18 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 PROFILE = REPO / "profiles" / "slurm"
-GENRES = ["blues", "classical", "country", "disco", "hiphop", "jazz", "metal", "pop", "reggae", "rock"]
+GENRES = [
+    "blues",
+    "classical",
+    "country",
+    "disco",
+    "hiphop",
+    "jazz",
+    "metal",
+    "pop",
+    "reggae",
+    "rock",
+]
 
 SNAKEFILE = """
 GENRES, TRACKS = glob_wildcards("data/{genre}/{track}.wav")
@@ -68,9 +79,7 @@ rule collect:
 
 GROUP_RE = re.compile(r"Group job extract\b")
 RULE_RE = re.compile(r"^\s*(?:localrule|rule) (\w+):", re.M)
-SUBMITTED_RE = re.compile(
-    r"has been submitted with SLURM jobid (\d+) \(log: (\S+)\)"
-)
+SUBMITTED_RE = re.compile(r"has been submitted with SLURM jobid (\d+) \(log: (\S+)\)")
 
 
 def snakemake_bin() -> str:
@@ -162,7 +171,7 @@ def per_file_rerun(workdir: Path, extra: list[str]) -> dict[str, int]:
 
 def real_run(workdir: Path, extra: list[str]) -> dict[str, object]:
     if not os.environ.get("SLURM_CONF") and not Path("/etc/slurm/slurm.conf").exists():
-        raise SystemExit("--real needs a running cluster: eval \"$(scripts/slurm_cluster.sh start)\"")
+        raise SystemExit('--real needs a running cluster: eval "$(scripts/slurm_cluster.sh start)"')
     t0 = time.time()
     out = run_snakemake(
         workdir,
