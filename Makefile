@@ -63,3 +63,34 @@ clean:
 lock: install
 	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 \
 	  --python-platform x86_64-manylinux_2_28 -o requirements.lock
+
+# --- Slurm / Apptainer (profiles/, containers/, scripts/slurm_cluster.sh) ---
+.PHONY: container install-profiles slurm-up slurm-down
+SNAKEMAKE_CONFIG_DIR ?= $(or $(XDG_CONFIG_HOME),$(HOME)/.config)/snakemake
+CONTAINER_SIF ?= containers/genre-classification.sif
+APPTAINER_BUILD_FLAGS ?= --fakeroot
+
+# Apptainer image for the jobs (config container.image). Needs apptainer (cluster login node).
+container: $(CONTAINER_SIF)
+$(CONTAINER_SIF): containers/genre-classification.def requirements.lock pyproject.toml $(wildcard genre_classification/*.py)
+	@command -v apptainer >/dev/null || { \
+	  echo "make container: 'apptainer' not found on PATH. Build on a machine with Apptainer >= 1.1," >&2; \
+	  echo "  e.g. a cluster login node: apptainer build --fakeroot $@ $<" >&2; \
+	  echo "  (or --remote with a Sylabs account). See README, section 'Apptainer image'." >&2; \
+	  exit 1; }
+	apptainer build $(APPTAINER_BUILD_FLAGS) --force $@ $<
+	apptainer test $@
+
+# `snakemake --profile slurm` / `--profile local` (short form): Snakemake looks for a bare
+# profile name in the working directory, $XDG_CONFIG_HOME/snakemake (~/.config/snakemake) and
+# /etc/xdg/snakemake, not in ./profiles/. Link ours into the user's config directory.
+install-profiles:
+	mkdir -p "$(SNAKEMAKE_CONFIG_DIR)"
+	for p in slurm local; do ln -sfn "$(CURDIR)/profiles/$$p" "$(SNAKEMAKE_CONFIG_DIR)/$$p"; done
+	@echo "linked profiles/slurm and profiles/local into $(SNAKEMAKE_CONFIG_DIR)"
+
+# Single-node loopback Slurm for testing (root; installs slurm-wlm + munge where missing).
+slurm-up:
+	scripts/slurm_cluster.sh start
+slurm-down:
+	scripts/slurm_cluster.sh stop
