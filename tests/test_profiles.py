@@ -1,0 +1,101 @@
+"""profiles/slurm and profiles/local: the short form `snakemake --profile slurm` resolves after
+`make install-profiles`, resources scale with attempt, and grouped extraction bounds the number
+of Slurm submissions (dry run; the real-Slurm count is in benchmarks/bench_slurm_submissions.py
+--real and tests/test_slurm_e2e.py)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import bench_slurm_submissions as bench  # noqa: E402
+
+TINY = """
+rule all:
+    input: "a.txt"
+
+rule train_model:
+    output: "a.txt"
+    shell: "touch {output}"
+"""
+
+
+def run(args, cwd, env=None):
+    return subprocess.run(
+        [SNAKEMAKE, *args], cwd=cwd, capture_output=True, text=True, env=env, check=False
+    )
+
+
+def test_short_profile_names_resolve_after_install_profiles(tmp_path):
+    xdg = tmp_path / "xdg"
+    env = {**os.environ, "XDG_CONFIG_HOME": str(xdg)}
+    env.pop("SNAKEMAKE_PROFILE", None)
+    subprocess.run(["make", "-s", "install-profiles"], cwd=REPO, env=env, check=True)
+    assert (xdg / "snakemake" / "slurm").resolve() == REPO / "profiles" / "slurm"
+    work = tmp_path / "wf"
+    work.mkdir()
+    (work / "Snakefile").write_text(TINY)
+    for name in ("slurm", "local"):
+        proc = run(["--profile", name, "--dry-run", "--slurm-no-account"], work, env)
+        out = proc.stdout + proc.stderr
+        assert proc.returncode == 0, out[-2000:]
+        assert f"Using profile {name} for setting default" in out, out[:2000]
+        # ...and it is ours: settings only our profiles make.
+        marker = "slurm_partition=gpu" if name == "slurm" else "mem_mb=2000"
+        assert marker in out, out[-2000:]
+    # Without the link the bare name is not found (Snakemake does not look in ./profiles/).
+    env_empty = {**env, "XDG_CONFIG_HOME": str(tmp_path / "empty")}
+    proc = run(["--profile", "slurm", "--dry-run"], work, env_empty)
+    assert proc.returncode != 0
+    # The relative path form works from the repository root without installing anything.
+    proc = run(
+        [
+            "--profile",
+            "profiles/slurm",
+            "--dry-run",
+            "--slurm-no-account",
+            "-s",
+            str(work / "Snakefile"),
+            "-d",
+            str(work),
+        ],
+        REPO,
+        env_empty,
+    )  # noqa: E501
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_resources_scale_with_attempt():
+    profile = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
+    assert profile["executor"] == "slurm" and profile["retries"] >= 1
+    assert "attempt" in str(profile["default-resources"]["mem_mb"])
+    assert "attempt" in str(profile["default-resources"]["runtime"])
+    train = profile["set-resources"]["train_model"]
+    assert train["slurm_partition"] == "gpu" and train["gres"] == "gpu:1"
+    assert profile["set-resources"]["extract_features"]["slurm_partition"] == "cpu"
+    for attempt in (1, 2, 3):
+        assert eval(str(profile["default-resources"]["mem_mb"]), {"attempt": attempt}) == (
+            2000 * attempt
+        )
+    local = yaml.safe_load((REPO / "profiles" / "local" / "config.yaml").read_text())
+    assert "executor" not in local and "software-deployment-method" not in local
+
+
+def test_grouped_extraction_bounds_submissions(tmp_path):
+    n = 1000
+    workdir = bench.make_workdir(tmp_path, n)
+    planned = bench.dry_run(workdir, ["--slurm-no-account"])
+    assert planned["extract_jobs"] == n  # one Snakemake job (output, log, rerun) per file
+    assert planned["submissions"] <= 20, planned
+    rerun = bench.per_file_rerun(workdir, ["--slurm-no-account"])
+    assert rerun["jobs_when_complete"] == 0
+    assert rerun["jobs_after_one_input_changed"] == 1
+    assert rerun["submissions_after_one_input_changed"] == 1
