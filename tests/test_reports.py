@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import skip_unless_required
 from genre_classification.demo_data import synthesize_clip
 from genre_classification.features import FeatureParams, log_mel_segments, write_features
 from genre_classification.reports import (
@@ -357,7 +358,7 @@ def test_html_is_self_contained_and_renders(tables, tmp_path):
     assert "drawDashboard" in html and "<script src=" not in html  # JS bundle inlined
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
-        pytest.skip("chromium not installed: rendering not checked")
+        skip_unless_required("chromium not installed (make system-deps): rendering not checked")
     result = subprocess.run(
         [
             chromium,

@@ -11,7 +11,7 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import BAD_FILES, TINY_CLIPS, TINY_GENRES, planned_jobs
+from conftest import BAD_FILES, TINY_CLIPS, TINY_GENRES, planned_jobs, skip_unless_required
 from genre_classification.demo_data import synthesize_clip
 from genre_classification.dvc_repo import add_and_push, drop_local_copy
 
@@ -156,7 +156,7 @@ def test_dag_and_rulegraph_render(workflow_dir):
 
     dot = shutil.which("dot")
     if dot is None:
-        pytest.skip("graphviz `dot` not installed (make system-deps installs it)")
+        skip_unless_required("graphviz `dot` not installed (make system-deps installs it)")
     for flag in ("--rulegraph", "--dag"):
         graph = workflow_dir(flag).stdout
         assert "digraph snakemake_dag" in graph and "fetch_audio" in graph
