@@ -90,13 +90,19 @@ def test_fingerprint_changes_with_content_or_mtime(tmp_path):
     assert directory_fingerprint(tmp_path / "missing", ["wav"]) == "missing"
 
 
-def test_fetch_dvc_pulls_from_remote_and_uses_dvc_md5s(tmp_path):
+def pushed_dvc_repo(tmp_path, clips: int) -> tuple:
+    """A DVC data repo whose audio is only on its (local) remote; returns repo, remote, config."""
     repo, remote = tmp_path / "repo", tmp_path / "remote"
     init_data_repo(repo, remote)
-    make_demo_dataset(repo / "genres", 2, seconds=1.5, genres=["disco"])
+    make_demo_dataset(repo / "genres", clips, seconds=1.5, genres=["disco"])
     add_and_push(repo, "genres", "v1")
     drop_local_copy(repo, "genres")
     data = {"source": "dvc", "dvc": {"repo": str(repo), "target": "genres"}, "extensions": ["wav"]}
+    return repo, remote, data
+
+
+def test_fetch_dvc_pulls_from_remote_and_uses_dvc_md5s(tmp_path):
+    repo, _, data = pushed_dvc_repo(tmp_path, clips=2)
     paths = [tmp_path / "m.tsv", tmp_path / "r.tsv", tmp_path / "v.json"]
     version = fetch_audio(data, 1.0, *paths)
     assert (repo / "genres" / "disco" / "disco.00000.wav").is_file()  # really pulled
@@ -108,14 +114,9 @@ def test_fetch_dvc_pulls_from_remote_and_uses_dvc_md5s(tmp_path):
 
 
 def test_fetch_dvc_without_remote_data_names_the_fix(tmp_path):
-    repo, remote = tmp_path / "repo", tmp_path / "remote"
-    init_data_repo(repo, remote)
-    make_demo_dataset(repo / "genres", 1, seconds=1.5, genres=["disco"])
-    add_and_push(repo, "genres", "v1")
-    drop_local_copy(repo, "genres")
     import shutil
 
+    _, remote, data = pushed_dvc_repo(tmp_path, clips=1)
     shutil.rmtree(remote)
-    data = {"source": "dvc", "dvc": {"repo": str(repo), "target": "genres"}, "extensions": ["wav"]}
     with pytest.raises(Exception, match="dvc pull genres.dvc.*failed|DVC remote"):
         fetch_audio(data, 1.0, tmp_path / "m", tmp_path / "r", tmp_path / "v")
