@@ -164,3 +164,40 @@ def test_dag_and_rulegraph_render(workflow_dir):
             [dot, "-Tsvg"], input=graph, capture_output=True, text=True, check=True
         )
         assert svg.stdout.lstrip().startswith("<?xml") and "</svg>" in svg.stdout
+
+
+def test_drift_of_a_new_data_version_against_an_earlier_dvc_revision(workflow_dir):
+    """The maintainer's question after new audio arrives: does it drift from the version before?
+    v2 makes every clip 20 dB quieter and adds noise; the report compares v2 with v1 (`dvc get`)."""
+    import json
+    import subprocess
+
+    import soundfile as sf
+
+    from genre_classification.dvc_repo import dvc_executable
+
+    repo = workflow_dir.data["repo"]
+    v1 = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True)
+    subprocess.run([dvc_executable(), "pull", "-q", "genres.dvc"], cwd=repo, check=True)
+    rng = np.random.default_rng(0)
+    for path in (repo / "genres").glob("*/*.*.wav"):  # the good clips, not the bad files
+        audio, rate = sf.read(path, dtype="float32")
+        shifted = 0.1 * audio + 0.02 * rng.standard_normal(audio.size).astype(np.float32)
+        sf.write(path, shifted, rate, subtype="PCM_16")
+    add_and_push(repo, "genres", "v2: quieter, noisier recordings")
+
+    target = "results/reports/data_drift.json"
+    workflow_dir.overlay(
+        "ref.yaml", {"reports": {"reference": {"source": "dvc", "rev": v1.stdout.strip()}}}
+    )
+    workflow_dir("--cores", "2", target)
+    drift = json.loads((workflow_dir.workdir / target).read_text())
+    assert drift["dataset_drift"] is True
+    assert drift["drifted_share"] > 0.5
+    assert drift["features"]["loudness_db_mean"]["drifted"]
+    assert (
+        drift["reference"]["n_tracks"]
+        == drift["current"]["n_tracks"]
+        == len(TINY_GENRES) * TINY_CLIPS
+    )
+    assert drift["data_version"]["md5"] in (repo / "genres.dvc").read_text()
