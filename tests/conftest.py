@@ -22,6 +22,18 @@ SNAKEFILE = REPO / "workflow" / "Snakefile"
 BIN = Path(sys.executable).parent
 TINY_GENRES = ["classical", "disco", "metal"]
 TINY_CLIPS = 5
+# A model small enough to train in seconds on the tiny data set.
+TINY_MODEL = {
+    "architecture": "cnn",
+    "optimizer": "adam",
+    "learning_rate": 0.005,
+    "epochs": 3,
+    "batch_size": 16,
+    "early_stopping": {"patience": 10},
+    "seed": 1,
+    "mixed_precision": False,
+    "options": {"filters": [4, 8]},
+}
 BAD_FILES = {
     "classical/broken.wav": "cannot decode",
     "disco/short.wav": "too short",

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import REPO, SnakemakeRunner
+from conftest import REPO, TINY_MODEL, SnakemakeRunner
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -55,17 +55,6 @@ SLURM_TEST_FLAGS = [
     "10",
     "--verbose",
 ]
-TINY_MODEL = {
-    "architecture": "cnn",
-    "optimizer": "adam",
-    "learning_rate": 0.005,
-    "epochs": 3,
-    "batch_size": 16,
-    "early_stopping": {"patience": 10},
-    "seed": 1,
-    "mixed_precision": False,
-    "options": {"filters": [4, 8]},
-}
 
 
 def _unavailable(reason: str):

@@ -7,19 +7,9 @@ import json
 
 import pytest
 
-pytestmark = pytest.mark.slow
+from conftest import TINY_MODEL
 
-TINY_MODEL = {
-    "architecture": "cnn",
-    "optimizer": "adam",
-    "learning_rate": 0.005,
-    "epochs": 3,
-    "batch_size": 16,
-    "early_stopping": {"patience": 10},
-    "seed": 1,
-    "mixed_precision": False,
-    "options": {"filters": [4, 8]},
-}
+pytestmark = pytest.mark.slow
 
 
 def test_train_evaluate_mlflow_and_report(workflow_dir):
