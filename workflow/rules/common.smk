@@ -10,6 +10,7 @@ from genre_classification.audio_source import (
     dvc_out,
     read_tsv,
 )
+from genre_classification.split import feature_path
 
 validate(config, workflow.source_path("../schemas/config.schema.yaml"))
 
@@ -19,27 +20,29 @@ wildcard_constraints:
     track="[^/]+",
 
 
+def dvc_data_version():
+    """``outs`` of the DVC file of the audio directory (a clear error if it is missing)."""
+    return dvc_out(Path(config["data"]["dvc"]["repo"]), config["data"]["dvc"]["target"])
+
+
 def fetch_audio_trigger():
     """What makes the fetch step rerun: the DVC data version, or the plain directory's stat."""
     data = config["data"]
     if data["source"] == "dir":
         return directory_fingerprint(audio_root(data), data["extensions"])
-    dvc_path = Path(data["dvc"]["repo"], data["dvc"]["target"] + ".dvc")
+    # Parsing (lint, --dag) must work before the demo data exists; dvc_file() reports it.
     return (
-        dvc_out(dvc_path.parent, data["dvc"]["target"])["md5"]
-        if dvc_path.exists()
+        dvc_data_version()["md5"]
+        if audio_root(data).with_suffix(".dvc").exists()
         else "missing"
     )
 
 
 def dvc_file(wildcards):
-    data = config["data"]
-    if data["source"] != "dvc":
+    if config["data"]["source"] != "dvc":
         return []
-    dvc_out(
-        Path(data["dvc"]["repo"]), data["dvc"]["target"]
-    )  # clear error if it is missing
-    return ancient(os.path.join(data["dvc"]["repo"], data["dvc"]["target"] + ".dvc"))
+    dvc_data_version()
+    return ancient(str(audio_root(config["data"]).with_suffix(".dvc")))
 
 
 @functools.cache
@@ -67,10 +70,7 @@ def audio_md5(wildcards):
 
 
 def feature_files(wildcards=None):
-    return [
-        f"results/features/{genre}/{track}.h5"
-        for genre, track in sorted(audio_manifest())
-    ]
+    return [feature_path(genre, track) for genre, track in sorted(audio_manifest())]
 
 
 def final_targets(wildcards):
