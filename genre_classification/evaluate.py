@@ -5,7 +5,6 @@ A track's prediction is the mean of the softmax probabilities of its segments.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
@@ -13,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from genre_classification import dataset
+from genre_classification import dataset, fileio, tracking
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +145,7 @@ def evaluate(
     else:
         metrics["git_commit"] = provenance.code_commit(".")
     if run_info_path and Path(run_info_path).is_file():
-        metrics["mlflow_run_id"] = json.loads(Path(run_info_path).read_text())["run_id"]
+        metrics["mlflow_run_id"] = tracking.read_run_info(run_info_path)["run_id"]
 
     for path in (metrics_path, predictions_path, confusion_path):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -161,9 +160,7 @@ def evaluate(
         title=f"{Path(model_path).parent.name}: macro-F1 {metrics['macro_f1']:.3f} "
         f"({len(tracks)} {subset} tracks)",
     )
-    tmp = Path(metrics_path).with_name(f".{Path(metrics_path).name}.tmp")
-    tmp.write_text(json.dumps(metrics, indent=2) + "\n")
-    os.replace(tmp, metrics_path)
+    fileio.write_json(metrics_path, metrics)
     log.info("%s: accuracy %.3f macro-F1 %.3f", subset, metrics["accuracy"], metrics["macro_f1"])
 
     if run_info_path and Path(run_info_path).is_file():
@@ -175,7 +172,7 @@ def log_to_mlflow(run_info_path, metrics: dict, files, prefix: str = "test_") ->
     """Add the test metrics and evaluation files to the training job's MLflow run."""
     import mlflow
 
-    info = json.loads(Path(run_info_path).read_text())
+    info = tracking.read_run_info(run_info_path)
     tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or info["tracking_uri"]
     mlflow.set_tracking_uri(tracking_uri)
     values = {f"{prefix}{k}": metrics[k] for k in METRIC_KEYS}

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import h5py
 import numpy as np
+
+from genre_classification.fileio import atomic_path
 
 DATASET = "logmel"
 # Fixed reference and floor instead of ref=np.max: silence stays finite (-100 dB, no -inf/NaN)
@@ -90,10 +91,7 @@ def write_features(
     """Write atomically (temp file + rename) so an interrupted job leaves no half-written HDF5."""
     import librosa
 
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_path = out_path.with_name(f".{out_path.name}.tmp")
-    with h5py.File(tmp_path, "w") as h5:
+    with atomic_path(out_path) as tmp_path, h5py.File(tmp_path, "w") as h5:
         h5.create_dataset(DATASET, data=segments)
         h5.attrs.update(asdict(params))
         h5.attrs.update(
@@ -103,7 +101,6 @@ def write_features(
             duration_s=float(duration_s),
             librosa_version=librosa.__version__,
         )
-    os.replace(tmp_path, out_path)
 
 
 def extract_file(

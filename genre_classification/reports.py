@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from genre_classification.fileio import write_json
 from genre_classification.track_table import PREDICTION_COLUMN, feature_columns
 
 log = logging.getLogger(__name__)
@@ -33,9 +34,7 @@ PASS = "SUCCESS"
 
 
 def _write_json(data: dict, path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n")
+    write_json(path, data, default=_json_default)
 
 
 def _json_default(value):

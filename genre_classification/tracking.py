@@ -19,6 +19,8 @@ import json
 import os
 from pathlib import Path
 
+from genre_classification import fileio
+
 DEFAULT_STORE_DIR = Path("results/mlflow")
 DB_NAME = "mlflow.db"
 
@@ -178,11 +180,7 @@ def log_keras_model(model, name: str = "model", example=None):
 
 def write_run_info(path: str | Path, run_id: str, experiment_id: str, tracking_uri: str) -> dict:
     info = {"run_id": run_id, "experiment_id": experiment_id, "tracking_uri": tracking_uri}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(info, indent=2) + "\n")
-    os.replace(tmp, path)
+    fileio.write_json(path, info)
     return info
 
 

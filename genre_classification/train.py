@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 from genre_classification import dataset, tracking
+from genre_classification.fileio import atomic_path, write_json
 
 log = logging.getLogger(__name__)
 
@@ -100,25 +101,17 @@ def _seed_states(model) -> list:
     return [v for v in model.non_trainable_variables if v.path.endswith("seed_generator_state")]
 
 
-def _atomic_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
 def save_checkpoint(ckpt_dir: Path, model, state: dict) -> None:
     import numpy as np
 
     epoch = state["epochs_done"]
     name = f"epoch-{epoch:04d}"
-    tmp_model = ckpt_dir / f".tmp-{name}.keras"
-    model.save(tmp_model)
-    os.replace(tmp_model, ckpt_dir / f"{name}.keras")
+    with atomic_path(ckpt_dir / f"{name}.keras") as tmp:
+        model.save(tmp)
     rng = {f"s{i}": np.asarray(v.numpy()) for i, v in enumerate(_seed_states(model))}
-    with open(ckpt_dir / f".tmp-{name}.rng.npz", "wb") as handle:
+    with atomic_path(ckpt_dir / f"{name}.rng.npz") as tmp, open(tmp, "wb") as handle:
         np.savez(handle, **rng)
-    os.replace(ckpt_dir / f".tmp-{name}.rng.npz", ckpt_dir / f"{name}.rng.npz")
-    _atomic_json(ckpt_dir / "state.json", {**state, "checkpoint": name})
+    write_json(ckpt_dir / "state.json", {**state, "checkpoint": name})
     for old in ckpt_dir.glob("epoch-*"):
         if not old.name.startswith(name):
             old.unlink()
@@ -327,11 +320,8 @@ def train(
             model.load_weights(best)
             print(f"Restored weights of best epoch {state['best_epoch']}", flush=True)
 
-        model_path = Path(model_path)
-        model_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = model_path.with_name(f".tmp-{model_path.name}")
-        model.save(tmp)
-        os.replace(tmp, model_path)
+        with atomic_path(model_path) as tmp:
+            model.save(tmp)
         write_history(history_path, state["history"])
         mlflow.log_artifact(str(history_path))
         mlflow.log_metrics(

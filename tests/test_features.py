@@ -53,7 +53,7 @@ def test_extract_writes_attributes(tmp_path):
     assert attrs["hop_length"] == 512 and attrs["segment_seconds"] == 1.0
     assert attrs["librosa_version"] == librosa.__version__
     assert attrs["duration_s"] == pytest.approx(2.5, abs=1e-3)
-    assert not list(out.parent.glob(".*tmp"))  # written atomically
+    assert not list(out.parent.glob(".tmp-*"))  # written atomically
 
 
 def test_stereo_44k_is_mono_and_resampled(tmp_path):
