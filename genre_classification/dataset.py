@@ -27,7 +27,8 @@ import h5py
 import numpy as np
 import pandas as pd
 
-DATASET = "logmel"
+from genre_classification.features import DATASET, read_features
+
 SPLIT_COLUMNS = ("genre", "track", "split", "features", "n_segments", "source_md5")
 
 
@@ -70,9 +71,8 @@ class Segments:
 
 
 def _read_file(path: str | Path, genre: str) -> np.ndarray:
-    with h5py.File(path, "r") as h5:
-        x = h5[DATASET][()]
-        label = h5.attrs.get("label")
+    x, attrs = read_features(path)
+    label = attrs.get("label")
     if isinstance(label, bytes):
         label = label.decode()
     if label is not None and label != genre:

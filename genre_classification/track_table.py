@@ -30,13 +30,14 @@ import logging
 from collections.abc import Iterable
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pandas as pd
 
+from genre_classification.dataset import track_id
+from genre_classification.features import read_features
+
 log = logging.getLogger(__name__)
 
-DATASET = "logmel"
 ID_COLUMNS = ("track_id", "genre", "track", "split", "source_md5")
 PREDICTION_COLUMN = "prediction"
 ROLLOFF_PERCENT = 0.85
@@ -141,9 +142,7 @@ def _text(value) -> str:
 
 def summarise_file(path: str | Path, n_bands: int = 8, n_mfcc: int = 13) -> dict:
     """Summary features plus ``genre``/``source_md5``/``duration_s`` of one contract HDF5 file."""
-    with h5py.File(path, "r") as h5:
-        logmel = h5[DATASET][()]
-        attrs = dict(h5.attrs)
+    logmel, attrs = read_features(path)
     row = summarise_logmel(
         logmel,
         sample_rate=int(attrs["sample_rate"]),
@@ -178,7 +177,7 @@ def build_track_table(
         genre = track.get("genre") or label
         rows.append(
             {
-                "track_id": f"{genre}/{track['track']}",
+                "track_id": track_id(genre, str(track["track"])),
                 "genre": genre,
                 "track": str(track["track"]),
                 "split": track.get("split", ""),
@@ -229,15 +228,6 @@ def feature_columns(table: pd.DataFrame) -> list[str]:
         and not column.startswith("prob_")
         and pd.api.types.is_numeric_dtype(table[column])
     ]
-
-
-def read_split(path: str | Path) -> list[dict]:
-    """Rows of split.tsv (``genre track split features n_segments source_md5``)."""
-    split = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
-    missing = {"genre", "track", "split", "features"} - set(split.columns)
-    if missing:
-        raise ValueError(f"{path}: missing columns {sorted(missing)} (see docs/CONTRACTS.md)")
-    return split.to_dict("records")
 
 
 def tracks_in_dir(features_dir: str | Path, split: str = "") -> list[dict]:

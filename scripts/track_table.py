@@ -3,14 +3,15 @@
 import logging
 import time
 
+from genre_classification.dataset import read_split
 from genre_classification.runlog import log_to_file
-from genre_classification.track_table import build_track_table, read_split, write_table
+from genre_classification.track_table import build_track_table, write_table
 
 snakemake = globals()["snakemake"]
 log_to_file(snakemake.log[0])
 start = time.perf_counter()
 table = build_track_table(
-    read_split(snakemake.input.split),
+    read_split(snakemake.input.split).to_dict("records"),
     n_bands=snakemake.params.n_bands,
     n_mfcc=snakemake.params.n_mfcc,
 )
