@@ -14,7 +14,6 @@ Undecodable or too-short files are skipped with a warning, as the fetch step qua
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import subprocess
@@ -23,6 +22,8 @@ from pathlib import Path
 from genre_classification.audio_source import file_md5, list_audio_files
 from genre_classification.dvc_repo import dvc_executable
 from genre_classification.features import AudioError, FeatureParams, extract_file
+from genre_classification.fileio import write_json
+from genre_classification.split import feature_path
 from genre_classification.track_table import build_track_table, tracks_in_dir, write_table
 
 log = logging.getLogger(__name__)
@@ -86,7 +87,7 @@ def extract_directory(
         shutil.rmtree(features_dir)
     n_ok, rejected = 0, []
     for audio in list_audio_files(root, extensions):
-        out = features_dir / audio.genre / f"{audio.track}.h5"
+        out = feature_path(audio.genre, audio.track, root=str(features_dir))
         try:
             extract_file(audio.path, out, params, audio.genre, file_md5(audio.path))
             n_ok += 1
@@ -118,7 +119,6 @@ def build_reference_table(
     )
     write_table(table, table_path)
     info = {**info, "n_tracks": int(len(table)), "n_rejected": len(rejected), "rejected": rejected}
-    Path(info_path).parent.mkdir(parents=True, exist_ok=True)
-    Path(info_path).write_text(json.dumps(info, indent=2) + "\n")
+    write_json(info_path, info)
     log.info("reference table %s: %d tracks (%d skipped)", table_path, n_ok, len(rejected))
     return info

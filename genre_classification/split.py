@@ -39,8 +39,9 @@ def assign_splits(tracks: list[dict], fractions: dict[str, float], seed: int) ->
     return sorted(result, key=lambda r: (r["genre"], r["track"]))
 
 
-def feature_path(genre: str, track: str) -> str:
-    return f"results/features/{genre}/{track}.h5"
+def feature_path(genre: str, track: str, root: str = "results/features") -> str:
+    """Where the HDF5 of a track lives (the extract_features rule's output pattern)."""
+    return f"{root}/{genre}/{track}.h5"
 
 
 def write_split(
