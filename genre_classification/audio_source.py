@@ -1,16 +1,24 @@
 """Where the audio comes from: a DVC-tracked directory (``dvc pull``) or a plain directory.
 
-Both give GTZAN's layout, ``<root>/<genre>/<file>``. The result is a manifest of usable files with
-their content md5 (the per-file data version that decides what is re-extracted), a list of
-quarantined files with the reason, and the data version of the whole set.
+Both give GTZAN's layout, ``<root>/<genre>/<file>``. Listing the collection is cheap and happens
+when the workflow is parsed, so ``snakemake -n`` knows every file and its version:
+
+* DVC: the per-file md5s of DVC's ``.dir`` listing of the tracked directory (read from the local
+  cache, or from the remote without pulling the audio);
+* plain directory: names, sizes and mtimes (``<size>:<mtime_ns>``); content md5s are computed by
+  the parallel extraction jobs.
+
+A DVC source is pulled shard by shard (``fetch_audio``, one job per extraction shard), so a new
+data version pulls and re-extracts only the shards whose files changed. Decoding, quarantine of
+bad audio and content checks happen in the extraction jobs (``genre_classification.shards``).
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
-import json
 import logging
+import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,11 +26,19 @@ from pathlib import Path
 import yaml
 
 from genre_classification.dvc_repo import dvc_executable
-from genre_classification.features import duration_problem
 
 log = logging.getLogger(__name__)
 
-MANIFEST_COLUMNS = ("genre", "track", "path", "md5", "size_bytes", "duration_s")
+MANIFEST_COLUMNS = (
+    "genre",
+    "track",
+    "path",
+    "md5",
+    "size_bytes",
+    "duration_s",
+    "features",
+    "n_segments",
+)
 REJECTED_COLUMNS = ("genre", "track", "path", "reason")
 
 
@@ -32,9 +48,18 @@ class DataSourceError(RuntimeError):
 
 @dataclass(frozen=True)
 class AudioFile:
+    """One audio file of the collection: ``relpath`` under the root, and its listed version."""
+
     genre: str
     track: str
-    path: Path
+    relpath: str
+    # DVC source: the file's content md5; plain directory: "<size>:<mtime_ns>".
+    version: str
+
+    @property
+    def content_md5(self) -> str | None:
+        """The content md5 when the listing already knows it (DVC), else None."""
+        return None if ":" in self.version else self.version
 
 
 def audio_root(data: dict) -> Path:
@@ -44,54 +69,54 @@ def audio_root(data: dict) -> Path:
     return Path(data["dir"])
 
 
-def list_audio_files(root: Path, extensions: list[str]) -> list[AudioFile]:
+def _suffixes(extensions: list[str]) -> set[str]:
+    return {f".{ext.lower().lstrip('.')}" for ext in extensions}
+
+
+def _collect(entries: list[tuple[str, str]], extensions: list[str], where: str) -> list[AudioFile]:
+    """``(relpath, version)`` pairs -> sorted AudioFiles of ``<genre>/<file>`` with an audio
+    extension; clear errors for two files with one track id and for no audio at all."""
+    suffixes = _suffixes(extensions)
+    files, seen = [], {}
+    for relpath, version in sorted(entries):
+        parts = relpath.split("/")
+        if len(parts) != 2 or Path(relpath).suffix.lower() not in suffixes:
+            continue
+        genre, track = parts[0], Path(parts[1]).stem
+        if (genre, track) in seen:
+            raise DataSourceError(
+                f"two audio files give the same track id {genre}/{track}: {seen[genre, track]} "
+                f"and {relpath} in {where}; rename one (track ids are file names without extension)"
+            )
+        seen[genre, track] = relpath
+        files.append(AudioFile(genre, track, relpath, version))
+    if not files:
+        raise DataSourceError(
+            f"no audio files ({', '.join(sorted(suffixes))}) found as {where}/<genre>/<file>"
+        )
+    return files
+
+
+def list_directory(root: str | Path, extensions: list[str]) -> list[AudioFile]:
+    """Files of a plain ``<genre>/<file>`` directory with ``<size>:<mtime_ns>`` versions."""
+    root = Path(root)
     if not root.is_dir():
         raise DataSourceError(
             f"audio directory {root} does not exist: set data.dir (source: dir) or "
             "data.dvc.repo/data.dvc.target (source: dvc) in the config"
         )
-    suffixes = {f".{ext.lower().lstrip('.')}" for ext in extensions}
-    files, seen = [], {}
-    for path in sorted(root.glob("*/*")):
-        if not path.is_file() or path.suffix.lower() not in suffixes:
-            continue
-        key = (path.parent.name, path.stem)
-        if key in seen:
-            raise DataSourceError(
-                f"two audio files give the same track id {key[0]}/{key[1]}: {seen[key]} and "
-                f"{path}; rename one (track ids are file names without extension)"
-            )
-        seen[key] = path
-        files.append(AudioFile(genre=path.parent.name, track=path.stem, path=path))
-    if not files:
-        raise DataSourceError(
-            f"no audio files ({', '.join(sorted(suffixes))}) found as {root}/<genre>/<file>"
-        )
-    return files
-
-
-def file_md5(path: Path, chunk_size: int = 1 << 20) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(chunk_size):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def directory_fingerprint(root: str | Path, extensions: list[str]) -> str:
-    """Cheap stat-based fingerprint (names, sizes, mtimes) that changes when the directory does.
-
-    Used as a Snakemake ``params`` value so the fetch step reruns after files change, while
-    content md5s (computed by that step) decide which files are re-extracted.
-    """
-    root = Path(root)
-    if not root.is_dir():
-        return "missing"
-    digest = hashlib.md5()
-    for audio in list_audio_files(root, extensions):
-        stat = audio.path.stat()
-        digest.update(f"{audio.path}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
-    return digest.hexdigest()
+    entries = []
+    with os.scandir(root) as genres:
+        for genre in genres:
+            if not genre.is_dir():
+                continue
+            with os.scandir(genre.path) as audio_files:
+                for entry in audio_files:
+                    if entry.is_file():
+                        stat = entry.stat()
+                        version = f"{stat.st_size}:{stat.st_mtime_ns}"
+                        entries.append((f"{genre.name}/{entry.name}", version))
+    return _collect(entries, extensions, str(root))
 
 
 def dvc_out(repo: Path, target: str) -> dict:
@@ -105,54 +130,93 @@ def dvc_out(repo: Path, target: str) -> dict:
     return yaml.safe_load(dvc_file.read_text())["outs"][0]
 
 
-def dvc_pull(repo: Path, target: str) -> None:
-    command = [dvc_executable(), "pull", f"{target}.dvc"]
-    log.info("running %s in %s", " ".join(command), repo)
+def list_dvc(repo: str | Path, target: str, extensions: list[str]) -> list[AudioFile]:
+    """Files of the DVC-tracked directory as its ``.dvc`` file describes them, with their md5s.
+
+    Reads DVC's ``.dir`` listing (from the local cache, else from the remote: the listing only,
+    not the audio), so the version of every file is known before ``dvc pull``.
+    """
+    from dvc.api import DVCFileSystem
+
+    repo = Path(repo)
+    dvc_out(repo, target)
+    try:
+        found = DVCFileSystem(str(repo)).find(target, detail=True)
+    except Exception as error:
+        raise DataSourceError(
+            f"cannot list {target} of the DVC project {repo}: {type(error).__name__}: {error}. "
+            "Check the DVC remote (`dvc remote list`, credentials)."
+        ) from error
+    # With the audio pulled, DVC's own entry is under "dvc_info" (beside the workspace's stat);
+    # files in the workspace that DVC does not track have none and are not part of the version.
+    entries = [
+        (Path(name).relative_to(target).as_posix(), info.get("dvc_info", info).get("md5"))
+        for name, info in found.items()
+    ]
+    entries = [(relpath, md5) for relpath, md5 in entries if md5]
+    return _collect(entries, extensions, f"{repo}/{target}")
+
+
+def list_collection(data: dict) -> list[AudioFile]:
+    """Every audio file the ``data`` config section names, with its version."""
+    if data["source"] == "dvc":
+        return list_dvc(data["dvc"]["repo"], data["dvc"]["target"], data["extensions"])
+    return list_directory(data["dir"], data["extensions"])
+
+
+def listing_digest(files: list[AudioFile]) -> str:
+    """md5 of the listing (paths and versions): changes whenever any file does."""
+    digest = hashlib.md5()
+    for audio in files:
+        digest.update(f"{audio.relpath}\t{audio.version}\n".encode())
+    return digest.hexdigest()
+
+
+def file_md5(path: str | Path, chunk_size: int = 1 << 20) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(chunk_size):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def dvc_pull(repo: Path, target: str, relpaths: list[str]) -> None:
+    """``dvc pull`` of these files of the tracked directory (DVC's granular pull; concurrent
+    pulls of other files wait for the repository lock)."""
+    command = [dvc_executable(), "--wait-for-lock", "pull"]
+    command += [f"{target}/{relpath}" for relpath in relpaths]
+    log.info("dvc pull of %d files in %s", len(relpaths), repo)
     result = subprocess.run(command, cwd=repo, capture_output=True, text=True)
     log.info("%s%s", result.stdout, result.stderr)
     if result.returncode != 0:
         raise DataSourceError(
-            f"`dvc pull {target}.dvc` failed in {repo} (exit {result.returncode}):\n"
-            f"{result.stderr.strip()}\nCheck the DVC remote (`dvc remote list`, credentials) or "
-            "use a plain directory with `data: {source: dir, dir: ...}`."
+            f"`dvc pull` of {len(relpaths)} files of {target} failed in {repo} "
+            f"(exit {result.returncode}):\n{result.stderr.strip()}\nCheck the DVC remote "
+            "(`dvc remote list`, credentials) or use a plain directory with "
+            "`data: {source: dir, dir: ...}`."
         )
 
 
-def dvc_file_md5s(repo: Path, out: dict) -> dict[str, str]:
-    """Per-file md5s from DVC's ``.dir`` listing in the cache; empty if not found."""
-    dir_md5 = out["md5"].removesuffix(".dir")
-    command = [dvc_executable(), "cache", "dir"]
-    result = subprocess.run(command, cwd=repo, capture_output=True, text=True)
-    cache = Path(result.stdout.strip()) if result.returncode == 0 else repo / ".dvc" / "cache"
-    for listing in (
-        cache / "files" / "md5" / dir_md5[:2] / f"{dir_md5[2:]}.dir",
-        cache / dir_md5[:2] / f"{dir_md5[2:]}.dir",
-    ):
-        if listing.is_file():
-            return {entry["relpath"]: entry["md5"] for entry in json.loads(listing.read_text())}
-    return {}
+def fetch_audio(data: dict, members: list[AudioFile], fetched_path: str | Path) -> dict:
+    """Make ``members`` present in the workspace of the DVC source (``dvc pull``) and record
+    which versions were fetched."""
+    from genre_classification.fileio import write_json
+
+    repo, target = Path(data["dvc"]["repo"]), data["dvc"]["target"]
+    dvc_pull(repo, target, [audio.relpath for audio in members])
+    fetched = {f"{audio.genre}/{audio.track}": audio.version for audio in members}
+    write_json(fetched_path, {"location": str(audio_root(data)), "files": fetched})
+    return fetched
 
 
-def probe_audio(path: Path) -> dict:
-    """Decode the whole file once at its native rate; record the error or the sample count."""
-    if path.stat().st_size == 0:
-        return {"decode_error": "empty: file has 0 bytes", "n_samples": 0, "sample_rate": 0}
-    import soundfile as sf
-
-    try:
-        info = sf.info(path)
-        audio, rate = sf.read(path, dtype="float32", always_2d=True)
-        n_samples = audio.shape[0] if info.frames else 0
-    except Exception:  # formats libsndfile lacks: fall back to librosa's decoders
-        import librosa
-
-        try:
-            audio, rate = librosa.load(path, sr=None, mono=True)
-            n_samples = audio.shape[0]
-        except Exception as error:
-            reason = f"cannot decode: {type(error).__name__}: {error}".replace("\n", " ")
-            return {"decode_error": reason, "n_samples": 0, "sample_rate": 0}
-    return {"decode_error": "", "n_samples": n_samples, "sample_rate": rate}
+def data_version(data: dict) -> dict:
+    """Where the audio is and its version: DVC's md5 of the directory; for a plain directory
+    the listing digest (the content version is computed from the extracted files' md5s)."""
+    if data["source"] == "dvc":
+        md5 = dvc_out(Path(data["dvc"]["repo"]), data["dvc"]["target"])["md5"]
+    else:
+        md5 = None
+    return {"source": data["source"], "md5": md5, "location": str(audio_root(data))}
 
 
 def read_tsv(path: str | Path | None) -> list[dict]:
@@ -166,101 +230,9 @@ def read_tsv(path: str | Path | None) -> list[dict]:
 
 
 def write_tsv(path: str | Path, rows: list[dict], columns: tuple[str, ...]) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as handle:
+    from genre_classification.fileio import atomic_path
+
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns, delimiter="\t", lineterminator="\n")
         writer.writeheader()
         writer.writerows({key: row[key] for key in columns} for row in rows)
-
-
-SCREEN_COLUMNS = ("md5", "decode_error", "n_samples", "sample_rate")
-
-
-def screen_files(
-    files: list[AudioFile],
-    md5s: dict[Path, str],
-    segment_seconds: float,
-    screened: dict[str, dict],
-) -> tuple[list[dict], list[dict]]:
-    """Split files into accepted manifest rows and rejected rows (with the reason).
-
-    ``screened`` maps md5 -> probe result; files already in it are not decoded again, new
-    results are added to it.
-    """
-    accepted, rejected = [], []
-    for audio in files:
-        md5 = md5s[audio.path]
-        if md5 not in screened:
-            screened[md5] = {"md5": md5, **probe_audio(audio.path)}
-        probe = screened[md5]
-        n_samples, rate = int(probe["n_samples"]), int(probe["sample_rate"])
-        reason = probe["decode_error"] or duration_problem(n_samples, rate, segment_seconds)
-        row = {"genre": audio.genre, "track": audio.track, "path": str(audio.path), "md5": md5}
-        if reason:
-            log.warning("quarantined %s: %s", audio.path, reason)
-            rejected.append({**row, "reason": reason})
-        else:
-            accepted.append(
-                {
-                    **row,
-                    "size_bytes": audio.path.stat().st_size,
-                    "duration_s": f"{n_samples / rate:.3f}",
-                }
-            )
-    return accepted, rejected
-
-
-def fetch_audio(
-    data: dict,
-    segment_seconds: float,
-    manifest_path: str | Path,
-    rejected_path: str | Path,
-    version_path: str | Path,
-    screen_cache_path: str | Path | None = None,
-) -> dict:
-    """Make the audio present (``dvc pull``) and write manifest, rejected list and data version.
-
-    ``screen_cache_path`` keeps earlier decode checks by md5 (it is not a Snakemake output, so it
-    survives the rerun of this step after new data arrives).
-    """
-    root = audio_root(data)
-    if data["source"] == "dvc":
-        repo, target = Path(data["dvc"]["repo"]), data["dvc"]["target"]
-        out = dvc_out(repo, target)
-        dvc_pull(repo, target)
-        dvc_md5s = dvc_file_md5s(repo, out)
-    else:
-        dvc_md5s = {}
-    files = list_audio_files(root, data["extensions"])
-    md5s = {}
-    for audio in files:
-        relpath = audio.path.relative_to(root).as_posix()
-        md5s[audio.path] = dvc_md5s.get(relpath) or file_md5(audio.path)
-    screened = {row["md5"]: row for row in read_tsv(screen_cache_path)} if screen_cache_path else {}
-    accepted, rejected = screen_files(files, md5s, segment_seconds, screened)
-    if screen_cache_path:
-        write_tsv(screen_cache_path, list(screened.values()), SCREEN_COLUMNS)
-    write_tsv(manifest_path, accepted, MANIFEST_COLUMNS)
-    write_tsv(rejected_path, rejected, REJECTED_COLUMNS)
-
-    if data["source"] == "dvc":
-        version = {"source": "dvc", "md5": out["md5"], "location": str(root)}
-    else:
-        listing = "".join(f"{a.path.relative_to(root).as_posix()}\t{md5s[a.path]}\n" for a in files)
-        version = {
-            "source": "dir",
-            "md5": hashlib.md5(listing.encode()).hexdigest(),
-            "location": str(root),
-        }
-    version.update(n_files=len(files), n_accepted=len(accepted), n_rejected=len(rejected))
-    Path(version_path).write_text(json.dumps(version, indent=2) + "\n")
-    log.info(
-        "data version %s: %d files, %d accepted, %d quarantined (see %s)",
-        version["md5"],
-        len(files),
-        len(accepted),
-        len(rejected),
-        rejected_path,
-    )
-    return version

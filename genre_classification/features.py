@@ -47,14 +47,47 @@ def duration_problem(n_samples: int, sample_rate: int, segment_seconds: float) -
     return None
 
 
+def _decode_mono(path: str | Path, block_frames: int = 1 << 18) -> tuple[np.ndarray, int]:
+    """Decode to mono float32 at the file's own rate, block by block: the peak is the mono signal,
+    not all channels at once (a 10-minute 96 kHz 8-channel file is 1.8 GB as float32 frames)."""
+    import soundfile as sf
+
+    try:
+        with sf.SoundFile(path) as audio_file:
+            mono = np.empty(audio_file.frames, dtype=np.float32)
+            filled = 0
+            for block in audio_file.blocks(blocksize=block_frames, dtype="float32", always_2d=True):
+                mono[filled : filled + len(block)] = block.mean(axis=1)
+                filled += len(block)
+            return mono[:filled], audio_file.samplerate
+    except sf.LibsndfileError as sndfile_error:  # formats libsndfile lacks: audioread (ffmpeg)
+        import audioread
+        import librosa
+
+        try:
+            return librosa.load(path, sr=None, mono=True)
+        except audioread.NoBackendError as error:
+            raise AudioError(
+                f"cannot decode: libsndfile: {sndfile_error}; no audioread backend (ffmpeg, "
+                "GStreamer) can read it either"
+            ) from error
+
+
 def load_audio(path: str | Path, params: FeatureParams) -> np.ndarray:
     """Decode ``path`` to mono float32 at the target sample rate; raise AudioError if unusable."""
     import librosa
 
+    if Path(path).stat().st_size == 0:
+        raise AudioError("empty: file has 0 bytes")
     try:
-        audio, _ = librosa.load(path, sr=params.sample_rate, mono=True)
-    except Exception as error:  # librosa raises many types for undecodable files
-        raise AudioError(f"cannot decode: {type(error).__name__}: {error}") from error
+        audio, rate = _decode_mono(path)
+        if rate != params.sample_rate and audio.size:
+            audio = librosa.resample(audio, orig_sr=rate, target_sr=params.sample_rate)
+    except AudioError:
+        raise
+    except Exception as error:  # decoders raise many types for undecodable files
+        reason = f"cannot decode: {type(error).__name__}: {error}".replace("\n", " ")
+        raise AudioError(reason) from error
     problem = duration_problem(audio.size, params.sample_rate, params.segment_seconds)
     if problem:
         raise AudioError(problem)
@@ -87,6 +120,7 @@ def write_features(
     source_path: str,
     source_md5: str,
     duration_s: float,
+    source_stat: str = "",
 ) -> None:
     """Write atomically (temp file + rename) so an interrupted job leaves no half-written HDF5."""
     import librosa
@@ -99,6 +133,9 @@ def write_features(
             source_path=str(source_path),
             source_md5=source_md5,
             duration_s=float(duration_s),
+            # "<size>:<mtime_ns>" of the source when written: lets a rerun trust source_md5
+            # without reading the audio again while the file is unchanged.
+            source_stat=source_stat,
             librosa_version=librosa.__version__,
         )
 
@@ -109,6 +146,7 @@ def extract_file(
     params: FeatureParams,
     label: str,
     source_md5: str,
+    source_stat: str = "",
 ) -> tuple[int, ...]:
     """Extract one audio file into one HDF5 file; returns the shape of the segment array."""
     audio = load_audio(audio_path, params)
@@ -121,6 +159,7 @@ def extract_file(
         str(audio_path),
         source_md5,
         audio.size / params.sample_rate,
+        source_stat,
     )
     return segments.shape
 
@@ -130,34 +169,20 @@ def read_features(path: str | Path) -> tuple[np.ndarray, dict]:
         return h5[DATASET][()], dict(h5.attrs)
 
 
-def extract_logged(
-    audio_path: str,
-    out_path: str,
-    features: dict,
-    label: str,
-    source_md5: str,
-    log_path: str,
-) -> None:
-    """``extract_file`` for one Snakemake job (``features``: the config section), logging to
-    its own log file.
+def feature_path(features_dir: str | Path, genre: str, track: str) -> Path:
+    """Where the HDF5 of a track lives under ``features_dir`` (``<genre>/<track>.h5``)."""
+    return Path(features_dir) / genre / f"{track}.h5"
 
-    Jobs run as threads of one process (see workflow/profiles/default), so this writes the job's log
-    directly instead of reconfiguring the process-wide logging.
-    """
-    import time
 
-    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    with open(log_path, "w") as log:
-        try:
-            params = FeatureParams.from_config(features)
-            shape = extract_file(audio_path, out_path, params, label, source_md5)
-        except AudioError as error:
-            log.write(f"{audio_path}: {error}\n")
-            raise AudioError(
-                f"{audio_path}: {error}. It passed the screening of the fetch_audio step, so the "
-                "file changed since; rerun the workflow to screen it again, or remove the file."
-            ) from error
-        log.write(
-            f"{audio_path} -> {out_path}: logmel {shape} in {time.perf_counter() - start:.3f} s\n"
-        )
+def existing_features(path: str | Path, params: FeatureParams) -> dict | None:
+    """Attributes (plus ``n_segments``) of a readable HDF5 at ``path`` made with ``params``;
+    None when it is missing, unreadable (truncated, half-copied) or made with other parameters."""
+    try:
+        with h5py.File(path, "r") as h5:
+            attrs = dict(h5.attrs)
+            n_segments = h5[DATASET].shape[0]
+    except (OSError, KeyError):
+        return None
+    if any(attrs.get(key) != value for key, value in asdict(params).items()):
+        return None
+    return {**attrs, "n_segments": n_segments}

@@ -19,11 +19,11 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from genre_classification.audio_source import file_md5, list_audio_files
+from genre_classification.audio_source import list_directory
 from genre_classification.dvc_repo import dvc_executable
-from genre_classification.features import AudioError, FeatureParams, extract_file
+from genre_classification.features import FeatureParams
 from genre_classification.fileio import write_json
-from genre_classification.split import feature_path
+from genre_classification.shards import extract_shard
 from genre_classification.track_table import build_track_table, tracks_in_dir, write_table
 
 log = logging.getLogger(__name__)
@@ -79,21 +79,27 @@ def reference_audio(reference: dict, data: dict, work_dir: str | Path) -> tuple[
 
 
 def extract_directory(
-    root: Path, features_dir: str | Path, params: FeatureParams, extensions: list[str]
+    root: Path,
+    features_dir: str | Path,
+    params: FeatureParams,
+    extensions: list[str],
+    threads: int = 1,
 ) -> tuple[int, list[dict]]:
-    """Extract every ``<root>/<genre>/<file>`` into ``<features_dir>/<genre>/<track>.h5``."""
+    """Extract every ``<root>/<genre>/<file>`` into ``<features_dir>/<genre>/<track>.h5`` (as one
+    shard of the workflow's extraction)."""
     features_dir = Path(features_dir)
     if features_dir.exists():
         shutil.rmtree(features_dir)
-    n_ok, rejected = 0, []
-    for audio in list_audio_files(root, extensions):
-        out = feature_path(audio.genre, audio.track, root=str(features_dir))
-        try:
-            extract_file(audio.path, out, params, audio.genre, file_md5(audio.path))
-            n_ok += 1
-        except AudioError as error:
-            log.warning("reference: skipped %s: %s", audio.path, error)
-            rejected.append({"path": str(audio.path), "reason": str(error)})
+    rows = extract_shard(
+        list_directory(root, extensions),
+        root,
+        features_dir,
+        params,
+        features_dir / "record.tsv",
+        threads=threads,
+    )
+    rejected = [{"path": r["path"], "reason": r["reason"]} for r in rows if r["reason"]]
+    n_ok = len(rows) - len(rejected)
     if n_ok == 0:
         raise ReferenceError(f"no usable audio in the reference data {root}")
     return n_ok, rejected
@@ -108,12 +114,15 @@ def build_reference_table(
     work_dir: str | Path = "results/reference",
     n_bands: int = 8,
     n_mfcc: int = 13,
+    threads: int = 1,
 ) -> dict:
     """Fetch, extract and summarise the reference data version; write its table and a JSON."""
     work_dir = Path(work_dir)
     root, info = reference_audio(reference, data, work_dir)
     params = FeatureParams.from_config(features)
-    n_ok, rejected = extract_directory(root, work_dir / "features", params, data["extensions"])
+    n_ok, rejected = extract_directory(
+        root, work_dir / "features", params, data["extensions"], threads=threads
+    )
     table = build_track_table(
         tracks_in_dir(work_dir / "features", split=REFERENCE_SPLIT), n_bands=n_bands, n_mfcc=n_mfcc
     )

@@ -39,26 +39,13 @@ def assign_splits(tracks: list[dict], fractions: dict[str, float], seed: int) ->
     return sorted(result, key=lambda r: (r["genre"], r["track"]))
 
 
-def feature_path(genre: str, track: str, root: str = "results/features") -> str:
-    """Where the HDF5 of a track lives (the extract_features rule's output pattern)."""
-    return f"{root}/{genre}/{track}.h5"
-
-
 def write_split(
     manifest_path: str | Path, split_path: str | Path, fractions: dict[str, float], seed: int
 ) -> list[dict]:
     """Assign every track of the manifest to a split and write ``split.tsv``."""
-    import h5py
-
     from genre_classification.audio_source import read_tsv, write_tsv
-    from genre_classification.features import DATASET
 
-    rows = []
-    for row in read_tsv(manifest_path):
-        path = feature_path(row["genre"], row["track"])
-        with h5py.File(path, "r") as h5:
-            n_segments = h5[DATASET].shape[0]
-        rows.append({**row, "features": path, "n_segments": n_segments, "source_md5": row["md5"]})
+    rows = [{**row, "source_md5": row["md5"]} for row in read_tsv(manifest_path)]
     result = assign_splits(rows, fractions, seed)
     write_tsv(split_path, result, SPLIT_COLUMNS)
     counts = {name: sum(r["split"] == name for r in result) for name in SPLITS}

@@ -1,16 +1,9 @@
-"""Snakemake entry point of the fetch_audio checkpoint (genre_classification.audio_source)."""
+"""Snakemake entry point of fetch_audio (genre_classification.audio_source.fetch_audio)."""
 
-from genre_classification.audio_source import fetch_audio
+from genre_classification.audio_source import AudioFile, fetch_audio
 from genre_classification.runlog import log_to_file
 
 snakemake = globals()["snakemake"]
 log_to_file(snakemake.log[0])
-out = snakemake.output
-fetch_audio(
-    snakemake.params.data,
-    snakemake.params.segment_seconds,
-    out.manifest,
-    out.rejected,
-    out.version,
-    screen_cache_path=snakemake.params.screen_cache,
-)
+members = [AudioFile(*member) for member in snakemake.params.members]
+fetch_audio(snakemake.params.data, members, snakemake.output.fetched)

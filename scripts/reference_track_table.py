@@ -15,4 +15,5 @@ build_reference_table(
     work_dir=params.work_dir,
     n_bands=params.n_bands,
     n_mfcc=params.n_mfcc,
+    threads=snakemake.threads,
 )

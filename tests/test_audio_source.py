@@ -1,4 +1,4 @@
-"""Listing, screening, manifest and data version of the audio source (plain directory and DVC)."""
+"""Listing and fetching of the audio source (plain directory and DVC)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,12 @@ import soundfile as sf
 
 from genre_classification.audio_source import (
     DataSourceError,
-    directory_fingerprint,
+    data_version,
     fetch_audio,
-    list_audio_files,
-    read_tsv,
+    list_collection,
+    list_directory,
+    list_dvc,
+    listing_digest,
 )
 from genre_classification.demo_data import make_demo_dataset
 from genre_classification.dvc_repo import add_and_push, drop_local_copy, init_data_repo
@@ -31,63 +33,37 @@ def test_lists_gtzan_layout_and_ignores_other_files(tmp_path):
     sf.write(tmp_path / "rock" / "rock.00001.au", np.zeros(100), 22050)
     (tmp_path / "rock" / "notes.txt").write_text("x")
     (tmp_path / "stray.wav").write_bytes(b"")
-    files = list_audio_files(tmp_path, ["wav", "au"])
+    files = list_directory(tmp_path, ["wav", "au"])
     assert [(f.genre, f.track) for f in files] == [("blues", "blues.00000"), ("rock", "rock.00001")]
 
 
 def test_missing_dir_and_duplicate_ids_are_clear_errors(tmp_path):
     with pytest.raises(DataSourceError, match="data.dir"):
-        list_audio_files(tmp_path / "nope", ["wav"])
+        list_directory(tmp_path / "nope", ["wav"])
     (tmp_path / "jazz").mkdir()
     sf.write(tmp_path / "jazz" / "a.wav", np.zeros(100), 22050)
     sf.write(tmp_path / "jazz" / "a.flac", np.zeros(100), 22050)
     with pytest.raises(DataSourceError, match="same track id jazz/a"):
-        list_audio_files(tmp_path, ["wav", "flac"])
+        list_directory(tmp_path, ["wav", "flac"])
 
 
-def test_fetch_dir_quarantines_and_caches_screening(tmp_path):
-    audio = tmp_path / "audio"
-    make_demo_dataset(audio, 2, seconds=2.0, genres=["jazz", "metal"])
-    (audio / "jazz" / "empty.wav").write_bytes(b"")
-    sf.write(audio / "metal" / "short.wav", np.zeros(1000, dtype=np.float32), 22050)
-    out = tmp_path / "out"
-    out.mkdir()
-    paths = [out / "manifest.tsv", out / "rejected.tsv", out / "version.json"]
-    cache = out / "screened.tsv"
-    version = fetch_audio(dir_config(audio), 1.0, *paths, screen_cache_path=cache)
-
-    manifest = read_tsv(paths[0])
-    assert [r["track"] for r in manifest] == [
-        "jazz.00000",
-        "jazz.00001",
-        "metal.00000",
-        "metal.00001",
-    ]
-    assert all(len(r["md5"]) == 32 and float(r["duration_s"]) == 2.0 for r in manifest)
-    rejected = {r["track"]: r["reason"] for r in read_tsv(paths[1])}
-    assert rejected["empty"].startswith("empty") and rejected["short"].startswith("too short")
-    assert version["n_accepted"] == 4 and version["n_rejected"] == 2
-    assert json.loads(paths[2].read_text())["md5"] == version["md5"]
-
-    # Same content again: same data version; screening comes from the cache, not decoding.
-    (audio / "jazz" / "jazz.00000.wav").touch()
-    cached = read_tsv(cache)
-    assert len(cached) == 6
-    assert (
-        fetch_audio(dir_config(audio), 1.0, *paths, screen_cache_path=cache)["md5"]
-        == version["md5"]
-    )
-    # A longer segment makes the 2 s clips too short without decoding them again.
-    assert fetch_audio(dir_config(audio), 2.5, *paths, screen_cache_path=cache)["n_accepted"] == 0
-
-
-def test_fingerprint_changes_with_content_or_mtime(tmp_path):
-    make_demo_dataset(tmp_path, 1, seconds=1.0, genres=["jazz"])
-    before = directory_fingerprint(tmp_path, ["wav"])
-    assert directory_fingerprint(tmp_path, ["wav"]) == before
+def test_directory_versions_are_size_and_mtime_and_digest_follows_them(tmp_path):
+    make_demo_dataset(tmp_path, 2, seconds=1.0, genres=["jazz"])
+    files = list_directory(tmp_path, ["WAV"])  # extensions match case-insensitively
+    path = tmp_path / files[0].relpath
+    assert files[0].version == f"{path.stat().st_size}:{path.stat().st_mtime_ns}"
+    assert files[0].content_md5 is None  # computed by the extraction jobs
+    before = listing_digest(files)
+    assert listing_digest(list_directory(tmp_path, ["wav"])) == before
     sf.write(tmp_path / "jazz" / "new.wav", np.zeros(100), 22050)
-    assert directory_fingerprint(tmp_path, ["wav"]) != before
-    assert directory_fingerprint(tmp_path / "missing", ["wav"]) == "missing"
+    assert listing_digest(list_directory(tmp_path, ["wav"])) != before
+
+
+def test_data_version_of_each_source(tmp_path):
+    repo, _, data = pushed_dvc_repo(tmp_path, clips=1)
+    version = data_version(data)
+    assert version["source"] == "dvc" and version["md5"] in (repo / "genres.dvc").read_text()
+    assert data_version(dir_config(tmp_path))["md5"] is None  # from content md5s, later
 
 
 def pushed_dvc_repo(tmp_path, clips: int) -> tuple:
@@ -101,22 +77,34 @@ def pushed_dvc_repo(tmp_path, clips: int) -> tuple:
     return repo, remote, data
 
 
-def test_fetch_dvc_pulls_from_remote_and_uses_dvc_md5s(tmp_path):
+def test_dvc_listing_has_dvc_md5s_before_any_pull(tmp_path):
     repo, _, data = pushed_dvc_repo(tmp_path, clips=2)
-    paths = [tmp_path / "m.tsv", tmp_path / "r.tsv", tmp_path / "v.json"]
-    version = fetch_audio(data, 1.0, *paths)
-    assert (repo / "genres" / "disco" / "disco.00000.wav").is_file()  # really pulled
-    assert version["source"] == "dvc" and version["md5"].endswith(".dir")
-    assert version["md5"] in (repo / "genres.dvc").read_text()
+    files = list_collection(data)  # the audio is only on the remote
+    assert not (repo / "genres").exists()
+    assert [f.relpath for f in files] == ["disco/disco.00000.wav", "disco/disco.00001.wav"]
+    fetched = fetch_audio(data, files[1:], tmp_path / "fetched.json")
+    assert (repo / "genres" / "disco" / "disco.00001.wav").is_file()  # really pulled
+    assert not (repo / "genres" / "disco" / "disco.00000.wav").exists()  # another shard's
+    assert fetched == {"disco/disco.00001": files[1].version}
+    fetch_audio(data, files[:1], tmp_path / "fetched.json")
     dir_listing = {e["relpath"]: e["md5"] for e in json.loads(
         next((repo / ".dvc" / "cache").rglob("*.dir")).read_text())}  # fmt: skip
-    assert {r["md5"] for r in read_tsv(paths[0])} == set(dir_listing.values())
+    assert {f.relpath: f.version for f in files} == dir_listing
+    assert all(f.content_md5 == f.version for f in files)
+    assert list_dvc(repo, "genres", ["wav"]) == files  # now from the local cache
 
 
 def test_fetch_dvc_without_remote_data_names_the_fix(tmp_path):
     import shutil
 
     _, remote, data = pushed_dvc_repo(tmp_path, clips=1)
+    files = list_collection(data)
     shutil.rmtree(remote)
-    with pytest.raises(Exception, match="dvc pull genres.dvc.*failed|DVC remote"):
-        fetch_audio(data, 1.0, tmp_path / "m", tmp_path / "r", tmp_path / "v")
+    with pytest.raises(DataSourceError, match="(?s)dvc pull.*failed.*DVC remote"):
+        fetch_audio(data, files, tmp_path / "fetched.json")
+
+    # Without the remote not even the listing of a new version can be read.
+    _, remote, data = pushed_dvc_repo(tmp_path / "second", clips=1)
+    shutil.rmtree(remote)
+    with pytest.raises(DataSourceError, match="cannot list genres.*DVC remote"):
+        list_collection(data)

@@ -1,7 +1,7 @@
 """profiles/slurm and profiles/local: the short form `snakemake --profile slurm` resolves after
-`make install-profiles`, resources scale with attempt, and grouped extraction bounds the number
-of Slurm submissions (dry run; the real-Slurm count is in benchmarks/bench_slurm_submissions.py
---real and tests/test_slurm_e2e.py)."""
+`make install-profiles`, resources scale with attempt, and sharded extraction bounds the number
+of Slurm submissions (dry run here; on a live cluster: tests/test_slurm_e2e.py and
+benchmarks/bench_slurm.py)."""
 
 from __future__ import annotations
 
@@ -14,10 +14,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
-sys.path.insert(0, str(REPO / "benchmarks"))
-
-import bench_slurm_submissions as bench  # noqa: E402
-
+FAKE_APPTAINER_DIR = Path(__file__).resolve().parent / "fake_apptainer"
 TINY = """
 rule all:
     input: "a.txt"
@@ -89,13 +86,34 @@ def test_resources_scale_with_attempt():
     assert "executor" not in local and "software-deployment-method" not in local
 
 
-def test_grouped_extraction_bounds_submissions(tmp_path):
-    n = 1000
-    workdir = bench.make_workdir(tmp_path, n)
-    planned = bench.dry_run(workdir, ["--slurm-no-account"])
-    assert planned["extract_jobs"] == n  # one Snakemake job (output, log, rerun) per file
-    assert planned["submissions"] <= 20, planned
-    rerun = bench.per_file_rerun(workdir, ["--slurm-no-account"])
-    assert rerun["jobs_when_complete"] == 0
-    assert rerun["jobs_after_one_input_changed"] == 1
-    assert rerun["submissions_after_one_input_changed"] == 1
+def test_sharded_extraction_bounds_submissions(tmp_path):
+    """1,000 files at the default setting: at most 20 extraction jobs, each asking Slurm for
+    its threads as CPUs and memory/time for its files."""
+    import numpy as np
+    import soundfile as sf
+
+    audio = tmp_path / "audio"
+    for i in range(1000):
+        (audio / f"g{i % 10}").mkdir(parents=True, exist_ok=True)
+        sf.write(audio / f"g{i % 10}" / f"t{i:04d}.wav", np.zeros(64, dtype=np.float32), 22050)
+    work = tmp_path / "work"
+    (work / "config").mkdir(parents=True)
+    (work / "config" / "dir.yaml").write_text(
+        yaml.safe_dump({"data": {"source": "dir", "dir": str(audio)}})
+    )
+    env = {**os.environ, "PATH": f"{FAKE_APPTAINER_DIR}{os.pathsep}{os.environ['PATH']}"}
+    proc = run(
+        ["--snakefile", str(REPO / "workflow" / "Snakefile"), "--configfile",
+         str(REPO / "config" / "config.yaml"), "config/dir.yaml", "--profile",
+         str(REPO / "profiles" / "slurm"), "--slurm-no-account", "--dry-run", "extract_all"],
+        work,
+        env,
+    )  # fmt: skip
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    blocks = [b for b in out.split("\n\n") if "rule extract_features:" in b]
+    assert 1 <= len(blocks) <= 20, len(blocks)
+    threads = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["extraction"]["threads"]
+    for block in blocks:
+        assert f"threads: {threads}" in block, block
+        assert "slurm_partition=cpu" in block and "mem_mb=" in block and "runtime=" in block

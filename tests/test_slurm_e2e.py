@@ -142,7 +142,9 @@ def test_demo_workflow_through_slurm_equals_local(slurm_cluster, slurm_env, work
                 "run": ["tiny"],
                 "models": {"tiny": TINY_MODEL},
                 "resources": {"partition": "gpu", "gpu": 1},
-            }
+            },
+            # The loopback node has 2 CPUs: a job asking for more would never start.
+            "extraction": {"threads": 2},
         },
     )
     local = clone_runner(workflow_dir, tmp_path / "local")
@@ -160,13 +162,18 @@ def test_demo_workflow_through_slurm_equals_local(slurm_cluster, slurm_env, work
     for job_id, log in subs:
         # .snakemake/slurm_logs/<rule_NAME | group_GROUP_RULES>/<wildcards>/<id>.log
         kind = Path(log).relative_to(work / ".snakemake" / "slurm_logs").parts[0]
-        kind = "group_extract" if kind.startswith("group_extract") else kind
         by_kind.setdefault(kind, []).append(job_id)
         assert Path(log).is_file(), f"missing Slurm log {log}"
     print("sbatch submissions by rule/group:", by_kind)
     assert "rule_train_model" in by_kind and "rule_evaluate_model" in by_kind
-    # 15 tracks of the tiny data set in one extraction group job (group-components extract=50).
-    assert len(by_kind.get("group_extract", [])) == 1, by_kind
+    # The 18 files of the tiny data set are one shard: one extraction job, whose one process
+    # extracted (or rejected) every file; the DVC pull ran on the submit host (a localrule).
+    assert len(by_kind.get("rule_extract_features", [])) == 1, by_kind
+    assert "rule_fetch_audio" not in by_kind
+    shard_log = (work / "logs/extract_features/00000.log").read_text()
+    assert len(re.findall(r"shard of 18 files in process \d+, 2 worker", shard_log)) == 1
+    record = pd.read_csv(work / "results/data/shards/00000.tsv", sep="\t")
+    assert sorted(record["status"].value_counts().items()) == [("extracted", 15), ("rejected", 3)]
 
     # 2. The training job asked for the gpu partition and one GPU.
     train_id = by_kind["rule_train_model"][0]
@@ -179,8 +186,10 @@ def test_demo_workflow_through_slurm_equals_local(slurm_cluster, slurm_env, work
     assert "gpu:1" in job.get("TresPerNode", "")
     assert job["JobState"] == "COMPLETED"
     assert re.search(r"sbatch call: sbatch .*-p gpu .*--gres=gpu:1", output)
-    extract_job = scontrol_job(by_kind["group_extract"][0])
+    extract_id = by_kind["rule_extract_features"][0]
+    extract_job = scontrol_job(extract_id)
     assert extract_job["Partition"] == "cpu" and "gpu" not in extract_job.get("TresPerNode", "")
+    assert extract_job["NumCPUs"] == "2"  # the job's threads
 
     # 3. Container wiring inside the Slurm job (fake apptainer, see module docstring).
     calls = [c for c in fake_apptainer_calls(slurm_env) if c["argv"][:1] == ["exec"]]
@@ -190,6 +199,7 @@ def test_demo_workflow_through_slurm_equals_local(slurm_cluster, slurm_env, work
     assert "--nv" in argv
     assert any(a.endswith("containers/genre-classification.sif") for a in argv), argv
     assert "--bind" in argv and "/tmp" in argv
+    assert any(c["slurm_job_id"] == extract_id for c in calls), "extraction not in the container"
 
     # 4. Same results as the local run.
     lw = local.workdir

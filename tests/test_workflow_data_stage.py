@@ -63,7 +63,13 @@ def test_pull_extract_split_and_quarantine(workflow_dir):
 
 
 def test_new_data_version_reextracts_only_the_changed_clip(workflow_dir):
+    # 18 files in shards of at most 4: several shard jobs, so "one shard" is a real claim.
+    workflow_dir.overlay("shards.yaml", {"extraction": {"files_per_shard": 4}})
     workflow_dir("--cores", "2", *TARGETS)
+    work = workflow_dir.workdir
+    n_shards = len(list((work / "results/data/shards").glob("*.tsv")))
+    assert n_shards >= 4  # 8 shards by hash, some may be empty
+    mtimes = {p: p.stat().st_mtime_ns for p in (work / "results/features").rglob("*.h5")}
     data = workflow_dir.data
     repo = data["repo"]
     # A collaborator changes one clip and publishes a new data version.
@@ -76,27 +82,25 @@ def test_new_data_version_reextracts_only_the_changed_clip(workflow_dir):
     # Locally everything is pulled again: every audio file gets a new mtime.
     drop_local_copy(repo, "genres")
 
-    # The checkpoint (dvc pull + manifest) runs first; then the plan is known.
-    workflow_dir("--cores", "1", "results/data/manifest.tsv")
+    # The dry run, before anything is pulled, already knows which shard will run.
     plan = workflow_dir("--dry-run", *TARGETS)
     jobs = planned_jobs(plan.stdout)
     assert jobs.get("extract_features") == 1, plan.stdout
-    assert "results/features/metal/metal.00002.h5" in plan.stdout
-    assert jobs.get("split_tracks") == 1
+    assert jobs.get("fetch_audio") == 1 and jobs.get("split_tracks") == 1
+    assert "params have changed since last execution" in plan.stdout + plan.stderr
 
-    # --summary names the reason per file. (--list-changes params of Snakemake 9.27 lists every
-    # file with recorded params, changed or not, so it cannot show this.)
-    summary = [line.split("\t") for line in workflow_dir("--summary", *TARGETS).stdout.splitlines()]
-    header = summary[0]
-    status = {row[0]: row[header.index("status")] for row in summary[1:]}
-    assert [f for f, s in status.items() if s == "params changed"] == [
-        "results/features/metal/metal.00002.h5"
-    ]
+    workflow_dir("--cores", "2", *TARGETS)
+    after = {p: p.stat().st_mtime_ns for p in (work / "results/features").rglob("*.h5")}
+    rewritten = [p.relative_to(work).as_posix() for p in mtimes if after[p] != mtimes[p]]
+    assert rewritten == ["results/features/metal/metal.00002.h5"]
+    dry_run = workflow_dir("--dry-run", *TARGETS)
+    assert "Nothing to be done" in dry_run.stdout + dry_run.stderr
 
 
 def test_feature_parameter_reextracts_all_others_none(workflow_dir):
+    workflow_dir.overlay("shards.yaml", {"extraction": {"files_per_shard": 8}})
     workflow_dir("--cores", "2", *TARGETS)
-    n_good = len(TINY_GENRES) * TINY_CLIPS
+    n_shards = len(list((workflow_dir.workdir / "results/data/shards").glob("*.tsv")))
 
     workflow_dir.overlay("lr.yaml", {"training": {"models": {"cnn": {"learning_rate": 0.01}}}})
     jobs = planned_jobs(workflow_dir("--dry-run", "results/eval/cnn/metrics.json").stdout)
@@ -106,9 +110,13 @@ def test_feature_parameter_reextracts_all_others_none(workflow_dir):
     jobs = planned_jobs(workflow_dir("--dry-run", *TARGETS).stdout)
     assert "extract_features" not in jobs and jobs.get("split_tracks") == 1
 
+    workflow_dir.overlay("shards2.yaml", {"extraction": {"threads": 1}})
+    jobs = planned_jobs(workflow_dir("--dry-run", *TARGETS).stdout)
+    assert "extract_features" not in jobs
+
     workflow_dir.overlay("mels.yaml", {"features": {"n_mels": 64}})
     jobs = planned_jobs(workflow_dir("--dry-run", *TARGETS).stdout)
-    assert jobs.get("extract_features") == n_good
+    assert jobs.get("extract_features") == n_shards > 1
 
 
 def test_plain_directory_source(workflow_dir, tmp_path):

@@ -4,13 +4,8 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-from genre_classification.audio_source import (
-    audio_root,
-    directory_fingerprint,
-    dvc_out,
-    read_tsv,
-)
-from genre_classification.split import feature_path
+from genre_classification.audio_source import audio_root, data_version, list_collection
+from genre_classification.shards import assign_shards
 
 validate(config, workflow.source_path("../schemas/config.schema.yaml"))
 
@@ -18,66 +13,60 @@ validate(config, workflow.source_path("../schemas/config.schema.yaml"))
 wildcard_constraints:
     genre="[^/]+",
     track="[^/]+",
+    shard="[0-9]+",
 
 
-def dvc_data_version():
-    """``outs`` of the DVC file of the audio directory (a clear error if it is missing)."""
-    return dvc_out(Path(config["data"]["dvc"]["repo"]), config["data"]["dvc"]["target"])
-
-
-def fetch_audio_trigger():
-    """What makes the fetch step rerun: the DVC data version, or the plain directory's stat."""
-    data = config["data"]
-    if data["source"] == "dir":
-        return directory_fingerprint(audio_root(data), data["extensions"])
-    # Parsing (lint, --dag) must work before the demo data exists; dvc_file() reports it.
-    return (
-        dvc_data_version()["md5"]
-        if audio_root(data).with_suffix(".dvc").exists()
-        else "missing"
-    )
-
-
-def dvc_file(wildcards):
-    if config["data"]["source"] != "dvc":
-        return []
-    dvc_data_version()
-    return ancient(str(audio_root(config["data"]).with_suffix(".dvc")))
+FEATURES_DIR = "results/features"
+SHARD_RECORD = "results/data/shards/{shard}.tsv"
+FETCHED = "results/data/fetched/{shard}.json"
 
 
 @functools.cache
-def _manifest_by_track(path, mtime):
-    return {(row["genre"], row["track"]): row for row in read_tsv(path)}
+def audio_collection():
+    """Every audio file of the configured source with its version: DVC's per-file md5s, or
+    size:mtime of a plain directory. Listed once per Snakemake invocation, no audio read.
+    """
+    return list_collection(config["data"])
 
 
-def audio_manifest():
-    """Accepted audio files, known once the fetch_audio checkpoint has run."""
-    manifest = checkpoints.fetch_audio.get().output.manifest
-    return _manifest_by_track(manifest, os.path.getmtime(manifest))
+@functools.cache
+def audio_shards():
+    return assign_shards(audio_collection(), config["extraction"]["files_per_shard"])
 
 
-def manifest_row(wildcards):
-    return audio_manifest()[(wildcards.genre, wildcards.track)]
+def fetched_audio(wildcards):
+    """A DVC source is pulled shard by shard before extraction; a plain directory is read in
+    place."""
+    if config["data"]["source"] != "dvc":
+        return []
+    return FETCHED.format(shard=wildcards.shard)
 
 
-def audio_file(wildcards):
-    # ancient(): a `dvc pull` rewrites files and their mtimes; the md5 param decides reruns.
-    return ancient(manifest_row(wildcards)["path"])
+def shard_members(wildcards):
+    """The shard's files as [genre, track, relpath, version]: a param, so a changed, added or
+    removed file reruns only its own shard."""
+    return [
+        [audio.genre, audio.track, audio.relpath, audio.version]
+        for audio in audio_shards()[wildcards.shard]
+    ]
 
 
-def audio_md5(wildcards):
-    return manifest_row(wildcards)["md5"]
+def shard_runtime(wildcards, threads, attempt):
+    """Minutes: a fixed start-up allowance plus runtime_s_per_file for each member."""
+    n_files = len(audio_shards()[wildcards.shard])
+    per_file = config["extraction"]["runtime_s_per_file"]
+    return (10 + -(-n_files * per_file // (60 * threads))) * attempt
 
 
-def feature_files(wildcards=None):
-    return [feature_path(genre, track) for genre, track in sorted(audio_manifest())]
+def shard_records(wildcards=None):
+    return [SHARD_RECORD.format(shard=shard) for shard in audio_shards()]
 
 
 def final_targets(wildcards):
     return [
         "results/data/data_version.json",
         "results/qc/rejected.tsv",
-        *feature_files(),
+        "results/data/manifest.tsv",
         "results/split/split.tsv",
         *training_targets(),
         *report_targets(),

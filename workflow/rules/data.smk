@@ -1,26 +1,19 @@
-checkpoint fetch_audio:
-    input:
-        dvc_file=dvc_file,
+rule fetch_audio:
+    # The first rule, for a DVC source: `dvc pull` of one shard's files (the listing itself is
+    # read when the workflow is parsed, rules/common.smk). A localrule: on a cluster it runs on
+    # the submit host, which has the network and the DVC credentials.
     output:
-        manifest="results/data/manifest.tsv",
-        rejected=report(
-            "results/qc/rejected.tsv",
-            caption="../report/rejected.rst",
-            category="Data",
-        ),
-        version="results/data/data_version.json",
+        fetched=FETCHED,
     log:
-        "logs/fetch_audio.log",
+        "logs/fetch_audio/{shard}.log",
     localrule: True
     container:
         config["container"]["image"]
     resources:
-        mem_mb=2000,
+        mem_mb=1000,
         runtime=60,
     params:
         data=config["data"],
-        segment_seconds=config["features"]["segment_seconds"],
-        trigger=fetch_audio_trigger(),
-        screen_cache="results/data/screened.tsv",
+        members=shard_members,
     script:
         "../../scripts/fetch_audio.py"

@@ -1,35 +1,58 @@
 rule extract_features:
-    # run: (not script:) so that locally the jobs share one interpreter with librosa loaded,
-    # see workflow/profiles/default/config.yaml; logic lives in genre_classification.features.
+    # One job per shard of files (genre_classification.shards); one HDF5 per audio file in
+    # results/features/<genre>/<track>.h5, recomputed only where source md5 or parameters differ.
     input:
-        audio=audio_file,
+        fetched=fetched_audio,
     output:
-        "results/features/{genre}/{track}.h5",
+        record=SHARD_RECORD,
     log:
-        "logs/extract_features/{genre}/{track}.log",
-    group:
-        "extract"
+        "logs/extract_features/{shard}.log",
+    container:
+        config["container"]["image"]
+    threads: config["extraction"]["threads"]
     resources:
-        mem_mb=lambda wildcards, attempt: 1000 * attempt,
-        runtime=lambda wildcards, attempt: 10 * attempt,
-    params:
-        features=config["features"],
-        source_md5=audio_md5,
-    run:
-        from genre_classification.features import extract_logged
-
-        extract_logged(
-            input.audio,
-            output[0],
-            params.features,
-            label=wildcards.genre,
-            source_md5=params.source_md5,
-            log_path=log[0],
+        mem_mb=lambda wildcards, threads, attempt: (
+            500 + config["extraction"]["mem_mb_per_thread"] * threads
         )
+        * attempt,
+        runtime=shard_runtime,
+    params:
+        members=shard_members,
+        root=str(audio_root(config["data"])),
+        features_dir=FEATURES_DIR,
+        features=config["features"],
+    script:
+        "../../scripts/extract_features.py"
+
+
+rule collect_features:
+    input:
+        records=shard_records,
+    output:
+        manifest="results/data/manifest.tsv",
+        rejected=report(
+            "results/qc/rejected.tsv",
+            caption="../report/rejected.rst",
+            category="Data",
+        ),
+        version="results/data/data_version.json",
+    log:
+        "logs/collect_features.log",
+    localrule: True
+    container:
+        config["container"]["image"]
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    params:
+        data_version=lambda wildcards: data_version(config["data"]),
+    script:
+        "../../scripts/collect_features.py"
 
 
 rule extract_all:
     # Target for extraction alone: snakemake --cores 8 extract_all
     input:
-        feature_files,
+        "results/data/manifest.tsv",
+        "results/qc/rejected.tsv",
     localrule: True

@@ -7,7 +7,6 @@
 rule track_table:
     input:
         split="results/split/split.tsv",
-        features=feature_files,
     output:
         table="results/tables/tracks.tsv",
     log:
@@ -32,6 +31,7 @@ rule reference_track_table:
         "logs/reference_track_table/reference.log",
     container:
         config["container"]["image"]
+    threads: config["extraction"]["threads"]
     resources:
         mem_mb=3000,
         runtime=120,

@@ -1,7 +1,6 @@
 rule split_tracks:
     input:
         manifest="results/data/manifest.tsv",
-        features=feature_files,
     output:
         split=report(
             "results/split/split.tsv",

@@ -1,0 +1,250 @@
+"""Sharded feature extraction: the unit of scheduling is a shard of files, the unit of output and
+of recompute stays one HDF5 file per audio file.
+
+* Assignment: a file's shard is a hash of ``<genre>/<track>`` modulo the shard count, a power of
+  two sized by ``extraction.files_per_shard``. Adding, changing or removing a file changes only
+  its own shard's member list; only when the collection crosses a power of two does the count
+  double or halve (every shard job reruns then, and recomputes nothing, see below).
+* A shard job checks each member's HDF5: one that opens, was made with the same feature
+  parameters and from the same content md5 is kept; only the others are extracted, in a process
+  pool of the job's threads. Each HDF5 is written atomically, so a job killed midway keeps what
+  it finished. A file that cannot be used is quarantined with its reason: it never fails the shard.
+* The job writes a shard record (TSV, one row per member: accepted with the feature file and
+  segment count, or rejected with the reason): the Snakemake output of the job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+import time
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from pathlib import Path
+
+from genre_classification.audio_source import (
+    MANIFEST_COLUMNS,
+    REJECTED_COLUMNS,
+    AudioFile,
+    file_md5,
+    read_tsv,
+    write_tsv,
+)
+from genre_classification.features import (
+    AudioError,
+    FeatureParams,
+    existing_features,
+    extract_file,
+    feature_path,
+)
+
+log = logging.getLogger(__name__)
+
+RECORD_COLUMNS = (*MANIFEST_COLUMNS, "status", "reason")
+PROGRESS_SECONDS = 10.0
+
+
+def shard_count(n_files: int, files_per_shard: int) -> int:
+    """The smallest power of two of shards that holds ``n_files`` at ``files_per_shard`` each."""
+    needed = max(1, math.ceil(n_files / files_per_shard))
+    return 1 << (needed - 1).bit_length()
+
+
+def shard_index(genre: str, track: str, n_shards: int) -> int:
+    digest = hashlib.md5(f"{genre}/{track}".encode(errors="surrogateescape")).digest()
+    return int.from_bytes(digest[:8], "big") % n_shards
+
+
+def shard_name(index: int) -> str:
+    return f"{index:05d}"
+
+
+def assign_shards(files: Iterable[AudioFile], files_per_shard: int) -> dict[str, list[AudioFile]]:
+    """Shard name -> its member files (empty shards are left out)."""
+    files = sorted(files, key=lambda audio: (audio.genre, audio.track))
+    n_shards = shard_count(len(files), files_per_shard)
+    shards: dict[str, list[AudioFile]] = {}
+    for audio in files:
+        shards.setdefault(shard_name(shard_index(audio.genre, audio.track, n_shards)), []).append(
+            audio
+        )
+    return dict(sorted(shards.items()))
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    """What one worker needs for one member file (picklable)."""
+
+    audio: AudioFile
+    root: str
+    features_dir: str
+    params: FeatureParams
+
+
+def _content_md5(path: Path, stat: str, audio: AudioFile, existing: dict | None) -> str:
+    """DVC's md5 where the listing has it; else the HDF5's md5 if the file is unchanged since
+    (same size and mtime); else read the file."""
+    if audio.content_md5:
+        return audio.content_md5
+    if existing and existing.get("source_stat") == stat:
+        return str(existing["source_md5"])
+    return file_md5(path)
+
+
+def process_member(task: ShardTask) -> dict:
+    """Keep, extract or reject one file; returns its record row (never raises for bad audio)."""
+    audio, params = task.audio, task.params
+    path = Path(task.root) / audio.relpath
+    out = feature_path(task.features_dir, audio.genre, audio.track)
+    row = {"genre": audio.genre, "track": audio.track, "path": str(path), "md5": "",
+           "size_bytes": "", "duration_s": "", "features": str(out), "n_segments": "",
+           "status": "", "reason": ""}  # fmt: skip
+    try:
+        stat = path.stat()
+        source_stat = f"{stat.st_size}:{stat.st_mtime_ns}"
+        existing = existing_features(out, params)
+        md5 = _content_md5(path, source_stat, audio, existing)
+        row.update(md5=md5, size_bytes=stat.st_size)
+        if existing and existing.get("source_md5") == md5:
+            # Same content (perhaps a new mtime after a `dvc pull`): the HDF5 stays untouched.
+            row.update(status="kept", n_segments=existing["n_segments"])
+            row["duration_s"] = f"{float(existing['duration_s']):.3f}"
+            return row
+        start = time.perf_counter()
+        shape = extract_file(path, out, params, audio.genre, md5, source_stat)
+        row.update(status="extracted", n_segments=shape[0])
+        row["duration_s"] = f"{existing_features(out, params)['duration_s']:.3f}"
+        log.debug("%s -> %s %s in %.3f s", path, out, shape, time.perf_counter() - start)
+    except (AudioError, OSError) as error:
+        row.update(status="rejected", reason=str(error).replace("\n", " ").replace("\t", " "))
+    except Exception as error:  # a decoder bug must not lose the shard's other files
+        row.update(status="rejected", reason=f"{type(error).__name__}: {error}".replace("\n", " "))
+    if row["status"] == "rejected":
+        Path(out).unlink(missing_ok=True)  # an HDF5 of an earlier, good version would be stale
+    return row
+
+
+def _preload(params: FeatureParams) -> None:
+    """Import the decoders and run one tiny spectrogram before the pool forks: the workers
+    inherit librosa's lazily loaded modules instead of each importing them again."""
+    import numpy as np
+
+    from genre_classification.features import log_mel_segments
+
+    log_mel_segments(np.zeros(params.n_fft * 4, dtype=np.float32), params)
+
+
+def _worker_init() -> None:
+    # One BLAS/numba thread per worker: the job's threads are the worker processes.
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        os.environ[name] = "1"
+
+
+def _run_pool(tasks: list[ShardTask], threads: int) -> Iterator[dict]:
+    """Rows of ``tasks`` in completion order; a crashed worker (a decoder segfault) costs only
+    the file it was on: the pool is restarted for the rest and that file is rejected."""
+    import multiprocessing
+
+    pending = list(tasks)
+    while pending:
+        context = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(threads, mp_context=context, initializer=_worker_init) as pool:
+            futures = {pool.submit(process_member, task): task for task in pending}
+            done = []
+            try:
+                for future in as_completed(futures):
+                    row = future.result()
+                    done.append(futures[future])
+                    yield row
+                pending = []
+            except BrokenProcessPool:
+                pending = [t for t in pending if t not in done]
+                if threads == 1:  # one worker takes files in order: the first left crashed it
+                    yield _crash_row(pending.pop(0))
+                threads = 1
+
+
+def _crash_row(task: ShardTask) -> dict:
+    audio = task.audio
+    return {"genre": audio.genre, "track": audio.track,
+            "path": str(Path(task.root) / audio.relpath), "md5": "", "size_bytes": "",
+            "duration_s": "", "features": "", "n_segments": "", "status": "rejected",
+            "reason": "decoder crashed: the worker process died on this file"}  # fmt: skip
+
+
+def extract_shard(
+    members: list[AudioFile],
+    root: str | Path,
+    features_dir: str | Path,
+    params: FeatureParams,
+    record_path: str | Path,
+    threads: int = 1,
+) -> list[dict]:
+    """Bring every member's HDF5 up to date and write the shard record; returns its rows."""
+    tasks = [ShardTask(audio, str(root), str(features_dir), params) for audio in members]
+    for task in tasks:  # temporary files of a job killed while writing
+        out = feature_path(features_dir, task.audio.genre, task.audio.track)
+        out.with_name(f".tmp-{out.name}").unlink(missing_ok=True)
+    log.info("shard of %d files in process %d, %d worker(s)", len(tasks), os.getpid(), threads)
+    _preload(params)
+    rows, start, last_report = [], time.perf_counter(), time.perf_counter()
+    results = map(process_member, tasks) if threads <= 1 else _run_pool(tasks, threads)
+    for row in results:
+        rows.append(row)
+        if row["status"] == "rejected":
+            log.warning("quarantined %s: %s", row["path"], row["reason"])
+        now = time.perf_counter()
+        if now - last_report >= PROGRESS_SECONDS or len(rows) == len(tasks):
+            log.info("%d/%d files done (%.1f files/s)", len(rows), len(tasks),
+                     len(rows) / max(now - start, 1e-9))  # fmt: skip
+            last_report = now
+    rows.sort(key=lambda r: (r["genre"], r["track"]))
+    counts = {s: sum(r["status"] == s for r in rows) for s in ("kept", "extracted", "rejected")}
+    log.info("shard done in %.1f s: %s", time.perf_counter() - start, counts)
+    write_tsv(record_path, rows, RECORD_COLUMNS)
+    return rows
+
+
+def collect_records(record_paths: Iterable[str | Path]) -> tuple[list[dict], list[dict]]:
+    """Accepted manifest rows and rejected rows of all shard records, sorted by track."""
+    accepted, rejected = [], []
+    for path in record_paths:
+        for row in read_tsv(path):
+            (rejected if row["status"] == "rejected" else accepted).append(row)
+    key = lambda r: (r["genre"], r["track"])  # noqa: E731
+    return sorted(accepted, key=key), sorted(rejected, key=key)
+
+
+def write_collection(
+    record_paths: Iterable[str | Path],
+    version: dict,
+    manifest_path: str | Path,
+    rejected_path: str | Path,
+    version_path: str | Path,
+) -> dict:
+    """Manifest, rejected list and data version of the whole collection from its shard records."""
+    from genre_classification.fileio import write_json
+
+    accepted, rejected = collect_records(record_paths)
+    write_tsv(manifest_path, accepted, MANIFEST_COLUMNS)
+    write_tsv(rejected_path, rejected, REJECTED_COLUMNS)
+    version = dict(version)
+    if version["md5"] is None:  # plain directory: md5 of the content listing
+        listing = "".join(f"{r['genre']}/{r['track']}\t{r['md5']}\n" for r in accepted + rejected)
+        version["md5"] = hashlib.md5(listing.encode()).hexdigest()
+    version.update(
+        n_files=len(accepted) + len(rejected), n_accepted=len(accepted), n_rejected=len(rejected)
+    )
+    write_json(version_path, version)
+    log.info(
+        "data version %s: %d accepted, %d quarantined (see %s)",
+        version["md5"],
+        len(accepted),
+        len(rejected),
+        rejected_path,
+    )
+    return version

@@ -1,0 +1,14 @@
+"""Snakemake entry point of collect_features (genre_classification.shards.write_collection)."""
+
+from genre_classification.runlog import log_to_file
+from genre_classification.shards import write_collection
+
+snakemake = globals()["snakemake"]
+log_to_file(snakemake.log[0])
+write_collection(
+    snakemake.input.records,
+    snakemake.params.data_version,
+    snakemake.output.manifest,
+    snakemake.output.rejected,
+    snakemake.output.version,
+)

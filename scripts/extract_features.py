@@ -1,0 +1,17 @@
+"""Snakemake entry point of extract_features: one shard (genre_classification.shards)."""
+
+from genre_classification.audio_source import AudioFile
+from genre_classification.features import FeatureParams
+from genre_classification.runlog import log_to_file
+from genre_classification.shards import extract_shard
+
+snakemake = globals()["snakemake"]
+log_to_file(snakemake.log[0])
+extract_shard(
+    [AudioFile(*member) for member in snakemake.params.members],
+    root=snakemake.params.root,
+    features_dir=snakemake.params.features_dir,
+    params=FeatureParams.from_config(snakemake.params.features),
+    record_path=snakemake.output.record,
+    threads=snakemake.threads,
+)

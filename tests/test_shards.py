@@ -1,0 +1,192 @@
+"""Sharded extraction: stable shard assignment, per-file recompute decisions, quarantine of bad
+files inside a shard, a crashed worker, and a shard killed midway."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from genre_classification import shards
+from genre_classification.audio_source import AudioFile, list_directory
+from genre_classification.demo_data import make_demo_dataset, synthesize_clip
+from genre_classification.features import FeatureParams, existing_features, feature_path
+from genre_classification.shards import assign_shards, extract_shard, shard_count
+
+PARAMS = FeatureParams(
+    sample_rate=22050, n_fft=1024, hop_length=512, n_mels=32, segment_seconds=1.0
+)
+GENRES = ["classical", "metal"]
+
+
+def fake_files(n: int) -> list[AudioFile]:
+    return [AudioFile("g", f"t{i:06d}", f"g/t{i:06d}.wav", "1:1") for i in range(n)]
+
+
+def test_shard_count_is_a_power_of_two_bounded_by_files_per_shard():
+    assert [shard_count(n, 100) for n in (0, 1, 100, 101, 300, 400, 401)] == [1, 1, 1, 2, 4, 4, 8]
+    sizes = [len(m) for m in assign_shards(fake_files(10_000), 2000).values()]
+    assert len(sizes) == 8 and sum(sizes) == 10_000
+    assert max(sizes) < 1.2 * 10_000 / 8  # a hash spreads files evenly
+
+
+def test_adding_or_removing_a_file_changes_only_its_own_shard():
+    files = fake_files(1000)
+    before = assign_shards(files, 300)  # 4 shards
+    added = assign_shards([*files, AudioFile("g", "new", "g/new.wav", "1:1")], 300)
+    removed = assign_shards(files[:500] + files[501:], 300)
+    for after in (added, removed):
+        assert set(after) == set(before)
+        assert sum(after[name] != before[name] for name in before) == 1
+    # The assignment depends on the track id only, not on the order or the other files.
+    assert assign_shards(reversed(files), 300) == before
+
+
+@pytest.fixture
+def collection(tmp_path: Path) -> tuple[Path, list[AudioFile]]:
+    root = tmp_path / "audio"
+    make_demo_dataset(root, 3, seconds=2.5, genres=GENRES)
+    return root, list_directory(root, ["wav"])
+
+
+def run_shard(root, files, tmp_path, threads=2, params=PARAMS) -> dict[str, dict]:
+    rows = extract_shard(files, root, tmp_path / "features", params, tmp_path / "r.tsv", threads)
+    return {f"{r['genre']}/{r['track']}": r for r in rows}
+
+
+def feature_mtimes(tmp_path: Path) -> dict[str, int]:
+    return {
+        p.relative_to(tmp_path).as_posix(): p.stat().st_mtime_ns
+        for p in (tmp_path / "features").glob("*/*.h5")
+    }
+
+
+def test_rerun_recomputes_only_what_changed(collection, tmp_path):
+    root, files = collection
+    first = run_shard(root, files, tmp_path)
+    assert {r["status"] for r in first.values()} == {"extracted"}
+    mtimes = feature_mtimes(tmp_path)
+    assert len(mtimes) == 6
+
+    # Every source touched (as a `dvc pull` does), one rewritten with new content.
+    for audio in files:
+        os.utime(root / audio.relpath)
+    changed = root / "metal" / "metal.00001.wav"
+    sf.write(changed, synthesize_clip("metal", 2.5, 22050, seed=7), 22050, subtype="PCM_16")
+    second = run_shard(root, list_directory(root, ["wav"]), tmp_path)
+    assert [k for k, r in second.items() if r["status"] == "extracted"] == ["metal/metal.00001"]
+    after = feature_mtimes(tmp_path)
+    assert {k for k in mtimes if after[k] != mtimes[k]} == {"features/metal/metal.00001.h5"}
+    assert second["metal/metal.00001"]["md5"] != first["metal/metal.00001"]["md5"]
+
+    # A truncated HDF5 (full disk, killed copy) is rebuilt; a new parameter rebuilds all.
+    broken = tmp_path / "features" / "classical" / "classical.00000.h5"
+    broken.write_bytes(broken.read_bytes()[:100])
+    third = run_shard(root, list_directory(root, ["wav"]), tmp_path)
+    assert [k for k, r in third.items() if r["status"] == "extracted"] == [
+        "classical/classical.00000"
+    ]
+    wider = FeatureParams(**{**PARAMS.__dict__, "n_mels": 40})
+    fourth = run_shard(root, list_directory(root, ["wav"]), tmp_path, params=wider)
+    assert {r["status"] for r in fourth.values()} == {"extracted"}
+    assert existing_features(broken, wider)["n_segments"] == 2
+
+
+def test_dvc_md5_is_trusted_without_reading_the_file(collection, tmp_path):
+    root, files = collection
+    run_shard(root, files, tmp_path)
+    first = feature_mtimes(tmp_path)
+    md5s = {
+        f"{a.genre}/{a.track}": existing_features(
+            feature_path(tmp_path / "features", a.genre, a.track), PARAMS
+        )["source_md5"]
+        for a in files
+    }
+    # As a DVC listing gives them: versions are content md5s; the first one is new.
+    dvc_listed = [
+        AudioFile(a.genre, a.track, a.relpath, md5s[f"{a.genre}/{a.track}"]) for a in files
+    ]
+    dvc_listed[0] = dataclasses.replace(dvc_listed[0], version="f" * 32)
+    rows = run_shard(root, dvc_listed, tmp_path)
+    assert [k for k, r in rows.items() if r["status"] == "extracted"] == [
+        "classical/classical.00000"
+    ]
+    assert rows["classical/classical.00000"]["md5"] == "f" * 32
+    assert sum(feature_mtimes(tmp_path)[k] != v for k, v in first.items()) == 1
+
+
+def test_bad_files_are_rejected_with_reason_and_the_rest_written(collection, tmp_path):
+    root, _ = collection
+    (root / "classical" / "broken.wav").write_bytes(b"RIFF\x00\x01garbage" * 50)
+    (root / "metal" / "empty.wav").write_bytes(b"")
+    sf.write(root / "metal" / "short.wav", np.zeros(2000, dtype=np.float32), 22050)
+    rows = run_shard(root, list_directory(root, ["wav"]), tmp_path)
+    reasons = {k: r["reason"] for k, r in rows.items() if r["status"] == "rejected"}
+    assert set(reasons) == {"classical/broken", "metal/empty", "metal/short"}
+    assert reasons["classical/broken"].startswith("cannot decode")
+    assert reasons["metal/empty"].startswith("empty")
+    assert reasons["metal/short"].startswith("too short")
+    assert len(feature_mtimes(tmp_path)) == 6  # every good file has its HDF5
+    assert not (tmp_path / "features" / "metal" / "empty.h5").exists()
+
+
+def test_a_crashing_worker_costs_only_its_file(collection, tmp_path, monkeypatch):
+    root, files = collection
+    real_extract = shards.extract_file
+
+    def extract_or_die(path, *args):
+        if Path(path).name == "metal.00000.wav":
+            os._exit(1)  # what a segfault in a decoder does to the worker process
+        return real_extract(path, *args)
+
+    monkeypatch.setattr(shards, "extract_file", extract_or_die)  # inherited by forked workers
+    rows = run_shard(root, files, tmp_path, threads=2)
+    assert rows["metal/metal.00000"]["status"] == "rejected"
+    assert "crashed" in rows["metal/metal.00000"]["reason"]
+    assert sum(r["status"] == "extracted" for r in rows.values()) == 5
+
+
+KILLABLE_SHARD = """
+import sys
+from genre_classification.audio_source import list_directory
+from genre_classification.features import FeatureParams
+from genre_classification.shards import extract_shard
+root, out = sys.argv[1], sys.argv[2]
+from test_shards import PARAMS
+extract_shard(list_directory(root, ["wav"]), root, out + "/features", PARAMS, out + "/r.tsv", 1)
+"""
+
+
+def test_shard_killed_midway_keeps_finished_files_and_completes_on_rerun(tmp_path):
+    root = tmp_path / "audio"
+    make_demo_dataset(root, 20, seconds=20.0, genres=GENRES)
+    process = subprocess.Popen(
+        [sys.executable, "-c", KILLABLE_SHARD, str(root), str(tmp_path)],
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parent)},
+    )
+    deadline = time.monotonic() + 120
+    while len(feature_mtimes(tmp_path)) < 5 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    finished = feature_mtimes(tmp_path)
+    assert 5 <= len(finished) < 40, "the shard should have been killed midway"
+    assert not (tmp_path / "r.tsv").exists()
+
+    rows = run_shard(root, list_directory(root, ["wav"]), tmp_path, threads=2)
+    assert len(rows) == 40 and all(r["status"] != "rejected" for r in rows.values())
+    kept = {f"features/{k}.h5" for k, r in rows.items() if r["status"] == "kept"}
+    assert kept == set(finished)  # nothing finished before the kill was recomputed
+    after = feature_mtimes(tmp_path)
+    assert all(after[k] == v for k, v in finished.items())
+    for path in (tmp_path / "features").glob("*/*.h5"):
+        assert existing_features(path, PARAMS) is not None
+    assert not list((tmp_path / "features").glob("*/.tmp-*"))
