@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import io
+import json
 
+import pytest
+
+from genre_classification import tracking
 from genre_classification.redact import RedactingStream, has_credentials, redact
 
 
@@ -44,3 +48,19 @@ def test_redacting_stream():
     assert stream.write("View run at: http://bob:hunter22@h/#/runs/1\n") > 0
     stream.flush()
     assert buffer.getvalue() == "View run at: http://***@h/#/runs/1\n"
+
+
+def test_run_info_redacted_and_real_uri_recovered(tmp_path, monkeypatch):
+    secret_uri = "http://alice:s3cret-token@127.0.0.1:5000"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", secret_uri)
+    path = tmp_path / "run.json"
+    info = tracking.write_run_info(path, "r1", "0", secret_uri)
+    assert "s3cret" not in path.read_text()
+    assert json.loads(path.read_text())["tracking_uri"] == "http://***@127.0.0.1:5000"
+    assert tracking.run_tracking_uri(info) == secret_uri  # from the environment
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    with pytest.raises(tracking.TrackingServerError, match="set MLFLOW_TRACKING_URI") as error:
+        tracking.run_tracking_uri(info)
+    assert "s3cret" not in str(error.value)
+    plain = {"run_id": "r2", "tracking_uri": "sqlite:////tmp/x.db"}
+    assert tracking.run_tracking_uri(plain) == "sqlite:////tmp/x.db"
