@@ -6,7 +6,6 @@ A track's prediction is the mean of the softmax probabilities of its segments.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
@@ -114,15 +113,23 @@ def evaluate(
     data_version_path: str | Path | None = None,
     batch_size: int = 64,
     subset: str = "test",
+    tracking_uri: str | None = None,
+    mlflow_timeout_s: float = 10,
 ) -> dict:
     """Evaluate ``model_path`` on the ``subset`` tracks and write the three outputs.
 
     If ``run_info_path`` (``results/mlflow/runs/{model}.json``) is given, the test metrics and
-    the three files are also logged to the training job's MLflow run.
+    the three files are also logged to the training job's MLflow run (its server is checked
+    first; ``tracking_uri``: the configured URI, see ``tracking.run_tracking_uri``).
     """
     import keras
 
     from genre_classification import provenance
+
+    run_info = tracking.read_run_info(run_info_path) if run_info_path else None
+    if run_info is not None:
+        uri = tracking.run_tracking_uri(run_info, tracking_uri)
+        tracking.connect(uri, mlflow_timeout_s)
 
     model = keras.models.load_model(model_path)
     split = dataset.read_split(split_path)
@@ -144,8 +151,8 @@ def evaluate(
         metrics.update(provenance.result_provenance(data_version_path))
     else:
         metrics["git_commit"] = provenance.code_commit(".")
-    if run_info_path and Path(run_info_path).is_file():
-        metrics["mlflow_run_id"] = tracking.read_run_info(run_info_path)["run_id"]
+    if run_info is not None:
+        metrics["mlflow_run_id"] = run_info["run_id"]
 
     for path in (metrics_path, predictions_path, confusion_path):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -163,22 +170,21 @@ def evaluate(
     fileio.write_json(metrics_path, metrics)
     log.info("%s: accuracy %.3f macro-F1 %.3f", subset, metrics["accuracy"], metrics["macro_f1"])
 
-    if run_info_path and Path(run_info_path).is_file():
-        log_to_mlflow(run_info_path, metrics, [metrics_path, predictions_path, confusion_path])
+    if run_info is not None:
+        log_to_mlflow(
+            uri, run_info["run_id"], metrics, [metrics_path, predictions_path, confusion_path]
+        )
     return metrics
 
 
-def log_to_mlflow(run_info_path, metrics: dict, files, prefix: str = "test_") -> None:
+def log_to_mlflow(uri: str, run_id: str, metrics: dict, files, prefix: str = "test_") -> None:
     """Add the test metrics and evaluation files to the training job's MLflow run."""
     import mlflow
 
-    info = tracking.read_run_info(run_info_path)
-    tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or info["tracking_uri"]
-    mlflow.set_tracking_uri(tracking_uri)
     values = {f"{prefix}{k}": metrics[k] for k in METRIC_KEYS}
     for genre, scores in metrics["per_genre"].items():
         values[f"{prefix}f1.{genre}"] = scores["f1"]
-    with mlflow.start_run(run_id=info["run_id"]):
+    with tracking.tracked_run(uri, None, run_id=run_id):
         mlflow.log_metrics(values)
         for path in files:
             mlflow.log_artifact(str(path), artifact_path="evaluation")

@@ -1,9 +1,12 @@
-"""Writing result files so that an interrupted job never leaves a half-written one behind."""
+"""Result files an interrupted job never leaves half-written, and locks between jobs."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import socket
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,3 +31,46 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 def write_json(path: str | Path, data: dict, default=None) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2, default=default) + "\n")
+
+
+class LockedError(RuntimeError):
+    """Another process holds the lock."""
+
+
+@contextmanager
+def exclusive_lock(
+    path: str | Path, timeout_s: float | None = None, what: str = ""
+) -> Iterator[None]:
+    """Hold an exclusive ``fcntl.flock`` on ``path`` (created if missing) while in the block.
+
+    ``timeout_s``: give up after that many seconds with ``LockedError`` naming the holder (its
+    pid, host and start time, recorded in the file); ``None``: wait as long as it takes. The
+    kernel drops the lock when the holder exits, even when killed, so a stale file is harmless.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    with open(path, "a+") as handle:
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | (0 if deadline is None else fcntl.LOCK_NB))
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    handle.seek(0)
+                    holder = handle.read().strip() or "unknown process"
+                    raise LockedError(
+                        f"{what or path} is in use by {holder} (lock file {path}); waited "
+                        f"{timeout_s:g} s. Wait for that job to finish, or stop it; a killed "
+                        "job releases the lock by itself."
+                    ) from None
+                time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+        try:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"pid {os.getpid()} on {socket.gethostname()} since {time.ctime()}\n")
+            handle.flush()
+            yield
+        finally:
+            handle.truncate(0)
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -12,6 +12,7 @@ mixed precision.
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 BACKBONES = {"efficientnetb0": "EfficientNetB0", "resnet50": "ResNet50"}
@@ -137,6 +138,16 @@ def build_model(architecture: str, input_shape, n_classes: int, mean=None, varia
     if architecture in BACKBONES:
         return build_backbone(architecture, input_shape, n_classes, mean, variance, **kw)
     raise ValueError(f"unknown architecture {architecture!r}; choose one of {ARCHITECTURES}")
+
+
+def option_names(architecture: str) -> list[str]:
+    """The ``options`` a model config may give ``architecture`` (its builder's keywords)."""
+    builder = build_cnn if architecture.lower() == "cnn" else build_backbone
+    return sorted(
+        name
+        for name, p in inspect.signature(builder).parameters.items()
+        if p.default is not inspect.Parameter.empty and name not in ("mean", "variance")
+    )
 
 
 def make_optimizer(name: str, learning_rate: float):

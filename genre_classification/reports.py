@@ -18,12 +18,12 @@ Evidently's internal layout), so that tests and the workflow can rely on them.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 import pandas as pd
 
+from genre_classification import tracking
 from genre_classification.fileio import write_json
 from genre_classification.track_table import PREDICTION_COLUMN, feature_columns
 
@@ -397,12 +397,23 @@ def enforce_quality(summary: dict, json_path: str | Path, fail: bool) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def log_to_mlflow(run_json: str | Path, paths: list[str | Path], artifact_path: str = "evidently"):
-    """Attach report files to the training run named in ``results/mlflow/runs/{model}.json``."""
+def log_to_mlflow(
+    run_json: str | Path,
+    paths: list[str | Path],
+    artifact_path: str = "evidently",
+    tracking_uri: str | None = None,
+    mlflow_timeout_s: float = 10,
+):
+    """Attach report files to the training run named in ``results/mlflow/runs/{model}.json``.
+
+    ``tracking_uri``: the configured URI (see ``tracking.run_tracking_uri``).
+    """
     import mlflow
 
-    run = json.loads(Path(run_json).read_text())
-    client = mlflow.MlflowClient(tracking_uri=run["tracking_uri"])
+    run = tracking.read_run_info(run_json)
+    uri = tracking.run_tracking_uri(run, tracking_uri)
+    tracking.connect(uri, mlflow_timeout_s)
+    client = mlflow.MlflowClient(tracking_uri=uri)
     for path in paths:
         client.log_artifact(run["run_id"], str(path), artifact_path=artifact_path)
     log.info(

@@ -8,21 +8,46 @@ compatibility. Open the UI with::
 
     mlflow ui --backend-store-uri sqlite:///results/mlflow/mlflow.db
 
+Outages: ``connect`` checks an HTTP(S) server at job start within ``timeout_s`` and bounds
+MLflow's HTTP retries (its defaults retry a request for about 4 minutes); ``tracked_run`` turns
+a connection failure during the job into one ``TrackingServerError`` saying what to do, without
+MLflow's retries on the way out. URIs written to files pass through ``redact.redact``.
+
 MLflow is imported inside the functions (it takes seconds to import).
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
+import re
+import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from genre_classification import fileio
+from genre_classification.redact import MASK, redact
 
 DEFAULT_STORE_DIR = Path("results/mlflow")
 DB_NAME = "mlflow.db"
+# MLflow's HTTP client limits for workflow jobs (variables already set in the environment win):
+# a refused connection fails a request in about 3 s, a server that does not answer in about 65 s.
+HTTP_LIMITS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.5",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+}
+WHAT_TO_DO = (
+    "Start the server (or fix MLFLOW_TRACKING_URI / training.tracking_uri; unset both to use the "
+    "local store under results/mlflow), then rerun snakemake: a training job resumes from its "
+    "last epoch checkpoint."
+)
+
+
+class TrackingServerError(RuntimeError):
+    """The MLflow tracking server cannot be used; the message names it and says what to do."""
 
 
 def default_tracking_uri(store_dir: str | Path = DEFAULT_STORE_DIR) -> str:
@@ -31,11 +56,17 @@ def default_tracking_uri(store_dir: str | Path = DEFAULT_STORE_DIR) -> str:
     return f"sqlite:///{Path(store_dir) / DB_NAME}"
 
 
+def current_tracking_uri(
+    configured: str | None = None, store_dir: str | Path = DEFAULT_STORE_DIR
+) -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or configured or default_tracking_uri(store_dir)
+
+
 def resolve_tracking_uri(
     configured: str | None = None, store_dir: str | Path = DEFAULT_STORE_DIR
 ) -> str:
     """``MLFLOW_TRACKING_URI`` > ``configured`` > the local SQLite store under ``store_dir``."""
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or configured or default_tracking_uri(store_dir)
+    uri = current_tracking_uri(configured, store_dir)
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     return uri
@@ -49,19 +80,104 @@ def _local_artifact_location(tracking_uri: str) -> str | None:
     return (db.parent / "artifacts").resolve().as_uri()
 
 
-@contextlib.contextmanager
 def _store_lock(tracking_uri: str):
     """Serialise SQLite schema creation between parallel jobs (a no-op for servers)."""
     if not tracking_uri.startswith("sqlite:///"):
+        return contextlib.nullcontext()
+    return fileio.exclusive_lock(Path(tracking_uri.removeprefix("sqlite:///")).with_suffix(".lock"))
+
+
+def is_server(uri: str) -> bool:
+    return urlsplit(uri).scheme in ("http", "https")
+
+
+@contextlib.contextmanager
+def _environ(**values: str):
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
         yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def is_connection_error(error: BaseException) -> bool:
+    """Whether ``error`` (or an exception it was raised from) is a failed HTTP connection."""
+    import requests
+
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, requests.exceptions.ConnectionError | requests.exceptions.Timeout):
+            return True
+        if isinstance(error, requests.exceptions.RetryError):
+            return True
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def _short_cause(error: BaseException) -> str:
+    text = str(error)
+    errno = re.search(r"\[Errno -?\d+\][^'\")]*", text)
+    if errno:
+        return errno.group(0).strip()
+    if "timed out" in text or "Timeout" in text:
+        return "no answer (timed out)"
+    return text
+
+
+def outage_message(uri: str, error: BaseException, when: str) -> str:
+    return redact(f"MLflow tracking server {uri} is unreachable {when}: {_short_cause(error)}. ")
+
+
+def check_server(uri: str, timeout_s: float) -> None:
+    """Raise ``TrackingServerError`` unless the server at ``uri`` answers within ``timeout_s``.
+
+    A refused connection is retried once a second until ``timeout_s``; an error answer (e.g.
+    401) fails at once. Only HTTP(S) URIs are checked; local stores need no server.
+    """
+    import mlflow
+
+    if not is_server(uri):
         return
-    lock = Path(tracking_uri.removeprefix("sqlite:///")).with_suffix(".lock")
-    with open(lock, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        remaining = max(1, round(deadline - time.monotonic()))
+        limits = {
+            "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+            "MLFLOW_HTTP_REQUEST_TIMEOUT": str(remaining),
+        }
         try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            with _environ(**limits):
+                client.search_experiments(max_results=1)
+            return
+        except Exception as error:
+            if not is_connection_error(error):
+                raise TrackingServerError(
+                    redact(
+                        f"MLflow tracking server {uri} answered with an error: {error}. Check the "
+                        "URI and the credentials (MLFLOW_TRACKING_USERNAME/PASSWORD/TOKEN)."
+                    )
+                ) from None
+            if time.monotonic() + 1 >= deadline:
+                when = f"(checked for {timeout_s:g} s at job start)"
+                raise TrackingServerError(outage_message(uri, error, when) + WHAT_TO_DO) from None
+        time.sleep(1)
+
+
+def connect(uri: str, timeout_s: float) -> None:
+    """Use ``uri`` for this process with bounded HTTP retries; check a server is there."""
+    import mlflow
+
+    for name, value in HTTP_LIMITS.items():
+        os.environ.setdefault(name, value)
+    mlflow.set_tracking_uri(uri)
+    check_server(uri, timeout_s)
 
 
 def setup_experiment(name: str, tracking_uri: str) -> str:
@@ -86,6 +202,38 @@ def start_run(experiment_id: str, run_id: str | None = None, run_name: str | Non
     if run_id:
         return mlflow.start_run(run_id=run_id)
     return mlflow.start_run(experiment_id=experiment_id, run_name=run_name)
+
+
+@contextlib.contextmanager
+def tracked_run(
+    uri: str,
+    experiment_id: str,
+    run_id: str | None = None,
+    run_name: str | None = None,
+    timeout_s: float = 10,
+    on_outage: str = WHAT_TO_DO,
+):
+    """``start_run`` as a block; a lost server inside it raises ``TrackingServerError``.
+
+    On a connection failure the run is marked failed with one quick attempt (no retries), so
+    the job ends soon after the failing call; ``on_outage`` is appended to the message.
+    """
+    import mlflow
+
+    run = start_run(experiment_id, run_id, run_name)
+    try:
+        yield run
+    except BaseException as error:
+        lost = isinstance(error, Exception) and is_connection_error(error)
+        quick = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+        with _environ(**(quick if lost else {})), contextlib.suppress(Exception):
+            mlflow.end_run("FAILED")
+        if lost:
+            raise TrackingServerError(
+                outage_message(uri, error, "during the job") + on_outage
+            ) from None
+        raise
+    mlflow.end_run()
 
 
 def flatten_params(params: dict, prefix: str = "") -> dict[str, str]:
@@ -179,10 +327,29 @@ def log_keras_model(model, name: str = "model", example=None):
 
 
 def write_run_info(path: str | Path, run_id: str, experiment_id: str, tracking_uri: str) -> dict:
-    info = {"run_id": run_id, "experiment_id": experiment_id, "tracking_uri": tracking_uri}
+    """Record a run; the URI is stored redacted (``run_tracking_uri`` gets the real one back)."""
+    info = {"run_id": run_id, "experiment_id": experiment_id, "tracking_uri": redact(tracking_uri)}
     fileio.write_json(path, info)
     return info
 
 
 def read_run_info(path: str | Path) -> dict:
     return json.loads(Path(path).read_text())
+
+
+def run_tracking_uri(info: dict, configured: str | None = None) -> str:
+    """The real tracking URI of a run recorded by ``write_run_info``.
+
+    The current URI (``current_tracking_uri(configured)``) if it is the recorded one once
+    redacted, else the recorded one if it had nothing to redact.
+    """
+    current = current_tracking_uri(configured)
+    recorded = info["tracking_uri"]
+    if redact(current) == recorded:
+        return current
+    if MASK not in recorded:
+        return recorded
+    raise TrackingServerError(
+        f"MLflow run {info['run_id']} was logged to {recorded}, whose credentials are not "
+        "stored: set MLFLOW_TRACKING_URI to that URI with its credentials."
+    )

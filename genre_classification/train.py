@@ -32,7 +32,8 @@ import time
 from pathlib import Path
 
 from genre_classification import dataset, tracking
-from genre_classification.fileio import atomic_path, write_json
+from genre_classification.fileio import atomic_path, exclusive_lock, write_json
+from genre_classification.redact import redact
 
 log = logging.getLogger(__name__)
 
@@ -208,8 +209,14 @@ def train(
     snakemake_rule: str | None = None,
     wildcards: dict | None = None,
     threads: int | None = None,
+    mlflow_timeout_s: float = 10,
+    lock_timeout_s: float = 30,
 ) -> dict:
-    """Train (or resume) one model; returns the MLflow run info written to ``run_info_path``."""
+    """Train (or resume) one model; returns the MLflow run info written to ``run_info_path``.
+
+    ``mlflow_timeout_s``: how long a tracking server may take to answer at the start;
+    ``lock_timeout_s``: how long to wait for another job using the same checkpoint directory.
+    """
     import keras
     import mlflow
 
@@ -218,118 +225,132 @@ def train(
     cfg = merge_config(config)
     model_name = model_name or cfg["architecture"]
     ckpt_dir = Path(checkpoint_dir)
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    fp = fingerprint(cfg, split_path)
+    # Beside the directory, which is cleared and removed; two jobs must not share it.
+    lock = ckpt_dir.with_name(f".{ckpt_dir.name}.lock")
+    with exclusive_lock(lock, lock_timeout_s, what=f"checkpoint directory {ckpt_dir}"):
+        uri = tracking.resolve_tracking_uri(tracking_uri)
+        tracking.connect(uri, mlflow_timeout_s)
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        fp = fingerprint(cfg, split_path)
 
-    device = configure_tensorflow(cfg["seed"], threads, cfg["deterministic"])
-    log.info("training %s on device: %s", model_name, device)
-    print(f"Device: {device}", flush=True)
-    policy = models.set_precision(cfg["mixed_precision"])
+        device = configure_tensorflow(cfg["seed"], threads, cfg["deterministic"])
+        log.info("training %s on device: %s", model_name, device)
+        print(f"Device: {device}", flush=True)
+        policy = models.set_precision(cfg["mixed_precision"])
 
-    split = dataset.read_split(split_path)
-    labels = dataset.genre_labels(split)
-    train_rows, val_rows = split[split.split == "train"], split[split.split == "val"]
-    if train_rows.empty or val_rows.empty:
-        raise ValueError(f"{split_path}: need train and val tracks")
-    val = dataset.load_segments(val_rows, labels)
+        split = dataset.read_split(split_path)
+        labels = dataset.genre_labels(split)
+        train_rows, val_rows = split[split.split == "train"], split[split.split == "val"]
+        if train_rows.empty or val_rows.empty:
+            raise ValueError(f"{split_path}: need train and val tracks")
+        val = dataset.load_segments(val_rows, labels)
 
-    model, state = load_checkpoint(ckpt_dir, fp)
-    if model is None:
-        _clear_dir(ckpt_dir)
-        if cfg["streaming"]:
-            mean, var = dataset.band_stats_from_files(train_rows)
+        model, state = load_checkpoint(ckpt_dir, fp)
+        if model is None:
+            _clear_dir(ckpt_dir)
+            if cfg["streaming"]:
+                mean, var = dataset.band_stats_from_files(train_rows)
+            else:
+                train_data = dataset.load_segments(train_rows, labels)
+                mean, var = dataset.band_stats(train_data.x)
+            model = models.build_model(
+                cfg["architecture"], val.input_shape, len(labels), mean, var, **cfg["options"]
+            )
+            models.compile_model(model, cfg["optimizer"], cfg["learning_rate"])
+            state = {
+                "fingerprint": fp,
+                "epochs_done": 0,
+                "history": [],
+                "best": None,
+                "best_epoch": None,
+                "wait": 0,
+                "stopped_early": False,
+            }
         else:
-            train_data = dataset.load_segments(train_rows, labels)
-            mean, var = dataset.band_stats(train_data.x)
-        model = models.build_model(
-            cfg["architecture"], val.input_shape, len(labels), mean, var, **cfg["options"]
-        )
-        models.compile_model(model, cfg["optimizer"], cfg["learning_rate"])
-        state = {
-            "fingerprint": fp,
-            "epochs_done": 0,
-            "history": [],
-            "best": None,
-            "best_epoch": None,
-            "wait": 0,
-            "stopped_early": False,
-        }
-    else:
-        log.info("resuming from %s after epoch %d", ckpt_dir, state["epochs_done"])
-        print(f"Resuming from checkpoint after epoch {state['epochs_done']}", flush=True)
-        if not cfg["streaming"]:
-            train_data = dataset.load_segments(train_rows, labels)
+            log.info("resuming from %s after epoch %d", ckpt_dir, state["epochs_done"])
+            print(f"Resuming from checkpoint after epoch {state['epochs_done']}", flush=True)
+            if not cfg["streaming"]:
+                train_data = dataset.load_segments(train_rows, labels)
 
-    # MLflow: one run per job; the run id lives in the checkpoint dir so a rerun resumes it.
-    uri = tracking.resolve_tracking_uri(tracking_uri)
-    experiment_id = tracking.setup_experiment(experiment, uri)
-    run_file = ckpt_dir / "mlflow_run.json"
-    run_id = None
-    if state["epochs_done"] and run_file.is_file():
-        saved = tracking.read_run_info(run_file)
-        if saved.get("tracking_uri") == uri:
-            run_id = saved["run_id"]
-    with tracking.start_run(experiment_id, run_id, run_name=model_name) as run:
-        run_id = run.info.run_id
-        tracking.write_run_info(run_file, run_id, experiment_id, uri)
-        print(f"MLflow run {run_id} (experiment {experiment!r}, {uri})", flush=True)
-        n_train = int(train_rows["n_segments"].sum())
-        if not state["epochs_done"] or not mlflow.get_run(run_id).data.params:
-            mlflow.log_params(
+        # MLflow: one run per job; the run id lives in the checkpoint dir so a rerun resumes it.
+        experiment_id = tracking.setup_experiment(experiment, uri)
+        run_file = ckpt_dir / "mlflow_run.json"
+        run_id = None
+        if state["epochs_done"] and run_file.is_file():
+            saved = tracking.read_run_info(run_file)
+            if saved.get("tracking_uri") == redact(uri):
+                run_id = saved["run_id"]
+        on_outage = f"The epoch checkpoints in {ckpt_dir} are kept. {tracking.WHAT_TO_DO}"
+        with tracking.tracked_run(
+            uri, experiment_id, run_id, model_name, mlflow_timeout_s, on_outage
+        ) as run:
+            run_id = run.info.run_id
+            tracking.write_run_info(run_file, run_id, experiment_id, uri)
+            print(f"MLflow run {run_id} (experiment {experiment!r}, {redact(uri)})", flush=True)
+            n_train = int(train_rows["n_segments"].sum())
+            if not state["epochs_done"] or not mlflow.get_run(run_id).data.params:
+                mlflow.log_params(
+                    {
+                        **tracking.flatten_params({k: v for k, v in cfg.items()}),
+                        "model_name": model_name,
+                        "dtype_policy": policy,
+                        "n_classes": len(labels),
+                        "labels": json.dumps(labels),
+                        "n_train_segments": n_train,
+                        "n_val_segments": len(val),
+                        "n_params": model.count_params(),
+                    }
+                )
+            tags = tracking.provenance_tags(data_version_path, snakemake_rule, wildcards, device)
+            mlflow.set_tags({**tags, "model_name": model_name})
+            tracking.log_epochs(run_id, state["history"])  # epochs a killed job did not log
+
+            epochs = cfg["epochs"]
+            initial_epoch = state["epochs_done"]
+            if initial_epoch < epochs and not state["stopped_early"]:
+                bs = cfg["batch_size"]
+                if cfg["streaming"]:
+                    train_ds, steps = dataset.streaming_train_dataset(
+                        train_rows, labels, bs, cfg["seed"], initial_epoch, epochs
+                    )
+                else:
+                    train_ds = dataset.train_dataset(
+                        train_data, bs, cfg["seed"], initial_epoch, epochs
+                    )
+                    steps = dataset.steps_per_epoch(len(train_data), bs)
+                callback = _epoch_callback(
+                    ckpt_dir, state, run_id, cfg["early_stopping"], _kill_hook
+                )
+                model.fit(
+                    train_ds,
+                    validation_data=dataset.eval_dataset(val, bs),
+                    epochs=epochs,
+                    initial_epoch=initial_epoch,
+                    steps_per_epoch=steps,
+                    shuffle=False,
+                    callbacks=[callback],
+                    verbose=2,
+                )
+            if state["stopped_early"]:
+                print(f"Early stopping after epoch {state['epochs_done']}", flush=True)
+            best = ckpt_dir / "best.weights.h5"
+            if cfg["early_stopping"]["restore_best_weights"] and best.is_file():
+                model.load_weights(best)
+                print(f"Restored weights of best epoch {state['best_epoch']}", flush=True)
+
+            with atomic_path(model_path) as tmp:
+                model.save(tmp)
+            write_history(history_path, state["history"])
+            mlflow.log_artifact(str(history_path))
+            mlflow.log_metrics(
                 {
-                    **tracking.flatten_params({k: v for k, v in cfg.items()}),
-                    "model_name": model_name,
-                    "dtype_policy": policy,
-                    "n_classes": len(labels),
-                    "labels": json.dumps(labels),
-                    "n_train_segments": n_train,
-                    "n_val_segments": len(val),
-                    "n_params": model.count_params(),
+                    "best_epoch": float(state["best_epoch"] or 0),
+                    "epochs_trained": state["epochs_done"],
                 }
             )
-        tags = tracking.provenance_tags(data_version_path, snakemake_rule, wildcards, device)
-        mlflow.set_tags({**tags, "model_name": model_name})
-        tracking.log_epochs(run_id, state["history"])  # epochs a killed job did not log
-
-        epochs = cfg["epochs"]
-        initial_epoch = state["epochs_done"]
-        if initial_epoch < epochs and not state["stopped_early"]:
-            bs = cfg["batch_size"]
-            if cfg["streaming"]:
-                train_ds, steps = dataset.streaming_train_dataset(
-                    train_rows, labels, bs, cfg["seed"], initial_epoch, epochs
-                )
-            else:
-                train_ds = dataset.train_dataset(train_data, bs, cfg["seed"], initial_epoch, epochs)
-                steps = dataset.steps_per_epoch(len(train_data), bs)
-            callback = _epoch_callback(ckpt_dir, state, run_id, cfg["early_stopping"], _kill_hook)
-            model.fit(
-                train_ds,
-                validation_data=dataset.eval_dataset(val, bs),
-                epochs=epochs,
-                initial_epoch=initial_epoch,
-                steps_per_epoch=steps,
-                shuffle=False,
-                callbacks=[callback],
-                verbose=2,
-            )
-        if state["stopped_early"]:
-            print(f"Early stopping after epoch {state['epochs_done']}", flush=True)
-        best = ckpt_dir / "best.weights.h5"
-        if cfg["early_stopping"]["restore_best_weights"] and best.is_file():
-            model.load_weights(best)
-            print(f"Restored weights of best epoch {state['best_epoch']}", flush=True)
-
-        with atomic_path(model_path) as tmp:
-            model.save(tmp)
-        write_history(history_path, state["history"])
-        mlflow.log_artifact(str(history_path))
-        mlflow.log_metrics(
-            {"best_epoch": float(state["best_epoch"] or 0), "epochs_trained": state["epochs_done"]}
-        )
-        tracking.log_keras_model(model, example=val.x[:1, ..., None])
-        info = tracking.write_run_info(run_info_path, run_id, experiment_id, uri)
-    keras.backend.clear_session()
-    if not cfg["keep_checkpoints"]:
-        shutil.rmtree(ckpt_dir, ignore_errors=True)
+            tracking.log_keras_model(model, example=val.x[:1, ..., None])
+            info = tracking.write_run_info(run_info_path, run_id, experiment_id, uri)
+        keras.backend.clear_session()
+        if not cfg["keep_checkpoints"]:
+            shutil.rmtree(ckpt_dir, ignore_errors=True)
     return info

@@ -8,7 +8,9 @@ from genre_classification.runlog import log_to_file
 from genre_classification.track_table import attach_predictions, read_table
 
 snakemake = globals()["snakemake"]
-log_to_file(snakemake.log[0])
+log_to_file(snakemake.log[0], capture_output=True)
+# MLflow settings from the config, not params: changing them must not rerun the job.
+training = snakemake.config["training"]
 log = logging.getLogger("classification_report")
 model = snakemake.wildcards.model
 table = read_table(snakemake.input.table)
@@ -31,4 +33,6 @@ if snakemake.params.log_to_mlflow:
         snakemake.input.run,
         [snakemake.output.html, snakemake.output.json],
         artifact_path=snakemake.params.artifact_path,
+        tracking_uri=training.get("tracking_uri"),
+        mlflow_timeout_s=training["mlflow_timeout_s"],
     )

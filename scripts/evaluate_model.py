@@ -9,6 +9,8 @@ from genre_classification.runlog import log_to_file  # noqa: E402
 
 snakemake = globals()["snakemake"]
 log_to_file(snakemake.log[0], capture_output=True)
+# MLflow settings from the config, not params: changing them must not rerun the job.
+training = snakemake.config["training"]
 out = snakemake.output
 evaluate(
     snakemake.input.model,
@@ -19,4 +21,6 @@ evaluate(
     run_info_path=snakemake.input.run,
     data_version_path=snakemake.input.data_version,
     batch_size=snakemake.params.batch_size,
+    tracking_uri=training.get("tracking_uri"),
+    mlflow_timeout_s=training["mlflow_timeout_s"],
 )

@@ -10,6 +10,8 @@ from genre_classification.train import train  # noqa: E402
 snakemake = globals()["snakemake"]
 log_to_file(snakemake.log[0], capture_output=True)
 params = snakemake.params
+# Operational knobs from the config, not params: changing them must not rerun the job.
+training = snakemake.config["training"]
 train(
     params.model_config,
     split_path=snakemake.input.split,
@@ -24,4 +26,6 @@ train(
     snakemake_rule=snakemake.rule,
     wildcards=dict(snakemake.wildcards.items()),
     threads=snakemake.threads,
+    mlflow_timeout_s=training["mlflow_timeout_s"],
+    lock_timeout_s=training["lock_timeout_s"],
 )

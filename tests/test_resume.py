@@ -4,24 +4,20 @@ and ends with the same weights and metrics as an uninterrupted job with the same
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from _train_job import start
 from _training_data import TINY_CONFIG, make_features
 from genre_classification.train import KILL_AFTER_EPOCH_ENV
 
-HERE = Path(__file__).resolve().parent
 EPOCHS = 5
 
 
 def start_job(tmp_path: Path, name: str, split_path: Path, kill_after: int | None = None):
     out = tmp_path / name
-    out.mkdir(exist_ok=True)
     config = {**TINY_CONFIG, "epochs": EPOCHS, "keep_checkpoints": False}
     config["early_stopping"] = {"patience": 100, "restore_best_weights": False}
     job = {
@@ -36,21 +32,10 @@ def start_job(tmp_path: Path, name: str, split_path: Path, kill_after: int | Non
         "model_name": name,
         "threads": 1,
     }
-    (out / "job.json").write_text(json.dumps(job))
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{out / 'mlflow.db'}"}
-    env["PYTHONPATH"] = os.pathsep.join([str(HERE.parent), str(HERE)])
-    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
-    env.pop(KILL_AFTER_EPOCH_ENV, None)
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{out / 'mlflow.db'}", KILL_AFTER_EPOCH_ENV: ""}
     if kill_after:
         env[KILL_AFTER_EPOCH_ENV] = str(kill_after)
-    return subprocess.Popen(
-        [sys.executable, str(HERE / "_train_job.py"), str(out / "job.json")],
-        cwd=out,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    ), out
+    return start(job, out, env), out
 
 
 def finish(proc) -> tuple[int, str]:

@@ -5,9 +5,13 @@ from pathlib import Path
 from snakemake.utils import validate
 
 from genre_classification.audio_source import audio_root, data_version, list_collection
+from genre_classification.config_check import check_keys, check_values
 from genre_classification.shards import assign_shards
 
-validate(config, workflow.source_path("../schemas/config.schema.yaml"))
+CONFIG_SCHEMA = workflow.source_path("../schemas/config.schema.yaml")
+check_keys(config, CONFIG_SCHEMA)
+validate(config, CONFIG_SCHEMA)
+check_values(config)
 
 
 wildcard_constraints:
@@ -116,14 +120,8 @@ def training_gres(wildcards):
 
 
 def training_models():
-    """Models that become training jobs: training.run (default: every entry of training.models)."""
-    training = config.get("training", {})
-    models = training.get("models", {})
-    selected = training.get("run") or sorted(models)
-    unknown = sorted(set(selected) - set(models))
-    if unknown:
-        raise ValueError(f"training.run names models not in training.models: {unknown}")
-    return list(selected)
+    """Models that become training jobs: training.run (checked by check_values at parse time)."""
+    return list(config["training"]["run"])
 
 
 def training_targets(wildcards=None):

@@ -1,0 +1,122 @@
+"""Config checks run when the workflow is parsed, before any job, with messages naming the key.
+
+* ``unknown_keys``: keys the schema does not allow (``additionalProperties: false``), each
+  with the nearest valid name, because jsonschema's "Additional properties are not allowed"
+  names neither the path nor an alternative;
+* ``cross_check``: what one key implies for another (``training.run`` ⊆ ``training.models``,
+  model ``options`` of its architecture, no credentials in ``training.tracking_uri``).
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+from pathlib import Path
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message lists every problem."""
+
+
+def _nearest(name: str, valid: Iterable[str]) -> str:
+    valid = sorted(valid)
+    close = difflib.get_close_matches(name, valid, n=1, cutoff=0.6)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"{hint}; valid: {', '.join(valid) or 'none'}"
+
+
+def _resolve(schema: dict, root: dict) -> dict:
+    while "$ref" in schema:
+        node = root
+        for part in schema["$ref"].removeprefix("#/").split("/"):
+            node = node[part]
+        schema = node
+    return schema
+
+
+def _object_schema(schema: dict, value: dict, root: dict) -> dict:
+    """For ``oneOf``/``anyOf`` of objects: the alternatives whose ``const`` keys match, merged."""
+    alternatives = [_resolve(s, root) for s in schema.get("oneOf", schema.get("anyOf", []))]
+    objects = [s for s in alternatives if "properties" in s]
+    if not objects:
+        return schema
+
+    def matches(alternative):
+        return all(
+            value[key] == prop["const"]
+            for key, prop in alternative["properties"].items()
+            if "const" in prop and key in value
+        )
+
+    chosen = [s for s in objects if matches(s)] or objects
+    return {
+        "properties": {k: v for s in chosen for k, v in s["properties"].items()},
+        "additionalProperties": not all(s.get("additionalProperties") is False for s in chosen),
+    }
+
+
+def unknown_keys(config, schema: dict, root: dict | None = None, path: str = "") -> list[str]:
+    """One message per key of ``config`` that ``schema`` does not allow, at every level."""
+    root = schema if root is None else root
+    schema = _resolve(schema, root)
+    if not isinstance(config, dict):
+        return []
+    schema = _object_schema(schema, config, root)
+    properties = schema.get("properties", {})
+    extra = schema.get("additionalProperties", True)
+    problems = []
+    for key, value in config.items():
+        where = f"{path}{key}"
+        if key in properties:
+            problems += unknown_keys(value, properties[key], root, f"{where}.")
+        elif isinstance(extra, dict):
+            problems += unknown_keys(value, extra, root, f"{where}.")
+        elif extra is False:
+            problems.append(f"unknown config key {where!r}{_nearest(str(key), properties)}")
+    return problems
+
+
+def cross_check(config: dict) -> list[str]:
+    """Problems spanning several keys (run after schema validation)."""
+    from genre_classification import models
+    from genre_classification.redact import has_credentials
+
+    training = config["training"]
+    known = training["models"]
+    problems = [
+        f"training.run names {name!r}, which is not in training.models{_nearest(name, known)}"
+        for name in training["run"]
+        if name not in known
+    ]
+    for name, model in known.items():
+        valid = models.option_names(model["architecture"])
+        problems += [
+            f"unknown option training.models.{name}.options.{key} of architecture "
+            f"{model['architecture']!r}{_nearest(key, valid)}"
+            for key in model.get("options") or {}
+            if key not in valid
+        ]
+    if has_credentials(training.get("tracking_uri") or ""):
+        problems.append(
+            "training.tracking_uri contains credentials; config files end up in git and in "
+            "Snakemake's metadata: set MLFLOW_TRACKING_URI (or MLFLOW_TRACKING_USERNAME and "
+            "MLFLOW_TRACKING_PASSWORD) in the environment instead"
+        )
+    return problems
+
+
+def raise_problems(problems: list[str]) -> None:
+    if problems:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+
+
+def check_keys(config: dict, schema_path: str | Path) -> None:
+    """Before schema validation: unknown keys, with the nearest valid names."""
+    raise_problems(unknown_keys(config, yaml.safe_load(Path(schema_path).read_text())))
+
+
+def check_values(config: dict) -> None:
+    """After schema validation (which fills defaults): the cross-key checks."""
+    raise_problems(cross_check(config))

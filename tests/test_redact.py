@@ -1,0 +1,66 @@
+"""One redaction helper: URI userinfo, secret query values and secret environment values."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+
+from genre_classification import tracking
+from genre_classification.redact import RedactingStream, has_credentials, redact
+
+
+def test_userinfo_and_query_secrets_redacted():
+    env = {}
+    assert (
+        redact("http://alice:s3cret-token@127.0.0.1:5000/x", env) == "http://***@127.0.0.1:5000/x"
+    )
+    assert redact("see https://tok@host/api and more", env) == "see https://***@host/api and more"
+    assert (
+        redact("https://h/p?run=1&access_token=abc123&x=2", env)
+        == "https://h/p?run=1&access_token=***&x=2"
+    )
+    assert redact("API request to 'http://a:b@h:1/api' failed", env) == (
+        "API request to 'http://***@h:1/api' failed"
+    )
+    # nothing to redact: unchanged
+    for text in ("sqlite:///results/mlflow/mlflow.db", "http://127.0.0.1:5000", "a@b.org", ""):
+        assert redact(text, env) == text
+    assert has_credentials("http://u:p@h") and not has_credentials("http://h")
+
+
+def test_secret_environment_values_redacted():
+    env = {
+        "MLFLOW_TRACKING_TOKEN": "tok-0123456789",
+        "AWS_SECRET_ACCESS_KEY": "AKIAsecretvalue",
+        "MLFLOW_TRACKING_URI": "http://alice:p%40ss-word@h:5000",
+        "HOME": "/home/alice",
+        "SHORT_TOKEN": "1",  # too short to mask
+    }
+    text = "tok-0123456789 AKIAsecretvalue p@ss-word /home/alice token 1"
+    assert redact(text, env) == "*** *** *** /home/alice token 1"
+
+
+def test_redacting_stream():
+    buffer = io.StringIO()
+    stream = RedactingStream(buffer)
+    assert stream.write("View run at: http://bob:hunter22@h/#/runs/1\n") > 0
+    stream.flush()
+    assert buffer.getvalue() == "View run at: http://***@h/#/runs/1\n"
+
+
+def test_run_info_redacted_and_real_uri_recovered(tmp_path, monkeypatch):
+    secret_uri = "http://alice:s3cret-token@127.0.0.1:5000"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", secret_uri)
+    path = tmp_path / "run.json"
+    info = tracking.write_run_info(path, "r1", "0", secret_uri)
+    assert "s3cret" not in path.read_text()
+    assert json.loads(path.read_text())["tracking_uri"] == "http://***@127.0.0.1:5000"
+    assert tracking.run_tracking_uri(info) == secret_uri  # from the environment
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    with pytest.raises(tracking.TrackingServerError, match="set MLFLOW_TRACKING_URI") as error:
+        tracking.run_tracking_uri(info)
+    assert "s3cret" not in str(error.value)
+    plain = {"run_id": "r2", "tracking_uri": "sqlite:////tmp/x.db"}
+    assert tracking.run_tracking_uri(plain) == "sqlite:////tmp/x.db"

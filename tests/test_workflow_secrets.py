@@ -1,0 +1,76 @@
+"""The real workflow against a real `mlflow server` with a credential in MLFLOW_TRACKING_URI:
+the run is logged (a plain server ignores basic auth, so the URI works), and the secret is in no
+file under results/, logs/, .snakemake/, nor in the Snakemake report or the MLflow run. Then the
+server goes away: a forced rerun of the training job fails at its start, fast, with a message on
+the console that names the (redacted) server and what to do."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from conftest import TINY_MODEL
+
+pytestmark = pytest.mark.slow
+
+SECRET = "s3cret-token-4711"
+
+
+def files_containing(root, secret: str) -> list[str]:
+    return [
+        str(path)
+        for path in root.rglob("*")
+        if path.is_file() and secret.encode() in path.read_bytes()
+    ]
+
+
+def test_secret_found_nowhere_and_outage_reported(workflow_dir, mlflow_server_process, monkeypatch):
+    import mlflow
+
+    url = mlflow_server_process.url
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", url.replace("http://", f"http://alice:{SECRET}@"))
+    workflow_dir.overlay(
+        "training.yaml",
+        {"training": {"run": ["tiny"], "models": {"tiny": TINY_MODEL}, "resources": {"gpu": 0}}},
+    )
+    target = "results/reports/tiny/classification.json"
+    result = workflow_dir("--cores", "2", target)
+    workflow_dir("--report", "report.html", target)
+    work = workflow_dir.workdir
+
+    info = json.loads((work / "results/mlflow/runs/tiny.json").read_text())
+    assert info["tracking_uri"] == url.replace("http://", "http://***@")
+    client = mlflow.MlflowClient(tracking_uri=url)
+    run = client.get_run(info["run_id"])
+    assert run.info.status == "FINISHED" and run.data.metrics["test_macro_f1"] >= 0
+    artifacts = {a.path for a in client.list_artifacts(info["run_id"])}
+    assert {"evaluation", "evidently"} <= artifacts  # evaluation and report logged over HTTP
+    assert SECRET not in json.dumps([run.data.params, run.data.tags])
+
+    leaks = [
+        *files_containing(work / "results", SECRET),
+        *files_containing(work / "logs", SECRET),
+        *files_containing(work / ".snakemake", SECRET),
+        *files_containing(work, SECRET),  # report.html and anything else in the working dir
+    ]
+    assert leaks == [], leaks
+    assert SECRET not in result.stdout + result.stderr
+    assert "***@127.0.0.1" in (work / "logs/train_model/tiny.log").read_text()
+
+    mlflow_server_process.stop()
+    workflow_dir.overlay("no-retry.yaml", {"training": {"retries": 0}})
+    began = time.monotonic()
+    failed = workflow_dir(
+        "--cores", "2", "--forcerun", "train_model", "results/models/tiny/model.keras", check=False
+    )
+    elapsed = time.monotonic() - began
+    console = failed.stdout + failed.stderr
+    assert failed.returncode != 0
+    assert f"MLflow tracking server {info['tracking_uri']} is unreachable" in console, console
+    assert "Start the server" in console
+    assert elapsed <= 60, f"snakemake took {elapsed:.0f} s to report the outage"
+    print(f"workflow: outage at start reported after {elapsed:.1f} s (whole snakemake call)")
+    assert SECRET not in console
+    assert files_containing(work, SECRET) == []
