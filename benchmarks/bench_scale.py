@@ -134,7 +134,7 @@ def measure(root: Path, n: int, seconds: float, cores: int) -> dict:
     result["ratio"] = result["bare_s"] / result["workflow_s"]
     built = feature_mtimes(workdir)
     assert len(built) == n, f"{len(built)} HDF5 files, expected {n}"
-    result["shards"] = len(list((workdir / "results/data/shards").glob("*.tsv")))
+    result["shards"] = len(list((workdir / "results/features/.shards").glob("*.tsv")))
     result["noop_s"], log = snakemake(workdir, *cores_arg)
     assert "Nothing to be done" in log, log[-2000:]
     result["dry_run_s"], _ = snakemake(workdir, "--dry-run")

@@ -23,7 +23,6 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pandas as pd
 
@@ -184,8 +183,7 @@ def streaming_train_dataset(
     index = {genre: i for i, genre in enumerate(labels)}
     files = list(rows[["features", "genre"]].itertuples(index=False, name=None))
     n_segments = int(rows["n_segments"].sum())
-    with h5py.File(files[0][0], "r") as h5:
-        seg_shape = h5[DATASET].shape[1:]
+    seg_shape = _read_file(*files[0]).shape[1:]
 
     def epoch_segments(epoch: int):
         rng = np.random.default_rng([seed, epoch])

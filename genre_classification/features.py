@@ -11,6 +11,7 @@ import numpy as np
 from genre_classification.fileio import atomic_path
 
 DATASET = "logmel"
+SHARD_RECORDS = ".shards"
 # Fixed reference and floor instead of ref=np.max: silence stays finite (-100 dB, no -inf/NaN)
 # and the same sound has the same dB values in every file.
 AMIN = 1e-10
@@ -164,9 +165,50 @@ def extract_file(
     return segments.shape
 
 
+class FeatureFileError(OSError):
+    """A feature file that cannot be read; the message names it and how it gets rebuilt."""
+
+
 def read_features(path: str | Path) -> tuple[np.ndarray, dict]:
-    with h5py.File(path, "r") as h5:
-        return h5[DATASET][()], dict(h5.attrs)
+    try:
+        with h5py.File(path, "r") as h5:
+            return h5[DATASET][()], dict(h5.attrs)
+    except (OSError, KeyError) as error:
+        raise unreadable_features(path, error) from error
+
+
+def shard_record_path(features_dir: str | Path, shard: str) -> Path:
+    """The record of an extraction shard (its files and their state), kept beside the features
+    so that a reader of a damaged HDF5 can find and invalidate it."""
+    return Path(features_dir) / SHARD_RECORDS / f"{shard}.tsv"
+
+
+def repair_requests(features_dir: str | Path, shard: str) -> str:
+    """Damaged files of a shard reported by readers (see ``unreadable_features``); a rule param
+    of the shard, so a new report makes the next `snakemake` rerun the shard."""
+    path = shard_record_path(features_dir, shard).with_suffix(".repairs")
+    return path.read_text() if path.is_file() else ""
+
+
+def unreadable_features(path: str | Path, error: Exception) -> FeatureFileError:
+    """The error for a damaged feature file (truncated, half-copied); the file is reported to its
+    shard (``repair_requests``), whose next run rebuilds it (and only it)."""
+    path = Path(path)
+    records = path.parent.parent / SHARD_RECORDS
+    shards = [r for r in records.glob("*.tsv") if f"\t{path}\t" in r.read_text()]
+    for record in shards:
+        with open(record.with_suffix(".repairs"), "a") as repairs:
+            repairs.write(f"{path}\t{type(error).__name__}\n")
+    rebuild = (
+        f"its extraction shard ({', '.join(r.stem for r in shards)}) is marked for repair: run "
+        "snakemake again and it re-extracts this file"
+        if shards
+        else "run `snakemake --forcerun extract_features` to check every feature file and "
+        "re-extract the damaged ones"
+    )
+    return FeatureFileError(
+        f"feature file {path} cannot be read ({type(error).__name__}: {error}); {rebuild}"
+    )
 
 
 def feature_path(features_dir: str | Path, genre: str, track: str) -> Path:

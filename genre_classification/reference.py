@@ -21,7 +21,7 @@ from pathlib import Path
 
 from genre_classification.audio_source import list_directory
 from genre_classification.dvc_repo import dvc_executable
-from genre_classification.features import FeatureParams
+from genre_classification.features import FeatureParams, shard_record_path
 from genre_classification.fileio import write_json
 from genre_classification.shards import extract_shard
 from genre_classification.track_table import build_track_table, tracks_in_dir, write_table
@@ -95,7 +95,7 @@ def extract_directory(
         root,
         features_dir,
         params,
-        features_dir / "record.tsv",
+        shard_record_path(features_dir, "reference"),
         threads=threads,
     )
     rejected = [{"path": r["path"], "reason": r["reason"]} for r in rows if r["reason"]]

@@ -18,7 +18,15 @@ import soundfile as sf
 from genre_classification import shards
 from genre_classification.audio_source import AudioFile, list_directory
 from genre_classification.demo_data import make_demo_dataset, synthesize_clip
-from genre_classification.features import FeatureParams, existing_features, feature_path
+from genre_classification.features import (
+    FeatureFileError,
+    FeatureParams,
+    existing_features,
+    feature_path,
+    read_features,
+    repair_requests,
+    shard_record_path,
+)
 from genre_classification.shards import assign_shards, extract_shard, shard_count
 
 PARAMS = FeatureParams(
@@ -58,7 +66,8 @@ def collection(tmp_path: Path) -> tuple[Path, list[AudioFile]]:
 
 
 def run_shard(root, files, tmp_path, threads=2, params=PARAMS) -> dict[str, dict]:
-    rows = extract_shard(files, root, tmp_path / "features", params, tmp_path / "r.tsv", threads)
+    record = shard_record_path(tmp_path / "features", "00000")
+    rows = extract_shard(files, root, tmp_path / "features", params, record, threads)
     return {f"{r['genre']}/{r['track']}": r for r in rows}
 
 
@@ -190,3 +199,57 @@ def test_shard_killed_midway_keeps_finished_files_and_completes_on_rerun(tmp_pat
     for path in (tmp_path / "features").glob("*/*.h5"):
         assert existing_features(path, PARAMS) is not None
     assert not list((tmp_path / "features").glob("*/.tmp-*"))
+
+
+def test_a_damaged_feature_file_names_itself_and_resets_its_shard(collection, tmp_path):
+    root, files = collection
+    run_shard(root, files, tmp_path)
+    damaged = feature_path(tmp_path / "features", "metal", "metal.00002")
+    damaged.write_bytes(damaged.read_bytes()[:200])
+    with pytest.raises(FeatureFileError, match=f"{damaged} cannot be read.*run snakemake again"):
+        read_features(damaged)
+    # reported to the shard (a param of its rule), so the next run reruns the shard...
+    assert str(damaged) in repair_requests(tmp_path / "features", "00000")
+    rows = run_shard(root, files, tmp_path)  # ...which rebuilds only the damaged file
+    assert [k for k, r in rows.items() if r["status"] == "extracted"] == ["metal/metal.00002"]
+    assert read_features(damaged)[0].shape[0] == 2
+
+
+LIMITED_EXTRACTION = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (1000 * 2**20, 1000 * 2**20))
+if sys.argv[1] == "librosa.load":
+    import librosa
+    librosa.load(sys.argv[2], sr=22050, mono=True)
+else:
+    from genre_classification.features import FeatureParams, extract_file
+    print(extract_file(sys.argv[2], sys.argv[3], FeatureParams(), "x", "0" * 32))
+"""
+
+
+def test_long_many_channel_file_is_extracted_within_a_memory_limit(tmp_path):
+    """10 min at 96 kHz, 8 channels (1.8 GB as float32 frames) under a 1,000 MB address-space
+    limit: block-wise mono decoding fits; decoding all channels at once (librosa.load) does not."""
+    path = tmp_path / "long.wav"
+    rate, channels = 96000, 8
+    block = (0.1 * np.random.default_rng(0).standard_normal((rate * 10, channels))).astype("f4")
+    with sf.SoundFile(path, "w", rate, channels, subtype="PCM_16") as handle:
+        for _ in range(60):
+            handle.write(block)
+
+    def run(mode):
+        command = [
+            sys.executable,
+            "-c",
+            LIMITED_EXTRACTION,
+            mode,
+            str(path),
+            str(tmp_path / "o.h5"),
+        ]
+        return subprocess.run(command, capture_output=True, text=True)
+
+    ours = run("extract_file")
+    assert ours.returncode == 0, ours.stderr[-2000:]
+    assert ours.stdout.strip() == "(200, 128, 129)"  # 600 s in 3 s segments
+    naive = run("librosa.load")
+    assert naive.returncode != 0 and "MemoryError" in naive.stderr

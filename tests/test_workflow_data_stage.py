@@ -67,7 +67,7 @@ def test_new_data_version_reextracts_only_the_changed_clip(workflow_dir):
     workflow_dir.overlay("shards.yaml", {"extraction": {"files_per_shard": 4}})
     workflow_dir("--cores", "2", *TARGETS)
     work = workflow_dir.workdir
-    n_shards = len(list((work / "results/data/shards").glob("*.tsv")))
+    n_shards = len(list((work / "results/features/.shards").glob("*.tsv")))
     assert n_shards >= 4  # 8 shards by hash, some may be empty
     mtimes = {p: p.stat().st_mtime_ns for p in (work / "results/features").rglob("*.h5")}
     data = workflow_dir.data
@@ -100,7 +100,7 @@ def test_new_data_version_reextracts_only_the_changed_clip(workflow_dir):
 def test_feature_parameter_reextracts_all_others_none(workflow_dir):
     workflow_dir.overlay("shards.yaml", {"extraction": {"files_per_shard": 8}})
     workflow_dir("--cores", "2", *TARGETS)
-    n_shards = len(list((workflow_dir.workdir / "results/data/shards").glob("*.tsv")))
+    n_shards = len(list((workflow_dir.workdir / "results/features/.shards").glob("*.tsv")))
 
     workflow_dir.overlay("lr.yaml", {"training": {"models": {"cnn": {"learning_rate": 0.01}}}})
     jobs = planned_jobs(workflow_dir("--dry-run", "results/eval/cnn/metrics.json").stdout)
@@ -209,3 +209,27 @@ def test_drift_of_a_new_data_version_against_an_earlier_dvc_revision(workflow_di
         == len(TINY_GENRES) * TINY_CLIPS
     )
     assert drift["data_version"]["md5"] in (repo / "genres.dvc").read_text()
+
+
+def test_truncated_feature_file_is_named_and_rebuilt_by_a_plain_rerun(workflow_dir):
+    """A feature file truncated (full disk, killed copy) with its mtime kept: the job reading it
+    fails naming the file; the next plain run re-extracts that file only and completes."""
+    workflow_dir("--cores", "2", *TARGETS)
+    work = workflow_dir.workdir
+    damaged = work / "results/features/disco/disco.00003.h5"
+    stat = damaged.stat()
+    damaged.write_bytes(damaged.read_bytes()[:300])
+    os.utime(damaged, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    others = {p: p.stat().st_mtime_ns for p in (work / "results/features").rglob("*.h5")}
+
+    failed = workflow_dir("--cores", "2", "results/tables/tracks.tsv", check=False)
+    assert failed.returncode != 0
+    log = (work / "logs/track_table/tracks.log").read_text()
+    assert "feature file results/features/disco/disco.00003.h5 cannot be read" in log
+    assert "run snakemake again" in log
+
+    workflow_dir("--cores", "2", "results/tables/tracks.tsv")
+    with h5py.File(damaged) as h5:
+        assert h5["logmel"].shape == (2, 128, 64)
+    rewritten = [p for p, m in others.items() if p.stat().st_mtime_ns != m]
+    assert rewritten == [damaged]

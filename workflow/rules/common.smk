@@ -6,6 +6,7 @@ from snakemake.utils import validate
 
 from genre_classification.audio_source import audio_root, data_version, list_collection
 from genre_classification.config_check import check_keys, check_values
+from genre_classification.features import repair_requests, shard_record_path
 from genre_classification.shards import assign_shards
 
 CONFIG_SCHEMA = workflow.source_path("../schemas/config.schema.yaml")
@@ -21,7 +22,7 @@ wildcard_constraints:
 
 
 FEATURES_DIR = "results/features"
-SHARD_RECORD = "results/data/shards/{shard}.tsv"
+SHARD_RECORD = str(shard_record_path(FEATURES_DIR, "{shard}"))
 FETCHED = "results/data/fetched/{shard}.json"
 
 

@@ -21,6 +21,8 @@ rule extract_features:
         root=str(audio_root(config["data"])),
         features_dir=FEATURES_DIR,
         features=config["features"],
+        # damaged feature files reported by readers: a new report reruns the shard
+        repairs=lambda wildcards: repair_requests(FEATURES_DIR, wildcards.shard),
     script:
         "../../scripts/extract_features.py"
 
