@@ -19,7 +19,8 @@ rule extract_features:
     params:
         members=shard_members,
         root=str(audio_root(config["data"])),
-        features_dir=FEATURES_DIR,
+        # the record lives in <features_dir>/.shards/
+        features_dir=lambda wildcards, output: Path(output.record).parent.parent,
         features=config["features"],
         # damaged feature files reported by readers: a new report reruns the shard
         repairs=lambda wildcards: repair_requests(FEATURES_DIR, wildcards.shard),
