@@ -47,29 +47,31 @@ def trained(tmp_path_factory):
     split_path = root / "split.tsv"
     pd.DataFrame(rows, columns=SPLIT_COLUMNS).to_csv(split_path, sep="\t", index=False)
 
-    old_uri = os.environ.pop("MLFLOW_TRACKING_URI", None)
     uri = f"sqlite:///{root / 'mlflow.db'}"
     model_dir = root / "models" / "tiny"
-    info = train.train(
-        TINY_CONFIG,
-        split_path,
-        model_dir / "model.keras",
-        model_dir / "history.csv",
-        root / "run.json",
-        model_dir / "checkpoints",
-        experiment="predict-test",
-        tracking_uri=uri,
-        model_name="tiny",
-        threads=2,
-    )
     eval_dir = root / "eval"
-    metrics = evaluate.evaluate(
-        model_dir / "model.keras",
-        split_path,
-        eval_dir / "metrics.json",
-        eval_dir / "predictions.csv",
-        eval_dir / "confusion.png",
-    )
+    # mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI: keep it out of later tests.
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("MLFLOW_TRACKING_URI", uri)
+        info = train.train(
+            TINY_CONFIG,
+            split_path,
+            model_dir / "model.keras",
+            model_dir / "history.csv",
+            root / "run.json",
+            model_dir / "checkpoints",
+            experiment="predict-test",
+            tracking_uri=uri,
+            model_name="tiny",
+            threads=2,
+        )
+        metrics = evaluate.evaluate(
+            model_dir / "model.keras",
+            split_path,
+            eval_dir / "metrics.json",
+            eval_dir / "predictions.csv",
+            eval_dir / "confusion.png",
+        )
     yield {
         "root": root,
         "audio": audio,
@@ -81,8 +83,6 @@ def trained(tmp_path_factory):
         "metrics": metrics,
         "predictions": pd.read_csv(eval_dir / "predictions.csv"),
     }
-    if old_uri is not None:
-        os.environ["MLFLOW_TRACKING_URI"] = old_uri
 
 
 def run_cli(*args, cwd=None, env=None):
@@ -104,13 +104,14 @@ def top_probs(row: dict) -> dict[str, float]:
     return {genre: float(p) for genre, p in pairs}
 
 
-def test_training_records_its_feature_parameters(trained):
+def test_training_records_its_feature_parameters(trained, monkeypatch):
     recorded = json.loads(trained["model"].with_name("features.json").read_text())
     assert recorded == {"features": asdict(PARAMS), "labels": GENRES}
 
     import mlflow
     from mlflow.models import get_model_info
 
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", trained["uri"])
     mlflow.set_tracking_uri(trained["uri"])
     logged = get_model_info(f"runs:/{trained['run']['run_id']}/model")
     assert logged.metadata == recorded
@@ -223,9 +224,9 @@ def test_default_model_is_the_newest_file_without_a_tracking_store(tmp_path, mon
 def test_registered_champion_is_the_default_model(trained, tmp_path, monkeypatch):
     from genre_classification import registry
 
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", trained["uri"])
     decision = registry.register_and_promote(trained["run_info"], trained["metrics"], "tiny-genres")
     assert decision.moved and decision.champion == decision.version
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", trained["uri"])
     loaded = predict.load_model("models:/tiny-genres@champion")
     assert (loaded.params, loaded.labels) == (PARAMS, GENRES)
 
@@ -240,3 +241,33 @@ def test_registered_champion_is_the_default_model(trained, tmp_path, monkeypatch
     assert "model: models:/tiny-genres@champion" in by_default.stderr
     by_path = run_cli("--model", trained["model"], *files)
     assert read_rows(by_default.stdout) == read_rows(by_path.stdout)
+
+
+def test_progress_only_on_a_terminal():
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    shown, piped = Terminal(), io.StringIO()
+    for stream in (shown, piped):
+        progress = predict.Progress(10, stream, interval=0.0)
+        progress.update(4, 1)
+        progress.close(10, 1)
+    assert "predict: 4/10 files, 1 failed" in shown.getvalue()
+    assert "\rpredict: 10/10 files, 1 failed" in shown.getvalue()
+    assert shown.getvalue().endswith("eta 0 s   \n")
+    assert piped.getvalue() == ""
+
+
+def test_rows_stream_out_before_later_files_are_decoded(trained, monkeypatch):
+    """Bounded memory: a row is written once its segments are through the model, not at the end."""
+    loaded = predict.load_model(str(trained["model"]))
+    calls = []
+    real_decode = predict.decode
+    monkeypatch.setattr(
+        predict, "decode", lambda p, params: calls.append(p) or real_decode(p, params)
+    )
+    rows = predict.predict_rows(loaded, list(trained["audio"]) * 20, jobs=0, batch_segments=3)
+    first = next(rows)
+    assert first.probs is not None and len(calls) == 1
+    assert sum(1 for _ in rows) == len(trained["audio"]) * 20 - 1

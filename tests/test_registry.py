@@ -77,8 +77,8 @@ def check_champion_follows_the_best_score(tmp_path, uri):
 
 
 def test_champion_local_sqlite_store(tmp_path, monkeypatch):
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # restored after the test (MLflow sets it)
     check_champion_follows_the_best_score(tmp_path, uri)
 
     import mlflow
