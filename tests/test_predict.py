@@ -271,3 +271,17 @@ def test_rows_stream_out_before_later_files_are_decoded(trained, monkeypatch):
     first = next(rows)
     assert first.probs is not None and len(calls) == 1
     assert sum(1 for _ in rows) == len(trained["audio"]) * 20 - 1
+
+
+def test_console_script_is_the_cli():
+    import importlib
+    import tomllib
+
+    from genre_classification import cli
+
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    module, function = scripts["genre-classification"].split(":")
+    assert getattr(importlib.import_module(module), function) is cli.main
+    with pytest.raises(SystemExit) as usage:
+        cli.main(["predict"])  # PATH is required
+    assert usage.value.code == 2
