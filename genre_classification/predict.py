@@ -183,8 +183,6 @@ def decode(path: Path, params: FeatureParams) -> tuple[np.ndarray | None, str]:
     import warnings
 
     try:
-        if path.stat().st_size == 0:
-            return None, "empty file (0 bytes)"
         with warnings.catch_warnings():  # librosa's fallback warnings: the reason is in the row
             warnings.simplefilter("ignore")
             audio = load_audio(path, params)

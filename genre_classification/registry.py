@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -140,14 +139,24 @@ def promote(client, name: str, version, experiment_id: str) -> Decision:
     )
 
 
-def register_and_promote(run_info_path: str | Path, metrics: dict, name: str) -> Decision:
+def register_and_promote(
+    run_info_path: str | Path,
+    metrics: dict,
+    name: str,
+    tracking_uri: str | None = None,
+    mlflow_timeout_s: float = 10,
+) -> Decision:
     """Register the model of the training run in ``run_info_path`` under ``name`` with the
-    evaluation ``metrics`` as tags, then decide about the ``champion`` alias."""
+    evaluation ``metrics`` as tags, then decide about the ``champion`` alias.
+
+    ``tracking_uri``: the configured URI (``tracking.run_tracking_uri``); ``mlflow_timeout_s``:
+    how long a tracking server may take to answer.
+    """
     import mlflow
 
     info = tracking.read_run_info(run_info_path)
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or info["tracking_uri"]
-    mlflow.set_tracking_uri(uri)
+    uri = tracking.run_tracking_uri(info, tracking_uri)
+    tracking.connect(uri, mlflow_timeout_s)
     client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
     run = client.get_run(info["run_id"])
     tags = version_tags(metrics, run, run.info.experiment_id)

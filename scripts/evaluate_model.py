@@ -25,4 +25,10 @@ metrics = evaluate(
     tracking_uri=training.get("tracking_uri"),
     mlflow_timeout_s=training["mlflow_timeout_s"],
 )
-register_and_promote(snakemake.input.run, metrics, snakemake.params.registry_name)
+register_and_promote(
+    snakemake.input.run,
+    metrics,
+    training["registry"]["name"],
+    tracking_uri=training.get("tracking_uri"),
+    mlflow_timeout_s=training["mlflow_timeout_s"],
+)

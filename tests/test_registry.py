@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 from genre_classification import registry, tracking
-from test_mlflow_server import mlflow_server  # noqa: F401  (fixture)
 
 NAME = "genre-test"
 
@@ -88,7 +87,7 @@ def test_champion_local_sqlite_store(tmp_path, monkeypatch):
     assert model.output_shape == (None, 3)
 
 
-def test_champion_on_a_tracking_server(tmp_path, monkeypatch, mlflow_server):  # noqa: F811
+def test_champion_on_a_tracking_server(tmp_path, monkeypatch, mlflow_server):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
     current = check_champion_follows_the_best_score(tmp_path, mlflow_server)
     assert current.source.startswith("models:/")

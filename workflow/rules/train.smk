@@ -88,6 +88,5 @@ rule evaluate_model:
         runtime=lambda wildcards, attempt: 20 * attempt,
     params:
         batch_size=config["training"]["evaluate"]["batch_size"],
-        registry_name=config["training"]["registry"]["name"],
     script:
         "../../scripts/evaluate_model.py"
