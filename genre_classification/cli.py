@@ -8,6 +8,7 @@ import os
 import sys
 
 from genre_classification import predict as predict_module
+from genre_classification import tracking
 
 
 def parser() -> argparse.ArgumentParser:
@@ -49,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.top_k < 1 or args.batch_segments < 1:
         parser().error("--top-k and --batch-segments must be at least 1")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    for name, value in tracking.HTTP_LIMITS.items():  # an unreachable server fails in seconds
+        os.environ.setdefault(name, value)
     output = open(args.output, "w", newline="") if args.output else sys.stdout
     try:
         n_files, n_failed = predict_module.predict(

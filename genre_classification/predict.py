@@ -61,27 +61,33 @@ class Row:
 # --- which model ------------------------------------------------------------------------------
 
 
+def _workflow_training_config(config_path: str | Path = CONFIG_FILE) -> dict:
+    """The ``training`` section of the workflow config in this directory ({} if none)."""
+    path = Path(config_path)
+    if not path.is_file():
+        return {}
+    import yaml
+
+    return (yaml.safe_load(path.read_text()) or {}).get("training") or {}
+
+
 def local_tracking_uri() -> str | None:
-    """``MLFLOW_TRACKING_URI``, else the workflow's local store if it exists here, else None."""
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        return os.environ["MLFLOW_TRACKING_URI"]
+    """``MLFLOW_TRACKING_URI``, else ``training.tracking_uri`` of the workflow config here, else
+    the workflow's local store if it exists here, else None."""
+    configured = os.environ.get("MLFLOW_TRACKING_URI") or _workflow_training_config().get(
+        "tracking_uri"
+    )
+    if configured:
+        return configured
     db = tracking.DEFAULT_STORE_DIR / tracking.DB_NAME
     return tracking.default_tracking_uri() if db.is_file() else None
 
 
-def workflow_registry_name(config_path: str | Path = CONFIG_FILE) -> str:
+def workflow_registry_name() -> str:
     """``training.registry.name`` of the workflow config here, else the schema default."""
     from genre_classification import registry
 
-    path = Path(config_path)
-    if path.is_file():
-        import yaml
-
-        config = yaml.safe_load(path.read_text()) or {}
-        name = ((config.get("training") or {}).get("registry") or {}).get("name")
-        if name:
-            return name
-    return registry.DEFAULT_NAME
+    return (_workflow_training_config().get("registry") or {}).get("name") or registry.DEFAULT_NAME
 
 
 def default_model(models_dir: str | Path = MODELS_DIR) -> str:

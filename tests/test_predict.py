@@ -285,3 +285,20 @@ def test_console_script_is_the_cli():
     with pytest.raises(SystemExit) as usage:
         cli.main(["predict"])  # PATH is required
     assert usage.value.code == 2
+
+
+def test_tracking_store_env_then_workflow_config_then_local_store(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert predict.local_tracking_uri() is None  # no store here: the newest model file is used
+    (tmp_path / "results/mlflow").mkdir(parents=True)
+    (tmp_path / "results/mlflow/mlflow.db").write_bytes(b"")
+    assert predict.local_tracking_uri() == "sqlite:///results/mlflow/mlflow.db"
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config/config.yaml").write_text(
+        yaml.safe_dump({"training": {"tracking_uri": "http://mlflow.example:5000"}})
+    )
+    assert predict.local_tracking_uri() == "http://mlflow.example:5000"
+    assert predict.workflow_registry_name() == "genre-classifier"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://other:5000")
+    assert predict.local_tracking_uri() == "http://other:5000"
