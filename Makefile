@@ -7,7 +7,7 @@ CORES ?= 2
 UV_VERSION := 0.13.9
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: run test install system-deps demo-data lint dag report bench clean lock
+.PHONY: run test install system-deps demo-data lint dag report bench bench-predict clean lock
 
 run: install demo-data
 	snakemake --cores $(CORES)
@@ -55,6 +55,9 @@ report: install
 # Extraction at scale (100 x 30 s, 10,000 and 50,000 x 3.5 s clips; about an hour on 2 cores).
 bench: install
 	$(BIN)/python benchmarks/bench_scale.py --plot docs/scale.svg
+
+bench-predict: install
+	$(BIN)/python benchmarks/bench_predict.py --files 1000
 
 clean:
 	rm -rf results/* logs .snakemake report.html

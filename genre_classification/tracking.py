@@ -305,11 +305,11 @@ def log_epochs(run_id: str, history: list[dict], only_missing: bool = True) -> N
         mlflow.log_metrics(metrics, step=int(row["epoch"]), run_id=run_id)
 
 
-def log_keras_model(model, name: str = "model", example=None):
+def log_keras_model(model, name: str = "model", example=None, metadata: dict | None = None):
     """Log ``model`` as an MLflow model (MLflow 3: ``name=``, a LoggedModel linked to the run).
 
     Pinned requirements skip MLflow's slow requirement inference; ``example`` (a batch of
-    inputs) gives the model a signature.
+    inputs) gives the model a signature; ``metadata`` goes into its MLmodel file.
     """
     import keras
     import mlflow
@@ -322,7 +322,7 @@ def log_keras_model(model, name: str = "model", example=None):
 
         signature = infer_signature(example, model.predict(example, verbose=0))
     return mlflow.tensorflow.log_model(
-        model, name=name, pip_requirements=requirements, signature=signature
+        model, name=name, pip_requirements=requirements, signature=signature, metadata=metadata
     )
 
 

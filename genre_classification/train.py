@@ -211,16 +211,19 @@ def train(
     threads: int | None = None,
     mlflow_timeout_s: float = 10,
     lock_timeout_s: float = 30,
+    features_path: str | Path | None = None,
 ) -> dict:
     """Train (or resume) one model; returns the MLflow run info written to ``run_info_path``.
 
     ``mlflow_timeout_s``: how long a tracking server may take to answer at the start;
-    ``lock_timeout_s``: how long to wait for another job using the same checkpoint directory.
+    ``lock_timeout_s``: how long to wait for another job using the same checkpoint directory;
+    ``features_path`` (default: ``features.json`` next to the model) records the feature
+    parameters and labels the model was trained with (``genre_classification.model_info``).
     """
     import keras
     import mlflow
 
-    from genre_classification import models
+    from genre_classification import model_info, models
 
     cfg = merge_config(config)
     model_name = model_name or cfg["architecture"]
@@ -342,13 +345,17 @@ def train(
                 model.save(tmp)
             write_history(history_path, state["history"])
             mlflow.log_artifact(str(history_path))
+            description = model_info.describe(train_rows, labels)
+            features_path = features_path or Path(model_path).with_name(model_info.FILE_NAME)
+            model_info.write(features_path, description)
+            mlflow.log_artifact(str(features_path))
             mlflow.log_metrics(
                 {
                     "best_epoch": float(state["best_epoch"] or 0),
                     "epochs_trained": state["epochs_done"],
                 }
             )
-            tracking.log_keras_model(model, example=val.x[:1, ..., None])
+            tracking.log_keras_model(model, example=val.x[:1, ..., None], metadata=description)
             info = tracking.write_run_info(run_info_path, run_id, experiment_id, uri)
         keras.backend.clear_session()
         if not cfg["keep_checkpoints"]:

@@ -1,10 +1,11 @@
-"""Snakemake entry point of evaluate_model (logic: genre_classification.evaluate)."""
+"""Snakemake entry point of evaluate_model (logic: genre_classification.evaluate, .registry)."""
 
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 from genre_classification.evaluate import evaluate  # noqa: E402
+from genre_classification.registry import register_and_promote  # noqa: E402
 from genre_classification.runlog import log_to_file  # noqa: E402
 
 snakemake = globals()["snakemake"]
@@ -12,7 +13,7 @@ log_to_file(snakemake.log[0], capture_output=True)
 # MLflow settings from the config, not params: changing them must not rerun the job.
 training = snakemake.config["training"]
 out = snakemake.output
-evaluate(
+metrics = evaluate(
     snakemake.input.model,
     snakemake.input.split,
     metrics_path=out.metrics,
@@ -21,6 +22,13 @@ evaluate(
     run_info_path=snakemake.input.run,
     data_version_path=snakemake.input.data_version,
     batch_size=snakemake.params.batch_size,
+    tracking_uri=training.get("tracking_uri"),
+    mlflow_timeout_s=training["mlflow_timeout_s"],
+)
+register_and_promote(
+    snakemake.input.run,
+    metrics,
+    training["registry"]["name"],
     tracking_uri=training.get("tracking_uri"),
     mlflow_timeout_s=training["mlflow_timeout_s"],
 )

@@ -16,6 +16,7 @@ train(
     params.model_config,
     split_path=snakemake.input.split,
     model_path=snakemake.output.model,
+    features_path=snakemake.output.features,
     history_path=snakemake.output.history,
     run_info_path=snakemake.output.run,
     checkpoint_dir=params.checkpoint_dir,

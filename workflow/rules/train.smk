@@ -18,6 +18,7 @@ rule train_model:
         data_version="results/data/data_version.json",
     output:
         model="results/models/{model}/model.keras",
+        features="results/models/{model}/features.json",
         history=report(
             "results/models/{model}/history.csv",
             caption="../report/history.rst",

@@ -1,0 +1,5 @@
+"""``python -m genre_classification predict ...``"""
+
+from genre_classification.cli import main
+
+raise SystemExit(main())
