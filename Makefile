@@ -22,10 +22,12 @@ $(BIN)/.installed: requirements.lock pyproject.toml
 
 install: $(BIN)/.installed
 
-# Debian packages the tests need: graphviz (DAG pictures), chromium (report screenshots).
+# Debian packages: ffmpeg (m4a/aac audio; the format tests), graphviz (DAG pictures), chromium
+# (report screenshots).
 # The Slurm test installs slurm-wlm and munge itself (scripts/slurm_cluster.sh).
 system-deps:
 	@missing=""; \
+	command -v ffmpeg >/dev/null || missing="$$missing ffmpeg"; \
 	command -v dot >/dev/null || missing="$$missing graphviz"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \

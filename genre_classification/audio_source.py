@@ -20,6 +20,7 @@ import hashlib
 import logging
 import os
 import subprocess
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,14 +74,54 @@ def _suffixes(extensions: list[str]) -> set[str]:
     return {f".{ext.lower().lstrip('.')}" for ext in extensions}
 
 
-def _collect(entries: list[tuple[str, str]], extensions: list[str], where: str) -> list[AudioFile]:
-    """``(relpath, version)`` pairs -> sorted AudioFiles of ``<genre>/<file>`` with an audio
-    extension; clear errors for two files with one track id and for no audio at all."""
+@dataclass(frozen=True)
+class Collection:
+    """The usable audio files, and what was found but cannot be read (with the reason)."""
+
+    files: list[AudioFile]
+    skipped: list[dict]
+
+
+def printable(name: str) -> str:
+    """A file name as text that can be written anywhere (bytes that are not UTF-8 escaped)."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _skip_reason(parts: list[str]) -> str | None:
+    try:
+        "/".join(parts).encode("utf-8")
+    except UnicodeEncodeError:
+        return "file name is not valid UTF-8: rename it"
+    if len(parts) == 1:
+        return "not in a <genre> folder: not read"
+    if len(parts) > 2:
+        return "in a sub-folder of its <genre> folder: not read (files are read as <genre>/<file>)"
+    return None
+
+
+def _collect(
+    entries: list[tuple[str, str]],
+    extensions: list[str],
+    where: str,
+    genre_dirs: Iterable[str] = (),
+) -> Collection:
+    """``(relpath, version)`` pairs -> the Collection of ``<genre>/<file>`` audio files; audio in
+    other places, and genre folders without audio, are skipped with the reason. Two files with
+    one track id and no audio at all are errors."""
     suffixes = _suffixes(extensions)
-    files, seen = [], {}
+    files, skipped, seen = [], [], {}
+
+    def skip(genre: str, track: str, relpath: str, reason: str) -> None:
+        skipped.append({"genre": printable(genre), "track": printable(track),
+                        "path": f"{where}/{printable(relpath)}", "reason": reason})  # fmt: skip
+
     for relpath, version in sorted(entries):
+        if Path(relpath).suffix.lower() not in suffixes:
+            continue
         parts = relpath.split("/")
-        if len(parts) != 2 or Path(relpath).suffix.lower() not in suffixes:
+        reason = _skip_reason(parts)
+        if reason:
+            skip(parts[0] if len(parts) > 1 else "", Path(parts[-1]).stem, relpath, reason)
             continue
         genre, track = parts[0], Path(parts[1]).stem
         if (genre, track) in seen:
@@ -90,33 +131,40 @@ def _collect(entries: list[tuple[str, str]], extensions: list[str], where: str) 
             )
         seen[genre, track] = relpath
         files.append(AudioFile(genre, track, relpath, version))
+    audio_types = ", ".join(sorted(suffixes))
+    for genre in sorted(set(genre_dirs) - {audio.genre for audio in files}):
+        skip(genre, "", genre, f"no audio files ({audio_types}) in this genre folder")
     if not files:
+        example = f"; skipped, e.g. {skipped[0]['path']}: {skipped[0]['reason']}" if skipped else ""
         raise DataSourceError(
-            f"no audio files ({', '.join(sorted(suffixes))}) found as {where}/<genre>/<file>"
+            f"no audio files ({audio_types}) found as {where}/<genre>/<file>{example}"
         )
-    return files
+    return Collection(files, skipped)
 
 
-def list_directory(root: str | Path, extensions: list[str]) -> list[AudioFile]:
-    """Files of a plain ``<genre>/<file>`` directory with ``<size>:<mtime_ns>`` versions."""
+def scan_directory(root: str | Path, extensions: list[str]) -> Collection:
+    """A plain ``<genre>/<file>`` directory, with ``<size>:<mtime_ns>`` versions."""
     root = Path(root)
     if not root.is_dir():
         raise DataSourceError(
             f"audio directory {root} does not exist: set data.dir (source: dir) or "
             "data.dvc.repo/data.dvc.target (source: dvc) in the config"
         )
-    entries = []
-    with os.scandir(root) as genres:
-        for genre in genres:
-            if not genre.is_dir():
-                continue
-            with os.scandir(genre.path) as audio_files:
-                for entry in audio_files:
-                    if entry.is_file():
-                        stat = entry.stat()
-                        version = f"{stat.st_size}:{stat.st_mtime_ns}"
-                        entries.append((f"{genre.name}/{entry.name}", version))
-    return _collect(entries, extensions, str(root))
+    entries, genre_dirs = [], []
+    for folder, dirs, names in os.walk(root):
+        relfolder = Path(folder).relative_to(root).as_posix()
+        if relfolder == ".":
+            genre_dirs = list(dirs)
+        for name in names:
+            stat = os.stat(os.path.join(folder, name))
+            relpath = name if relfolder == "." else f"{relfolder}/{name}"
+            entries.append((relpath, f"{stat.st_size}:{stat.st_mtime_ns}"))
+    return _collect(entries, extensions, str(root), genre_dirs)
+
+
+def list_directory(root: str | Path, extensions: list[str]) -> list[AudioFile]:
+    """The usable files of a plain ``<genre>/<file>`` directory (see ``scan_directory``)."""
+    return scan_directory(root, extensions).files
 
 
 def dvc_out(repo: Path, target: str) -> dict:
@@ -130,7 +178,7 @@ def dvc_out(repo: Path, target: str) -> dict:
     return yaml.safe_load(dvc_file.read_text())["outs"][0]
 
 
-def list_dvc(repo: str | Path, target: str, extensions: list[str]) -> list[AudioFile]:
+def scan_dvc(repo: str | Path, target: str, extensions: list[str]) -> Collection:
     """Files of the DVC-tracked directory as its ``.dvc`` file describes them, with their md5s.
 
     Reads DVC's ``.dir`` listing (from the local cache, else from the remote: the listing only,
@@ -157,11 +205,19 @@ def list_dvc(repo: str | Path, target: str, extensions: list[str]) -> list[Audio
     return _collect(entries, extensions, f"{repo}/{target}")
 
 
-def list_collection(data: dict) -> list[AudioFile]:
-    """Every audio file the ``data`` config section names, with its version."""
+def list_dvc(repo: str | Path, target: str, extensions: list[str]) -> list[AudioFile]:
+    return scan_dvc(repo, target, extensions).files
+
+
+def scan_collection(data: dict) -> Collection:
+    """Every audio file the ``data`` config section names, with its version, and the skipped."""
     if data["source"] == "dvc":
-        return list_dvc(data["dvc"]["repo"], data["dvc"]["target"], data["extensions"])
-    return list_directory(data["dir"], data["extensions"])
+        return scan_dvc(data["dvc"]["repo"], data["dvc"]["target"], data["extensions"])
+    return scan_directory(data["dir"], data["extensions"])
+
+
+def list_collection(data: dict) -> list[AudioFile]:
+    return scan_collection(data).files
 
 
 def listing_digest(files: list[AudioFile]) -> str:

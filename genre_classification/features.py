@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -24,6 +25,8 @@ class FeatureParams:
     hop_length: int = 512
     n_mels: int = 128
     segment_seconds: float = 3.0
+    # Longest part of a track that is used, from its middle; 0: the whole track.
+    excerpt_seconds: float = 120.0
 
     @classmethod
     def from_config(cls, features: dict) -> FeatureParams:
@@ -48,30 +51,58 @@ def duration_problem(n_samples: int, sample_rate: int, segment_seconds: float) -
     return None
 
 
-def _decode_mono(path: str | Path, block_frames: int = 1 << 18) -> tuple[np.ndarray, int]:
-    """Decode to mono float32 at the file's own rate, block by block: the peak is the mono signal,
-    not all channels at once (a 10-minute 96 kHz 8-channel file is 1.8 GB as float32 frames)."""
+def excerpt_window(n_frames: int, rate: int, excerpt_seconds: float) -> tuple[int, int]:
+    """(start, length) in frames of the middle ``excerpt_seconds`` of ``n_frames`` (all if 0 or
+    the track is shorter)."""
+    length = n_frames if excerpt_seconds <= 0 else min(n_frames, int(excerpt_seconds * rate))
+    return (n_frames - length) // 2, length
+
+
+def _decode_mono(
+    path: str | Path, excerpt_seconds: float, block_frames: int = 1 << 18
+) -> tuple[np.ndarray, int]:
+    """Decode the excerpt to mono float32 at the file's own rate, block by block: the peak is the
+    mono excerpt, not all channels of the file (10 min at 96 kHz, 8 channels: 1.8 GB)."""
     import soundfile as sf
 
     try:
-        with sf.SoundFile(path) as audio_file:
-            mono = np.empty(audio_file.frames, dtype=np.float32)
-            filled = 0
-            for block in audio_file.blocks(blocksize=block_frames, dtype="float32", always_2d=True):
-                mono[filled : filled + len(block)] = block.mean(axis=1)
-                filled += len(block)
-            return mono[:filled], audio_file.samplerate
-    except sf.LibsndfileError as sndfile_error:  # formats libsndfile lacks: audioread (ffmpeg)
-        import audioread
-        import librosa
+        audio_file = sf.SoundFile(path)
+    except sf.LibsndfileError as sndfile_error:
+        return _decode_with_ffmpeg(path, excerpt_seconds, sndfile_error)
+    with audio_file:
+        start, length = excerpt_window(audio_file.frames, audio_file.samplerate, excerpt_seconds)
+        if start:
+            audio_file.seek(start)
+        mono = np.empty(length, dtype=np.float32)
+        filled = 0
+        while filled < length:
+            block = audio_file.read(
+                min(block_frames, length - filled), dtype="float32", always_2d=True
+            )
+            if not len(block):
+                break
+            mono[filled : filled + len(block)] = block.mean(axis=1)
+            filled += len(block)
+        return mono[:filled], audio_file.samplerate
 
-        try:
-            return librosa.load(path, sr=None, mono=True)
-        except audioread.NoBackendError as error:
-            raise AudioError(
-                f"cannot decode: libsndfile: {sndfile_error}; no audioread backend (ffmpeg, "
-                "GStreamer) can read it either"
-            ) from error
+
+def _decode_with_ffmpeg(path, excerpt_seconds: float, sndfile_error) -> tuple[np.ndarray, int]:
+    import audioread
+    import librosa
+
+    try:
+        duration = librosa.get_duration(path=path)
+        start, length = excerpt_window(int(duration * 1000), 1000, excerpt_seconds)
+        return librosa.load(
+            path, sr=None, mono=True, offset=start / 1000, duration=length / 1000 or None
+        )
+    except audioread.NoBackendError as error:
+        raise AudioError(
+            f"cannot decode: libsndfile: {sndfile_error}; and no ffmpeg to try (formats such as "
+            "m4a/aac need it: apt-get install ffmpeg; the container image has it)"
+            if shutil.which("ffmpeg") is None
+            else f"cannot decode: libsndfile: {sndfile_error}; ffmpeg cannot read it either"
+        ) from error
 
 
 def load_audio(path: str | Path, params: FeatureParams) -> np.ndarray:
@@ -81,7 +112,7 @@ def load_audio(path: str | Path, params: FeatureParams) -> np.ndarray:
     if Path(path).stat().st_size == 0:
         raise AudioError("empty: file has 0 bytes")
     try:
-        audio, rate = _decode_mono(path)
+        audio, rate = _decode_mono(path, params.excerpt_seconds)
         if rate != params.sample_rate and audio.size:
             audio = librosa.resample(audio, orig_sr=rate, target_sr=params.sample_rate)
     except AudioError:

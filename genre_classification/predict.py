@@ -31,7 +31,7 @@ from genre_classification.evaluate import aggregate_tracks
 from genre_classification.features import FeatureParams, load_audio, log_mel_segments
 
 # The workflow's default data.extensions (tests check they agree with config/config.yaml).
-AUDIO_EXTENSIONS = ("wav", "mp3", "ogg", "flac", "au")
+AUDIO_EXTENSIONS = ("wav", "flac", "ogg", "opus", "mp3", "m4a", "aac", "aiff", "aif", "au")
 COLUMNS = ("path", "genre", "probability", "top_k", "n_segments", "error")
 BATCH_SEGMENTS = 256
 MODELS_DIR = Path("results/models")

@@ -225,16 +225,21 @@ def write_collection(
     manifest_path: str | Path,
     rejected_path: str | Path,
     version_path: str | Path,
+    skipped: list[dict] = (),
 ) -> dict:
-    """Manifest, rejected list and data version of the whole collection from its shard records."""
+    """Manifest, rejected list and data version of the whole collection from its shard records;
+    ``skipped``: files the listing could not use (rejected too, with their reason)."""
     from genre_classification.fileio import write_json
 
     accepted, rejected = collect_records(record_paths)
+    rejected = sorted([*rejected, *skipped], key=lambda r: (r["genre"], r["track"], r["path"]))
     write_tsv(manifest_path, accepted, MANIFEST_COLUMNS)
     write_tsv(rejected_path, rejected, REJECTED_COLUMNS)
     version = dict(version)
     if version["md5"] is None:  # plain directory: md5 of the content listing
-        listing = "".join(f"{r['genre']}/{r['track']}\t{r['md5']}\n" for r in accepted + rejected)
+        listing = "".join(
+            f"{r['genre']}/{r['track']}\t{r.get('md5', '')}\n" for r in accepted + rejected
+        )
         version["md5"] = hashlib.md5(listing.encode()).hexdigest()
     version.update(
         n_files=len(accepted) + len(rejected), n_accepted=len(accepted), n_rejected=len(rejected)

@@ -11,4 +11,5 @@ write_collection(
     snakemake.output.manifest,
     snakemake.output.rejected,
     snakemake.output.version,
+    skipped=snakemake.params.skipped,
 )

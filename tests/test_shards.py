@@ -223,7 +223,8 @@ if sys.argv[1] == "librosa.load":
     librosa.load(sys.argv[2], sr=22050, mono=True)
 else:
     from genre_classification.features import FeatureParams, extract_file
-    print(extract_file(sys.argv[2], sys.argv[3], FeatureParams(), "x", "0" * 32))
+    params = FeatureParams(excerpt_seconds=0)  # the whole file
+    print(extract_file(sys.argv[2], sys.argv[3], params, "x", "0" * 32))
 """
 
 

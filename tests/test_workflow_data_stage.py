@@ -124,10 +124,18 @@ def test_plain_directory_source(workflow_dir, tmp_path):
 
     audio = tmp_path / "genres_original"
     make_demo_dataset(audio, 3, seconds=3.5, genres=["jazz", "reggae", "hiphop"])
+    (audio / "jazz" / "live").mkdir()
+    (audio / "jazz" / "jazz.00000.wav").rename(audio / "jazz" / "live" / "encore.wav")
+    (audio / "blues").mkdir()
     workflow_dir.overlay("dir.yaml", {"data": {"source": "dir", "dir": str(audio)}})
     workflow_dir("--cores", "2", *TARGETS)
     split = read_rows(workflow_dir.workdir / "results/split/split.tsv")
     assert sorted({r["genre"] for r in split}) == ["hiphop", "jazz", "reggae"]
+    rejected = {
+        r["path"]: r["reason"] for r in read_rows(workflow_dir.workdir / "results/qc/rejected.tsv")
+    }
+    assert rejected[f"{audio}/jazz/live/encore.wav"].startswith("in a sub-folder")
+    assert rejected[f"{audio}/blues"].startswith("no audio files")
     version = (workflow_dir.workdir / "results/data/data_version.json").read_text()
     assert '"source": "dir"' in version
     dry_run = workflow_dir("--dry-run", *TARGETS)

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-from genre_classification.audio_source import audio_root, data_version, list_collection
+from genre_classification.audio_source import audio_root, data_version, scan_collection
 from genre_classification.config_check import check_keys, check_values
 from genre_classification.features import repair_requests, shard_record_path
 from genre_classification.shards import assign_shards

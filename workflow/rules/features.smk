@@ -49,6 +49,8 @@ rule collect_features:
         runtime=10,
     params:
         data_version=lambda wildcards: data_version(config["data"]),
+        # audio found where it cannot be read (sub-folders, names that are not UTF-8, ...)
+        skipped=lambda wildcards: audio_collection().skipped,
     script:
         "../../scripts/collect_features.py"
 
