@@ -50,8 +50,8 @@ rule classification_report:
     input:
         table="results/tables/tracks.tsv",
         data_version="results/data/data_version.json",
-        predictions="results/eval/{model}/predictions.csv",
-        run="results/mlflow/runs/{model}.json",
+        predictions=model_predictions,
+        run=model_run_record,
     output:
         html=report(
             "results/reports/{model}/classification.html",
