@@ -69,7 +69,8 @@ rule classification_report:
         mem_mb=2000,
         runtime=20,
     params:
-        split=config["reports"]["drift"]["current_split"],
+        # Pooled out-of-fold predictions cover every split of split.tsv (fold 0's assignment).
+        split=None if KFOLD else config["reports"]["drift"]["current_split"],
         log_to_mlflow=config["reports"]["log_to_mlflow"],
         artifact_path="evidently",
     script:
