@@ -46,8 +46,8 @@ def aggregate_metrics(fold_metrics: list[dict]) -> dict:
         ],
     }
     for key in SCORES:
-        result[key] = {**mean_std([m[key] for m in fold_metrics]), "folds": []}
-        result[key]["folds"] = [m[key] for m in fold_metrics]
+        values = [m[key] for m in fold_metrics]
+        result[key] = {**mean_std(values), "folds": values}
     result["per_genre_f1"] = {}
     for genre in genres:
         values = [m["per_genre"][genre]["f1"] for m in fold_metrics if genre in m["per_genre"]]
@@ -150,6 +150,7 @@ def start_parent_run(
     """Create the MLflow parent run of a model's fold runs (left RUNNING until the aggregate
     job finishes it) and record it in ``run_path``; fold jobs tag their runs as its children."""
     import mlflow
+    from mlflow.entities import Param
 
     uri = tracking.resolve_tracking_uri(tracking_uri)
     tracking.connect(uri, timeout_s)
@@ -158,9 +159,8 @@ def start_parent_run(
     run = client.create_run(
         experiment_id, run_name=model, tags={"model_name": model, "cv.n_folds": str(n_folds)}
     )
-    params = tracking.flatten_params(model_config)
-    for key, value in {**params, "model_name": model, "n_folds": n_folds}.items():
-        client.log_param(run.info.run_id, key, value)
+    params = {**tracking.flatten_params(model_config), "model_name": model, "n_folds": n_folds}
+    client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()])
     return tracking.write_run_info(run_path, run.info.run_id, experiment_id, uri)
 
 

@@ -381,7 +381,7 @@ def write_split(
         for fold in result.folds:
             for row in fold:
                 row[GROUP_COLUMN] = result.groups[track_key(row)]
-    for path, fold in zip(fold_paths, result.folds, strict=True):
+    for path, fold in zip(fold_paths, result.folds if fold_paths else [], strict=True):
         write_tsv(path, fold, SPLIT_COLUMNS + ((GROUP_COLUMN,) if result.groups else ()))
     write_tsv(split_path, result.folds[0], _columns(result.folds[0], result.groups))
     summary = split_summary(result, options.get("method", "holdout"))

@@ -203,13 +203,28 @@ def test_groups_table_must_cover_every_track(tmp_path):
     }
 
 
-def test_write_split_kfold_tables(tmp_path):
-    manifest = tmp_path / "manifest.tsv"
-    rows = tracks({"jazz": 6, "pop": 6})
-    manifest.write_text(
+def write_manifest(path, rows):
+    path.write_text(
         "genre\ttrack\tmd5\tfeatures\tn_segments\n"
         + "".join(f"{r['genre']}\t{r['track']}\tm\tf.h5\t3\n" for r in rows)
     )
+
+
+def test_write_split_holdout_keeps_its_table(tmp_path):
+    rows = tracks({"jazz": 6, "pop": 6})
+    write_manifest(tmp_path / "manifest.tsv", rows)
+    write_split(tmp_path / "manifest.tsv", tmp_path / "split.tsv", FRACTIONS, 1)
+    lines = (tmp_path / "split.tsv").read_text().splitlines()
+    assert lines[0].split("\t") == ["genre", "track", "split", "features", "n_segments",
+                                     "source_md5"]  # fmt: skip
+    expected = assign_splits(rows, FRACTIONS, 1)
+    assert [line.split("\t")[2] for line in lines[1:]] == [r["split"] for r in expected]
+
+
+def test_write_split_kfold_tables(tmp_path):
+    manifest = tmp_path / "manifest.tsv"
+    rows = tracks({"jazz": 6, "pop": 6})
+    write_manifest(manifest, rows)
     folds = [tmp_path / f"fold-{i}.tsv" for i in range(3)]
     write_split(manifest, tmp_path / "split.tsv", FRACTIONS, 1, folds, tmp_path / "info.json",
                 method="kfold", folds=3)  # fmt: skip
