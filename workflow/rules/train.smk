@@ -32,7 +32,7 @@ rule mlflow_parent_run:
         "../../scripts/mlflow_parent_run.py"
 
 
-# The checkpoint directory results/models/{model}/checkpoints/ is deliberately NOT an output:
+# The checkpoint directory results/models/{RUN}/checkpoints/ is deliberately NOT an output:
 # Snakemake deletes a job's outputs before it reruns the job (after a kill, timeout, preemption
 # or a failed attempt with `retries`), which would throw away the checkpoints the rerun resumes
 # from. The training code validates checkpoints against a fingerprint of the model config and
