@@ -145,3 +145,21 @@ def test_three_fold_run_aggregates_and_nests_mlflow_runs(workflow_dir):
         assert child.data.tags["fold"] == str(fold)
         assert child.data.metrics["test_macro_f1"] == pytest.approx(cv["macro_f1"]["folds"][fold])
     assert not list(work.glob("results/models/tiny/fold-*/checkpoints"))
+
+
+@pytest.mark.parametrize(
+    ("sweep", "message"),
+    [
+        ({"base": "nope", "grid": {"epochs": [1]}}, "training.sweep.base 'nope' is not in"),
+        ({"base": "tiny", "grid": {"architecture": ["vgg"]}}, "'vgg' is not one of"),
+        ({"base": "tiny", "grid": {"options.filterz": [[4]]}}, "options.filterz"),
+    ],
+)
+def test_sweep_points_are_checked_before_any_job(dir_workflow, sweep, message):
+    dir_workflow.overlay(
+        "sweep.yaml",
+        {"training": {"run": ["tiny"], "models": {"tiny": TINY_MODEL}, "sweep": sweep}},
+    )
+    proc = dir_workflow("--dry-run", check=False)
+    assert proc.returncode != 0
+    assert message in proc.stdout + proc.stderr
