@@ -8,7 +8,6 @@ have one fold, ``kfold`` has K, whose test sets partition the tracks.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
@@ -370,23 +369,25 @@ def write_split(
     With k folds ``split.tsv`` holds fold 0's assignment plus each track's test ``fold``.
     """
     from genre_classification.audio_source import read_tsv, write_tsv
+    from genre_classification.fileio import write_json
 
     rows = [{**row, "source_md5": row["md5"]} for row in read_tsv(manifest_path)]
     result = make_split(
         rows, fractions=fractions, seed=seed, rejected=read_tsv(rejected_path), **options
     )
-    if len(fold_paths) != (len(result.folds) if len(result.folds) > 1 else 0):
+    fold_tables = result.folds if len(result.folds) > 1 else []
+    if len(fold_paths) != len(fold_tables):
         raise SplitError(f"{len(result.folds)} folds but {len(fold_paths)} fold tables to write")
     if result.groups:
         for fold in result.folds:
             for row in fold:
                 row[GROUP_COLUMN] = result.groups[track_key(row)]
-    for path, fold in zip(fold_paths, result.folds if fold_paths else [], strict=True):
+    for path, fold in zip(fold_paths, fold_tables, strict=True):
         write_tsv(path, fold, SPLIT_COLUMNS + ((GROUP_COLUMN,) if result.groups else ()))
     write_tsv(split_path, result.folds[0], _columns(result.folds[0], result.groups))
     summary = split_summary(result, options.get("method", "holdout"))
     if info_path:
-        Path(info_path).write_text(json.dumps(summary, indent=2) + "\n")
+        write_json(info_path, summary)
     for i, fold in enumerate(summary["folds"]):
         log.info("fold %d: %s (seed %d)", i, fold, seed)
     if result.left_out:
