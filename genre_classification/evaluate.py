@@ -115,8 +115,11 @@ def evaluate(
     subset: str = "test",
     tracking_uri: str | None = None,
     mlflow_timeout_s: float = 10,
+    name: str | None = None,
 ) -> dict:
     """Evaluate ``model_path`` on the ``subset`` tracks and write the three outputs.
+
+    ``name``: what the confusion matrix title calls the model (default its directory name).
 
     If ``run_info_path`` (``results/mlflow/runs/{model}.json``) is given, the test metrics and
     the three files are also logged to the training job's MLflow run (its server is checked
@@ -164,7 +167,7 @@ def evaluate(
         y_pred,
         labels,
         confusion_path,
-        title=f"{Path(model_path).parent.name}: macro-F1 {metrics['macro_f1']:.3f} "
+        title=f"{name or Path(model_path).parent.name}: macro-F1 {metrics['macro_f1']:.3f} "
         f"({len(tracks)} {subset} tracks)",
     )
     fileio.write_json(metrics_path, metrics)

@@ -195,6 +195,20 @@ def write_history(path: str | Path, history: list[dict]) -> None:
         writer.writerows(history)
 
 
+def _parent_tag(parent_run_path: str | Path | None, uri: str) -> dict:
+    if not parent_run_path:
+        return {}
+    from genre_classification.cv import PARENT_TAG
+
+    parent = tracking.read_run_info(parent_run_path)
+    if parent["tracking_uri"] != redact(uri):
+        raise ValueError(
+            f"parent run {parent['run_id']} is in {parent['tracking_uri']}, this job logs to "
+            f"{redact(uri)}: rerun the mlflow_parent_run job ({parent_run_path})"
+        )
+    return {PARENT_TAG: parent["run_id"]}
+
+
 def train(
     config: dict,
     split_path: str | Path,
@@ -212,6 +226,8 @@ def train(
     mlflow_timeout_s: float = 10,
     lock_timeout_s: float = 30,
     features_path: str | Path | None = None,
+    fold: int | None = None,
+    parent_run_path: str | Path | None = None,
 ) -> dict:
     """Train (or resume) one model; returns the MLflow run info written to ``run_info_path``.
 
@@ -219,6 +235,8 @@ def train(
     ``lock_timeout_s``: how long to wait for another job using the same checkpoint directory;
     ``features_path`` (default: ``features.json`` next to the model) records the feature
     parameters and labels the model was trained with (``genre_classification.model_info``).
+    ``fold``/``parent_run_path``: a cross-validation fold, its run a child of the model's
+    parent run (``cv.start_parent_run``).
     """
     import keras
     import mlflow
@@ -284,10 +302,13 @@ def train(
             if saved.get("tracking_uri") == redact(uri):
                 run_id = saved["run_id"]
         on_outage = f"The epoch checkpoints in {ckpt_dir} are kept. {tracking.WHAT_TO_DO}"
+        run_name = model_name if fold is None else f"{model_name}/fold-{fold}"
         with tracking.tracked_run(
-            uri, experiment_id, run_id, model_name, mlflow_timeout_s, on_outage
+            uri, experiment_id, run_id, run_name, mlflow_timeout_s, on_outage
         ) as run:
             run_id = run.info.run_id
+            if fold is not None:
+                mlflow.set_tags({"fold": str(fold), **_parent_tag(parent_run_path, uri)})
             tracking.write_run_info(run_file, run_id, experiment_id, uri)
             print(f"MLflow run {run_id} (experiment {experiment!r}, {redact(uri)})", flush=True)
             n_train = int(train_rows["n_segments"].sum())

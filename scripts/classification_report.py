@@ -16,7 +16,7 @@ model = snakemake.wildcards.model
 table = read_table(snakemake.input.table)
 tested = attach_predictions(table, snakemake.input.predictions)
 splits = sorted(set(tested["split"]))
-if splits != [snakemake.params.split]:
+if snakemake.params.split and splits != [snakemake.params.split]:
     log.warning(
         "predicted tracks come from splits %s, expected only %s", splits, snakemake.params.split
     )

@@ -24,6 +24,7 @@ metrics = evaluate(
     batch_size=snakemake.params.batch_size,
     tracking_uri=training.get("tracking_uri"),
     mlflow_timeout_s=training["mlflow_timeout_s"],
+    name="/".join(f"fold-{v}" if k == "fold" else v for k, v in snakemake.wildcards.items()),
 )
 register_and_promote(
     snakemake.input.run,

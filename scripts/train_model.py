@@ -29,4 +29,6 @@ train(
     threads=snakemake.threads,
     mlflow_timeout_s=training["mlflow_timeout_s"],
     lock_timeout_s=training["lock_timeout_s"],
+    fold=int(snakemake.wildcards.fold) if "fold" in snakemake.wildcards.keys() else None,
+    parent_run_path=snakemake.input.get("parent"),
 )

@@ -8,9 +8,13 @@ from genre_classification.audio_source import audio_root, data_version, scan_col
 from genre_classification.config_check import check_keys, check_values
 from genre_classification.features import repair_requests, shard_record_path
 from genre_classification.shards import assign_shards
+from genre_classification.sweep import expand_sweep
 
 CONFIG_SCHEMA = workflow.source_path("../schemas/config.schema.yaml")
 check_keys(config, CONFIG_SCHEMA)
+validate(config, CONFIG_SCHEMA)
+# Sweep points become ordinary model entries, validated like the ones written out.
+config["training"] = expand_sweep(config["training"])
 validate(config, CONFIG_SCHEMA)
 check_values(config)
 
@@ -125,20 +129,113 @@ def training_models():
     return list(config["training"]["run"])
 
 
+# Cross-validation: one training and evaluation job per (model, fold). A single split (holdout,
+# file) is one fold and keeps the per-model paths results/models/{model}/model.keras etc.
+KFOLD = config["split"]["method"] == "kfold"
+N_FOLDS = config["split"]["folds"] if KFOLD else 1
+RUN = "{model}/fold-{fold}" if KFOLD else "{model}"
+FOLD_SPLIT = "results/split/folds/fold-{fold}.tsv"
+PARENT_RUN = "results/mlflow/runs/{model}/parent.json"
+
+
+def fold_runs(model):
+    """The runs of one model: ``cnn/fold-0`` ... with k folds, else ``cnn``."""
+    return [RUN.format(model=model, fold=fold) for fold in range(N_FOLDS)]
+
+
+def run_of(wildcards):
+    return RUN.format(**dict(wildcards.items()))
+
+
+def run_split(wildcards):
+    """The split table a run trains and tests on."""
+    return (
+        FOLD_SPLIT.format(fold=wildcards.fold) if KFOLD else "results/split/split.tsv"
+    )
+
+
+def parent_run(wildcards):
+    """The MLflow parent run of a model's folds (k-fold only)."""
+    return {"parent": PARENT_RUN.format(model=wildcards.model)} if KFOLD else {}
+
+
+def eval_per_fold(name):
+    return lambda wildcards: [
+        f"results/eval/{run}/{name}" for run in fold_runs(wildcards.model)
+    ]
+
+
+def model_predictions(wildcards):
+    """A model's test predictions: pooled out of fold with k folds."""
+    name = "oof_predictions.csv" if KFOLD else "predictions.csv"
+    return f"results/eval/{wildcards.model}/{name}"
+
+
+def model_run_record(wildcards):
+    """The MLflow run that gets a model's reports: the parent run with k folds."""
+    if KFOLD:
+        return PARENT_RUN.format(model=wildcards.model)
+    return f"results/mlflow/runs/{wildcards.model}.json"
+
+
 def training_targets(wildcards=None):
-    """Model file, history, MLflow run record and evaluation outputs of every selected model."""
-    return [
+    """Per run: model file, history, MLflow run record and evaluation outputs; per model: the
+    cross-validation aggregate; and the comparison table of all models."""
+    per_run = [
         path
         for model in training_models()
+        for run in fold_runs(model)
         for path in (
-            f"results/models/{model}/model.keras",
-            f"results/models/{model}/history.csv",
-            f"results/mlflow/runs/{model}.json",
-            f"results/eval/{model}/metrics.json",
-            f"results/eval/{model}/predictions.csv",
-            f"results/eval/{model}/confusion_matrix.png",
+            f"results/models/{run}/model.keras",
+            f"results/models/{run}/history.csv",
+            f"results/mlflow/runs/{run}.json",
+            f"results/eval/{run}/metrics.json",
+            f"results/eval/{run}/predictions.csv",
+            f"results/eval/{run}/confusion_matrix.png",
         )
     ]
+    per_model = [
+        f"results/eval/{model}/{name}"
+        for model in training_models()
+        for name in CV_OUTPUTS
+    ]
+    return [
+        *per_run,
+        *per_model,
+        "results/eval/summary.tsv",
+        "results/eval/summary.png",
+    ]
+
+
+CV_OUTPUTS = ("cv_metrics.json", "oof_predictions.csv", "oof_confusion_matrix.png")
+
+
+# --- split (rule in rules/split.smk)
+
+
+def split_inputs(wildcards):
+    """The manifest; quarantined files (a split table may name them); the tables of
+    split.file and split.groups when set."""
+    split = config["split"]
+    inputs = {"manifest": "results/data/manifest.tsv"}
+    if split["method"] == "file":
+        inputs["table"] = split["file"]
+        inputs["rejected"] = "results/qc/rejected.tsv"
+    if split["group_by"] and split["groups"]:
+        inputs["groups"] = split["groups"]
+    return inputs
+
+
+# Holdout without groups has the outputs and params it always had (no rerun of existing
+# results); other methods add a summary (counts, left-out tracks), k-fold the fold tables.
+SPLIT_EXTRA, SPLIT_OPTIONS = {}, {}
+if config["split"]["method"] != "holdout" or config["split"]["group_by"]:
+    SPLIT_EXTRA["info"] = "results/split/split_info.json"
+    SPLIT_OPTIONS = {
+        key: config["split"][key] for key in ("method", "folds", "group_by")
+    }
+if KFOLD:
+    SPLIT_EXTRA["folds"] = [FOLD_SPLIT.format(fold=fold) for fold in range(N_FOLDS)]
 
 
 # --- Evidently report targets (rules in rules/reports.smk; maintained with the reports stage)

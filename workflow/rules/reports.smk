@@ -50,8 +50,8 @@ rule classification_report:
     input:
         table="results/tables/tracks.tsv",
         data_version="results/data/data_version.json",
-        predictions="results/eval/{model}/predictions.csv",
-        run="results/mlflow/runs/{model}.json",
+        predictions=model_predictions,
+        run=model_run_record,
     output:
         html=report(
             "results/reports/{model}/classification.html",
@@ -69,7 +69,8 @@ rule classification_report:
         mem_mb=2000,
         runtime=20,
     params:
-        split=config["reports"]["drift"]["current_split"],
+        # Pooled out-of-fold predictions cover every split of split.tsv (fold 0's assignment).
+        split=None if KFOLD else config["reports"]["drift"]["current_split"],
         log_to_mlflow=config["reports"]["log_to_mlflow"],
         artifact_path="evidently",
     script:

@@ -1,7 +1,12 @@
+# Track-level split (config `split`): holdout, k folds (one table per fold) or a predefined
+# table, optionally group-aware. Logic: genre_classification.split.
+
+
 rule split_tracks:
     input:
-        manifest="results/data/manifest.tsv",
+        unpack(split_inputs),
     output:
+        **SPLIT_EXTRA,
         split=report(
             "results/split/split.tsv",
             caption="../report/split.rst",
@@ -16,6 +21,7 @@ rule split_tracks:
         mem_mb=1000,
         runtime=10,
     params:
+        **SPLIT_OPTIONS,
         seed=config["split"]["seed"],
         fractions=config["split"]["fractions"],
     script:

@@ -1,0 +1,17 @@
+"""Snakemake entry point of mlflow_parent_run (logic: genre_classification.cv)."""
+
+from genre_classification.cv import start_parent_run
+from genre_classification.runlog import log_to_file
+
+snakemake = globals()["snakemake"]
+log_to_file(snakemake.log[0], capture_output=True)
+params = snakemake.params
+start_parent_run(
+    snakemake.output.run,
+    snakemake.wildcards.model,
+    params.model_config,
+    params.n_folds,
+    experiment=params.experiment,
+    tracking_uri=params.tracking_uri,
+    timeout_s=snakemake.config["training"]["mlflow_timeout_s"],
+)
