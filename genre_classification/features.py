@@ -30,7 +30,7 @@ class FeatureParams:
 
     @classmethod
     def from_config(cls, features: dict) -> FeatureParams:
-        return cls(**{key: features[key] for key in cls.__dataclass_fields__})
+        return cls(**{key: features[key] for key in cls.__dataclass_fields__ if key in features})
 
     @property
     def frames_per_segment(self) -> int:

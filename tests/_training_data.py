@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import h5py
 import numpy as np
+
+from genre_classification.features import FeatureParams
 
 GENRES = ("blues", "metal", "pop")
 SPLIT_COLUMNS = ("genre", "track", "split", "features", "n_segments", "source_md5")
@@ -39,12 +42,8 @@ def make_features(
                 path.parent.mkdir(parents=True, exist_ok=True)
                 with h5py.File(path, "w") as h5:
                     h5.create_dataset("logmel", data=x)
+                    h5.attrs.update(asdict(FeatureParams(n_mels=n_mels)))
                     h5.attrs.update(
-                        sample_rate=22050,
-                        n_fft=2048,
-                        hop_length=512,
-                        n_mels=n_mels,
-                        segment_seconds=3.0,
                         label=genre,
                         source_md5=f"md5-{track}",
                         source_path=f"audio/{genre}/{track}.wav",

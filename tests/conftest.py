@@ -20,6 +20,7 @@ import yaml
 
 from genre_classification.demo_data import make_demo_dataset
 from genre_classification.dvc_repo import add_and_push, drop_local_copy, init_data_repo
+from genre_classification.features import FeatureParams
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEFILE = REPO / "workflow" / "Snakefile"
@@ -38,6 +39,10 @@ TINY_MODEL = {
     "mixed_precision": False,
     "options": {"filters": [4, 8]},
 }
+# Feature parameters small enough for unit tests on short clips.
+SMALL_FEATURES = FeatureParams(
+    sample_rate=22050, n_fft=1024, hop_length=512, n_mels=64, segment_seconds=1.0
+)
 BAD_FILES = {
     "classical/broken.wav": "cannot decode",
     "disco/short.wav": "too short",

@@ -12,13 +12,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import skip_unless_required
+from conftest import SMALL_FEATURES, skip_unless_required
 from genre_classification.audio_source import scan_directory
-from genre_classification.features import FeatureParams, load_audio, log_mel_segments
+from genre_classification.features import load_audio, log_mel_segments
 
-PARAMS = FeatureParams(
-    sample_rate=22050, n_fft=1024, hop_length=512, n_mels=64, segment_seconds=1.0
-)
+PARAMS = SMALL_FEATURES
 EXTENSIONS = ["wav", "flac", "ogg", "opus", "mp3", "m4a", "aac", "aiff", "aif", "au"]
 
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from conftest import SMALL_FEATURES
 from genre_classification.features import (
     AudioError,
     FeatureParams,
@@ -16,9 +17,7 @@ from genre_classification.features import (
     read_features,
 )
 
-PARAMS = FeatureParams(
-    sample_rate=22050, n_fft=1024, hop_length=512, n_mels=64, segment_seconds=1.0
-)
+PARAMS = SMALL_FEATURES
 
 
 def tone(seconds: float, freq: float = 440.0, rate: int = 22050) -> np.ndarray:

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from conftest import SMALL_FEATURES
 from genre_classification import shards
 from genre_classification.audio_source import AudioFile, list_directory
 from genre_classification.demo_data import make_demo_dataset, synthesize_clip
@@ -29,9 +30,7 @@ from genre_classification.features import (
 )
 from genre_classification.shards import assign_shards, extract_shard, shard_count
 
-PARAMS = FeatureParams(
-    sample_rate=22050, n_fft=1024, hop_length=512, n_mels=32, segment_seconds=1.0
-)
+PARAMS = SMALL_FEATURES
 GENRES = ["classical", "metal"]
 
 
@@ -169,7 +168,7 @@ from genre_classification.audio_source import list_directory
 from genre_classification.features import FeatureParams
 from genre_classification.shards import extract_shard
 root, out = sys.argv[1], sys.argv[2]
-from test_shards import PARAMS
+from conftest import SMALL_FEATURES as PARAMS
 extract_shard(list_directory(root, ["wav"]), root, out + "/features", PARAMS, out + "/r.tsv", 1)
 """
 
