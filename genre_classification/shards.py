@@ -248,3 +248,9 @@ def write_collection(
         rejected_path,
     )
     return version
+
+
+def shard_runtime_minutes(n_files: int, seconds_per_file: float, threads: int, attempt: int) -> int:
+    """Slurm runtime of an extraction job: a fixed start-up allowance plus ``seconds_per_file``
+    for each member, spread over its threads; longer on each retry."""
+    return int(10 + -(-n_files * seconds_per_file // (60 * threads))) * attempt
