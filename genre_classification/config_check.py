@@ -4,7 +4,8 @@
   with the nearest valid name, because jsonschema's "Additional properties are not allowed"
   names neither the path nor an alternative;
 * ``cross_check``: what one key implies for another (``training.run`` ⊆ ``training.models``,
-  model ``options`` of its architecture, no credentials in ``training.tracking_uri``).
+  model ``options`` of its architecture, ``predict.model`` ∈ ``training.models``, no credentials
+  in ``training.tracking_uri``).
 """
 
 from __future__ import annotations
@@ -98,6 +99,12 @@ def cross_check(config: dict) -> list[str]:
             for key in model.get("options") or {}
             if key not in valid
         ]
+    model = (config.get("predict") or {}).get("model")
+    if model is not None and model not in known:
+        problems.append(
+            f"predict.model names {model!r}, which is not in training.models"
+            f"{_nearest(model, known)}"
+        )
     if has_credentials(training.get("tracking_uri") or ""):
         problems.append(
             "training.tracking_uri contains credentials; config files end up in git and in "
