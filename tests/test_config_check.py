@@ -86,9 +86,12 @@ def test_predict_model_must_be_a_training_model(config):
     config["predict"]["model"] = "efficientnet"  # not in training.run: trained on demand
     assert cross_check(config) == []
     config["predict"]["model"] = "cnm"
+    config["predict"]["sets"] = {"new.2026-11_a": "new", "new set": "x"}
     assert cross_check(config) == [
         "predict.model names 'cnm', which is not in training.models (did you mean 'cnn'?); "
-        "valid: cnn, efficientnet"
+        "valid: cnn, efficientnet",
+        "predict.sets name 'new set': use only letters, digits, '_', '.' and '-' (it names "
+        "directories and a Snakemake wildcard)",
     ]
 
 
@@ -106,7 +109,10 @@ def test_predict_model_must_be_a_training_model(config):
             {"predict": {"model": "cnm"}},
             "predict.model names 'cnm', which is not in training.models (did you mean 'cnn'?)",
         ),
-        ({"predict": {"sets": {"new/set": "new"}}}, "new/set"),
+        (
+            {"predict": {"sets": {"new/set": "new"}}},
+            "predict.sets name 'new/set': use only letters, digits",
+        ),
     ],
 )
 def test_dry_run_rejects_before_any_job(tmp_path, overlay, expected):
