@@ -140,6 +140,20 @@ def test_predict_sets_predictions_and_drift_reports(workflow_dir, monkeypatch, t
 
     # nothing left to do; the report lists the predict outputs
     assert planned_jobs(workflow_dir("--dry-run").stdout) == {}
+    # today's features config plays no part: re-extracted with the model's parameters
+    for h5_path in (work / "results/predict/new/features/unlabelled").glob("*.h5"):
+        h5_path.unlink()
+    workflow_dir.overlay("features.yaml", {"features": {"n_mels": 64}})
+    workflow_dir("--cores", "2", "--rerun-triggers", "mtime", "--forcerun",
+                 "predict_extract_features", "results/predict/new/predictions.csv")  # fmt: skip
+    with h5py.File(h5_path.with_name("loose.h5"), "r") as h5:
+        assert h5.attrs["n_mels"] == recorded["n_mels"] == 128
+    again = read_csv((work / "results/predict/new/predictions.csv").read_text())
+    assert {p: r["genre"] for p, r in again.items()} == {
+        p: r["genre"] for p, r in predictions.items()
+    }
+    workflow_dir.configfiles.remove("config/features.yaml")
+
     workflow_dir("--report", "report.html")
     report = (work / "report.html").read_text(errors="replace")
     assert "prediction drift" in report and "Predictions of model" in report
