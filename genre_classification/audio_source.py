@@ -178,12 +178,10 @@ def dvc_out(repo: Path, target: str) -> dict:
     return yaml.safe_load(dvc_file.read_text())["outs"][0]
 
 
-def scan_dvc(repo: str | Path, target: str, extensions: list[str]) -> Collection:
-    """Files of the DVC-tracked directory as its ``.dvc`` file describes them, with their md5s.
-
-    Reads DVC's ``.dir`` listing (from the local cache, else from the remote: the listing only,
-    not the audio), so the version of every file is known before ``dvc pull``.
-    """
+def dvc_entries(repo: str | Path, target: str) -> list[tuple[str, str]]:
+    """``(relpath, md5)`` of every file of the DVC-tracked directory as its ``.dvc`` file
+    describes it. Reads DVC's ``.dir`` listing (from the local cache, else from the remote: the
+    listing only, not the audio), so the version of every file is known before ``dvc pull``."""
     from dvc.api import DVCFileSystem
 
     repo = Path(repo)
@@ -201,8 +199,12 @@ def scan_dvc(repo: str | Path, target: str, extensions: list[str]) -> Collection
         (Path(name).relative_to(target).as_posix(), info.get("dvc_info", info).get("md5"))
         for name, info in found.items()
     ]
-    entries = [(relpath, md5) for relpath, md5 in entries if md5]
-    return _collect(entries, extensions, f"{repo}/{target}")
+    return [(relpath, md5) for relpath, md5 in entries if md5]
+
+
+def scan_dvc(repo: str | Path, target: str, extensions: list[str]) -> Collection:
+    """The ``<genre>/<file>`` audio of a DVC-tracked directory, with DVC's md5s."""
+    return _collect(dvc_entries(repo, target), extensions, f"{repo}/{target}")
 
 
 def list_dvc(repo: str | Path, target: str, extensions: list[str]) -> list[AudioFile]:
@@ -292,3 +294,68 @@ def write_tsv(path: str | Path, rows: list[dict], columns: tuple[str, ...]) -> N
         writer = csv.DictWriter(handle, fieldnames=columns, delimiter="\t", lineterminator="\n")
         writer.writeheader()
         writer.writerows({key: row[key] for key in columns} for row in rows)
+
+
+# --- unlabelled audio: the workflow's predict sets (genre_classification.predict_set) ---------
+
+# A predict set has no genres: its files all get this placeholder genre, so that their feature
+# files and shard records have the layout of the training data (<features>/<genre>/<track>.h5).
+UNLABELLED = "unlabelled"
+
+
+def tree_track_id(relpath: str) -> str:
+    """Track id of a file anywhere below a root: its relative path without extension, with
+    ``%`` and ``/`` written ``%25`` and ``%2F`` (unique, and a valid file name)."""
+    stem = Path(relpath).with_suffix("").as_posix()
+    return stem.replace("%", "%25").replace("/", "%2F")
+
+
+def _collect_tree(entries: list[tuple[str, str]], extensions: list[str], where: str):
+    """``(relpath, version)`` pairs -> sorted unlabelled AudioFiles of every file with an audio
+    extension, at any depth; an error for two files with one track id or no audio at all."""
+    suffixes = _suffixes(extensions)
+    files, seen = [], {}
+    for relpath, version in sorted(entries):
+        if Path(relpath).suffix.lower() not in suffixes:
+            continue
+        track = tree_track_id(relpath)
+        if track in seen:
+            raise DataSourceError(
+                f"two audio files give the same track id {track}: {seen[track]} and {relpath} "
+                f"in {where}; rename one (track ids are relative paths without extension)"
+            )
+        seen[track] = relpath
+        files.append(AudioFile(UNLABELLED, track, relpath, version))
+    if not files:
+        raise DataSourceError(f"no audio files ({', '.join(sorted(suffixes))}) below {where}")
+    return files
+
+
+def list_tree(root: str | Path, extensions: list[str]) -> list[AudioFile]:
+    """Every audio file below a plain directory (flat or nested), with ``<size>:<mtime_ns>``."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataSourceError(f"audio directory {root} does not exist")
+    entries = []
+    for folder, _, names in os.walk(root):
+        for name in names:
+            path = Path(folder, name)
+            if path.is_file():
+                stat = path.stat()
+                entries.append(
+                    (path.relative_to(root).as_posix(), f"{stat.st_size}:{stat.st_mtime_ns}")
+                )
+    return _collect_tree(entries, extensions, str(root))
+
+
+def list_dvc_tree(repo: str | Path, target: str, extensions: list[str]) -> list[AudioFile]:
+    """Every audio file of a DVC-tracked directory (flat or nested), with DVC's md5s."""
+    return _collect_tree(dvc_entries(repo, target), extensions, f"{repo}/{target}")
+
+
+def list_unlabelled(data: dict) -> list[AudioFile]:
+    """Every audio file of a ``data``-like section (``source``, ``dir`` or ``dvc``,
+    ``extensions``) at any depth, as unlabelled files."""
+    if data["source"] == "dvc":
+        return list_dvc_tree(data["dvc"]["repo"], data["dvc"]["target"], data["extensions"])
+    return list_tree(data["dir"], data["extensions"])

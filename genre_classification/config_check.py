@@ -4,12 +4,14 @@
   with the nearest valid name, because jsonschema's "Additional properties are not allowed"
   names neither the path nor an alternative;
 * ``cross_check``: what one key implies for another (``training.run`` ⊆ ``training.models``,
-  model ``options`` of its architecture, no credentials in ``training.tracking_uri``).
+  model ``options`` of its architecture, ``predict.model`` ∈ ``training.models``, no credentials
+  in ``training.tracking_uri``).
 """
 
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -98,6 +100,19 @@ def cross_check(config: dict) -> list[str]:
             for key in model.get("options") or {}
             if key not in valid
         ]
+    predict = config.get("predict") or {}
+    model = predict.get("model")
+    if model is not None and model not in known:
+        problems.append(
+            f"predict.model names {model!r}, which is not in training.models"
+            f"{_nearest(model, known)}"
+        )
+    problems += [
+        f"predict.sets name {name!r}: use only letters, digits, '_', '.' and '-' (it names "
+        "directories and a Snakemake wildcard)"
+        for name in predict.get("sets") or {}
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", str(name))
+    ]
     if has_credentials(training.get("tracking_uri") or ""):
         problems.append(
             "training.tracking_uri contains credentials; config files end up in git and in "

@@ -229,6 +229,18 @@ def predict_rows(
     batch_segments: int = BATCH_SEGMENTS,
 ) -> Iterator[Row]:
     """One ``Row`` per path, in order, each as soon as all its segments are predicted."""
+    return predict_segments(loaded, decoded(paths, loaded.params, jobs), batch_segments)
+
+
+def predict_segments(
+    loaded: LoadedModel,
+    items: Iterable[tuple[str | Path, np.ndarray | None, str]],
+    batch_segments: int = BATCH_SEGMENTS,
+) -> Iterator[Row]:
+    """One ``Row`` per ``(path, segments, error)`` item, in order: the segments of consecutive
+    items go through the model in batches of ``batch_segments``; a file's probabilities are the
+    mean of its segments' (``aggregate_tracks``). Segments come from audio decoded here
+    (``predict_rows``) or from the workflow's feature files (``predict_set``)."""
     pending: deque[Row] = deque()  # files not yet yielded, in order
     waiting: list[np.ndarray] = []  # segments not yet through the model
     n_waiting = 0
@@ -263,7 +275,7 @@ def predict_rows(
             n_done -= claimed
         yield from ready
 
-    for path, segments, error in decoded(paths, loaded.params, jobs):
+    for path, segments, error in items:
         if error:
             pending.append(Row(str(path), error=error))
         else:

@@ -59,6 +59,12 @@ def shard_index(genre: str, track: str, n_shards: int) -> int:
     return int.from_bytes(digest[:8], "big") % n_shards
 
 
+def member_params(members: Iterable[AudioFile]) -> list[list[str]]:
+    """A shard's files as a rule param ([genre, track, relpath, version] each; ``AudioFile(*m)``
+    restores them): a changed, added or removed file reruns only its own shard."""
+    return [[audio.genre, audio.track, audio.relpath, audio.version] for audio in members]
+
+
 def shard_name(index: int) -> str:
     return f"{index:05d}"
 
@@ -253,3 +259,9 @@ def write_collection(
         rejected_path,
     )
     return version
+
+
+def shard_runtime_minutes(n_files: int, seconds_per_file: float, threads: int, attempt: int) -> int:
+    """Slurm runtime of an extraction job: a fixed start-up allowance plus ``seconds_per_file``
+    for each member, spread over its threads; longer on each retry."""
+    return int(10 + -(-n_files * seconds_per_file // (60 * threads))) * attempt

@@ -48,6 +48,11 @@ def test_default_config_has_no_unknown_keys(config, schema):
         ),
         (lambda c: c["container"].update(imag="x.sif"), "'container.imag' (did you mean 'image'?)"),
         (lambda c: c["split"]["fractions"].update(tset=0.1), "(did you mean 'test'?)"),
+        (lambda c: c["predict"].update(modle="cnn"), "'predict.modle' (did you mean 'model'?)"),
+        (
+            lambda c: c["predict"]["sets"].update(new={"target": "new", "rpo": "x"}),
+            "'predict.sets.new.rpo' (did you mean 'repo'?); valid: repo, target",
+        ),
     ],
 )
 def test_unknown_key_named_with_nearest_valid_name(config, schema, change, message):
@@ -76,6 +81,20 @@ def test_cross_checks_list_valid_names(config):
     assert len(problems) == 4
 
 
+def test_predict_model_must_be_a_training_model(config):
+    config = copy.deepcopy(config)
+    config["predict"]["model"] = "efficientnet"  # not in training.run: trained on demand
+    assert cross_check(config) == []
+    config["predict"]["model"] = "cnm"
+    config["predict"]["sets"] = {"new.2026-11_a": "new", "new set": "x"}
+    assert cross_check(config) == [
+        "predict.model names 'cnm', which is not in training.models (did you mean 'cnn'?); "
+        "valid: cnn, efficientnet",
+        "predict.sets name 'new set': use only letters, digits, '_', '.' and '-' (it names "
+        "directories and a Snakemake wildcard)",
+    ]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("overlay", "expected"),
@@ -85,6 +104,14 @@ def test_cross_checks_list_valid_names(config):
             {"training": {"run": ["nonexistent"]}},
             "training.run names 'nonexistent', which is not in training.models; "
             "valid: cnn, efficientnet",
+        ),
+        (
+            {"predict": {"model": "cnm"}},
+            "predict.model names 'cnm', which is not in training.models (did you mean 'cnn'?)",
+        ),
+        (
+            {"predict": {"sets": {"new/set": "new"}}},
+            "predict.sets name 'new/set': use only letters, digits",
         ),
     ],
 )

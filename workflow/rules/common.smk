@@ -7,8 +7,10 @@ from snakemake.utils import validate
 from genre_classification.audio_source import audio_root, data_version, scan_collection
 from genre_classification.config_check import check_keys, check_values
 from genre_classification.features import repair_requests, shard_record_path
-from genre_classification.shards import assign_shards
+from genre_classification.shards import assign_shards, member_params, shard_runtime_minutes
 from genre_classification.sweep import expand_sweep
+from genre_classification.audio_source import list_unlabelled
+from genre_classification.predict_set import set_source
 
 CONFIG_SCHEMA = workflow.source_path("../schemas/config.schema.yaml")
 check_keys(config, CONFIG_SCHEMA)
@@ -52,19 +54,13 @@ def fetched_audio(wildcards):
 
 
 def shard_members(wildcards):
-    """The shard's files as [genre, track, relpath, version]: a param, so a changed, added or
-    removed file reruns only its own shard."""
-    return [
-        [audio.genre, audio.track, audio.relpath, audio.version]
-        for audio in audio_shards()[wildcards.shard]
-    ]
+    return member_params(audio_shards()[wildcards.shard])
 
 
 def shard_runtime(wildcards, threads, attempt):
-    """Minutes: a fixed start-up allowance plus runtime_s_per_file for each member."""
     n_files = len(audio_shards()[wildcards.shard])
     per_file = config["extraction"]["runtime_s_per_file"]
-    return (10 + -(-n_files * per_file // (60 * threads))) * attempt
+    return shard_runtime_minutes(n_files, per_file, threads, attempt)
 
 
 def shard_records(wildcards=None):
@@ -79,6 +75,7 @@ def final_targets(wildcards):
         "results/split/split.tsv",
         *training_targets(),
         *report_targets(),
+        *predict_targets(),
     ]
 
 
@@ -263,4 +260,79 @@ def report_targets(wildcards=None):
             for model in training_models()
             for ext in ("html", "json")
         ),
+    ]
+
+
+# --- predict sets (rules in rules/predict.smk; logic in genre_classification.predict_set) ---
+
+
+PREDICT_DIR = "results/predict/{set}"
+PREDICT_FEATURES = f"{PREDICT_DIR}/features"
+PREDICT_RECORD = str(shard_record_path(PREDICT_FEATURES, "{shard}"))
+PREDICT_FETCHED = f"{PREDICT_DIR}/fetched/{{shard}}.json"
+
+
+def predict_model():
+    """The training.models entry that predicts: predict.model, else the first of training.run."""
+    return config["predict"]["model"] or training_models()[0]
+
+
+def predict_model_files(wildcards=None):
+    model = predict_model()
+    return {
+        "model": f"results/models/{model}/model.keras",
+        "model_features": f"results/models/{model}/features.json",
+    }
+
+
+@functools.cache
+def predict_source(name):
+    """The set as a data-like config section (source, dir or dvc, extensions)."""
+    if name not in config["predict"]["sets"]:
+        raise ValueError(
+            f"predict set {name!r} is not in predict.sets ({sorted(config['predict']['sets'])})"
+        )
+    return set_source(config["predict"]["sets"][name], config["data"])
+
+
+@functools.cache
+def predict_shards(name):
+    """Shards of the set's files, listed once per invocation (every audio file below it)."""
+    files = list_unlabelled(predict_source(name))
+    return assign_shards(files, config["extraction"]["files_per_shard"])
+
+
+def predict_fetched(wildcards):
+    if predict_source(wildcards.set)["source"] != "dvc":
+        return []
+    return PREDICT_FETCHED.format(set=wildcards.set, shard=wildcards.shard)
+
+
+def predict_shard_members(wildcards):
+    return member_params(predict_shards(wildcards.set)[wildcards.shard])
+
+
+def predict_shard_runtime(wildcards, threads, attempt):
+    n_files = len(predict_shards(wildcards.set)[wildcards.shard])
+    per_file = config["extraction"]["runtime_s_per_file"]
+    return shard_runtime_minutes(n_files, per_file, threads, attempt)
+
+
+def predict_shard_records(wildcards):
+    return [
+        PREDICT_RECORD.format(set=wildcards.set, shard=shard)
+        for shard in predict_shards(wildcards.set)
+    ]
+
+
+def predict_targets(wildcards=None):
+    """Predictions and the drift report of every predict set."""
+    return [
+        path
+        for name in config["predict"]["sets"]
+        for path in (
+            f"results/predict/{name}/predictions.csv",
+            f"results/reports/predict/{name}/drift.html",
+            f"results/reports/predict/{name}/drift.json",
+        )
     ]
