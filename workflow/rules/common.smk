@@ -4,13 +4,21 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-from genre_classification.audio_source import audio_root, data_version, scan_collection
+from genre_classification.audio_source import (
+    audio_root,
+    data_version,
+    list_unlabelled,
+    scan_collection,
+)
 from genre_classification.config_check import check_keys, check_values
 from genre_classification.features import repair_requests, shard_record_path
-from genre_classification.shards import assign_shards, member_params, shard_runtime_minutes
-from genre_classification.sweep import expand_sweep
-from genre_classification.audio_source import list_unlabelled
 from genre_classification.predict_set import set_source
+from genre_classification.shards import (
+    assign_shards,
+    member_params,
+    shard_runtime_minutes,
+)
+from genre_classification.sweep import expand_sweep
 
 CONFIG_SCHEMA = workflow.source_path("../schemas/config.schema.yaml")
 check_keys(config, CONFIG_SCHEMA)
