@@ -42,15 +42,17 @@ FETCHED = "results/data/fetched/{shard}.json"
 
 @functools.cache
 def audio_collection():
-    """Every audio file of the configured source with its version: DVC's per-file md5s, or
-    size:mtime of a plain directory. Listed once per Snakemake invocation, no audio read.
-    """
-    return list_collection(config["data"])
+    """Every audio file of the configured source with its version (DVC's per-file md5s, or
+    size:mtime of a plain directory), and what is skipped with the reason. Listed once per
+    Snakemake invocation; no audio is read."""
+    return scan_collection(config["data"])
 
 
 @functools.cache
 def audio_shards():
-    return assign_shards(audio_collection(), config["extraction"]["files_per_shard"])
+    return assign_shards(
+        audio_collection().files, config["extraction"]["files_per_shard"]
+    )
 
 
 def fetched_audio(wildcards):
