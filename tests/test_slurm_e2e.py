@@ -236,7 +236,8 @@ def test_scancel_mid_training_is_retried_and_resumes(slurm_cluster, slurm_env, w
                 "models": {"tiny": model},
                 "retries": 1,
                 "resources": {"partition": "gpu", "gpu": 1},
-            }
+            },
+            "extraction": {"threads": 2},  # the loopback node has 2 CPUs
         },
     )
     work = workflow_dir.workdir
