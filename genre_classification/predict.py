@@ -92,7 +92,7 @@ def workflow_registry_name() -> str:
 
 def default_model(models_dir: str | Path = MODELS_DIR) -> str:
     """The registered champion if there is a tracking store with one, else the newest
-    ``results/models/*/model.keras``."""
+    ``results/models/*/model.keras`` (or ``*/fold-*/model.keras``)."""
     uri = local_tracking_uri()
     if uri:
         import mlflow
@@ -107,7 +107,10 @@ def default_model(models_dir: str | Path = MODELS_DIR) -> str:
             found = None
         if found is not None:
             return f"models:/{name}@{registry.CHAMPION}"
-    candidates = sorted(Path(models_dir).glob("*/model.keras"), key=lambda p: p.stat().st_mtime)
+    # results/models/<model>/model.keras, or .../<model>/fold-<i>/model.keras with k folds
+    models_dir = Path(models_dir)
+    found = [*models_dir.glob("*/model.keras"), *models_dir.glob("*/fold-*/model.keras")]
+    candidates = sorted(found, key=lambda p: p.stat().st_mtime)
     if not candidates:
         raise PredictError(
             f"no model: no registered champion and no {models_dir}/*/model.keras here; pass "

@@ -219,6 +219,10 @@ def test_default_model_is_the_newest_file_without_a_tracking_store(tmp_path, mon
         path.write_bytes(b"x")
     os.utime(tmp_path / "results/models/old/model.keras", (1, 1))
     assert predict.default_model() == str(Path("results/models/new/model.keras"))
+    fold = tmp_path / "results" / "models" / "cv" / "fold-2" / "model.keras"  # k-fold layout
+    fold.parent.mkdir(parents=True)
+    fold.write_bytes(b"x")
+    assert predict.default_model() == str(Path("results/models/cv/fold-2/model.keras"))
 
 
 def test_registered_champion_is_the_default_model(trained, tmp_path, monkeypatch):
