@@ -127,6 +127,18 @@ def planned_jobs(dry_run_output: str) -> dict[str, int]:
     return counts
 
 
+@pytest.fixture(autouse=True)
+def _mlflow_tracking_uri_stays_per_test():
+    """mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI; a workflow started by a later test
+    would inherit it and log to that test's store."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before
+
+
 REQUIRE_SYSTEM_DEPS = "GENRE_REQUIRE_SYSTEM_DEPS"
 
 
