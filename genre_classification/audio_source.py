@@ -27,6 +27,7 @@ from pathlib import Path
 import yaml
 
 from genre_classification.dvc_repo import dvc_executable
+from genre_classification.fileio import atomic_path, write_json
 
 log = logging.getLogger(__name__)
 
@@ -258,8 +259,6 @@ def dvc_pull(repo: Path, target: str, relpaths: list[str]) -> None:
 def fetch_audio(data: dict, members: list[AudioFile], fetched_path: str | Path) -> dict:
     """Make ``members`` present in the workspace of the DVC source (``dvc pull``) and record
     which versions were fetched."""
-    from genre_classification.fileio import write_json
-
     repo, target = Path(data["dvc"]["repo"]), data["dvc"]["target"]
     dvc_pull(repo, target, [audio.relpath for audio in members])
     fetched = {f"{audio.genre}/{audio.track}": audio.version for audio in members}
@@ -288,8 +287,6 @@ def read_tsv(path: str | Path | None) -> list[dict]:
 
 
 def write_tsv(path: str | Path, rows: list[dict], columns: tuple[str, ...]) -> None:
-    from genre_classification.fileio import atomic_path
-
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns, delimiter="\t", lineterminator="\n")
         writer.writeheader()

@@ -172,6 +172,25 @@ def write_features(
         )
 
 
+def extract_audio(
+    audio_path: str | Path,
+    out_path: str | Path,
+    params: FeatureParams,
+    label: str,
+    source_md5: str,
+    source_stat: str = "",
+) -> tuple[tuple[int, ...], float]:
+    """Extract one audio file into one HDF5 file; returns the shape of the segment array and the
+    duration (s) of the decoded audio."""
+    audio = load_audio(audio_path, params)
+    segments = log_mel_segments(audio, params)
+    duration_s = audio.size / params.sample_rate
+    write_features(
+        out_path, segments, params, label, str(audio_path), source_md5, duration_s, source_stat
+    )
+    return segments.shape, duration_s
+
+
 def extract_file(
     audio_path: str | Path,
     out_path: str | Path,
@@ -181,19 +200,7 @@ def extract_file(
     source_stat: str = "",
 ) -> tuple[int, ...]:
     """Extract one audio file into one HDF5 file; returns the shape of the segment array."""
-    audio = load_audio(audio_path, params)
-    segments = log_mel_segments(audio, params)
-    write_features(
-        out_path,
-        segments,
-        params,
-        label,
-        str(audio_path),
-        source_md5,
-        audio.size / params.sample_rate,
-        source_stat,
-    )
-    return segments.shape
+    return extract_audio(audio_path, out_path, params, label, source_md5, source_stat)[0]
 
 
 class FeatureFileError(OSError):

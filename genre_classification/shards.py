@@ -38,7 +38,7 @@ from genre_classification.features import (
     AudioError,
     FeatureParams,
     existing_features,
-    extract_file,
+    extract_audio,
     feature_path,
 )
 
@@ -101,14 +101,20 @@ def _content_md5(path: Path, stat: str, audio: AudioFile, existing: dict | None)
     return file_md5(path)
 
 
+def _record_row(task: ShardTask, **values) -> dict:
+    """A shard record row of ``task``'s file, empty but for ``values``."""
+    audio = task.audio
+    row = dict.fromkeys(RECORD_COLUMNS, "")
+    row.update(genre=audio.genre, track=audio.track, path=str(Path(task.root) / audio.relpath))
+    return {**row, **values}
+
+
 def process_member(task: ShardTask) -> dict:
     """Keep, extract or reject one file; returns its record row (never raises for bad audio)."""
     audio, params = task.audio, task.params
-    path = Path(task.root) / audio.relpath
     out = feature_path(task.features_dir, audio.genre, audio.track)
-    row = {"genre": audio.genre, "track": audio.track, "path": str(path), "md5": "",
-           "size_bytes": "", "duration_s": "", "features": str(out), "n_segments": "",
-           "status": "", "reason": ""}  # fmt: skip
+    row = _record_row(task, features=str(out))
+    path = Path(row["path"])
     try:
         stat = path.stat()
         source_stat = f"{stat.st_size}:{stat.st_mtime_ns}"
@@ -121,16 +127,15 @@ def process_member(task: ShardTask) -> dict:
             row["duration_s"] = f"{float(existing['duration_s']):.3f}"
             return row
         start = time.perf_counter()
-        shape = extract_file(path, out, params, audio.genre, md5, source_stat)
-        row.update(status="extracted", n_segments=shape[0])
-        row["duration_s"] = f"{existing_features(out, params)['duration_s']:.3f}"
+        shape, duration_s = extract_audio(path, out, params, audio.genre, md5, source_stat)
+        row.update(status="extracted", n_segments=shape[0], duration_s=f"{duration_s:.3f}")
         log.debug("%s -> %s %s in %.3f s", path, out, shape, time.perf_counter() - start)
     except (AudioError, OSError) as error:
         row.update(status="rejected", reason=str(error).replace("\n", " ").replace("\t", " "))
     except Exception as error:  # a decoder bug must not lose the shard's other files
         row.update(status="rejected", reason=f"{type(error).__name__}: {error}".replace("\n", " "))
     if row["status"] == "rejected":
-        Path(out).unlink(missing_ok=True)  # an HDF5 of an earlier, good version would be stale
+        out.unlink(missing_ok=True)  # an HDF5 of an earlier, good version would be stale
     return row
 
 
@@ -170,16 +175,9 @@ def _run_pool(tasks: list[ShardTask], threads: int) -> Iterator[dict]:
             except BrokenProcessPool:
                 pending = [t for t in pending if t not in done]
                 if threads == 1:  # one worker takes files in order: the first left crashed it
-                    yield _crash_row(pending.pop(0))
+                    reason = "decoder crashed: the worker process died on this file"
+                    yield _record_row(pending.pop(0), status="rejected", reason=reason)
                 threads = 1
-
-
-def _crash_row(task: ShardTask) -> dict:
-    audio = task.audio
-    return {"genre": audio.genre, "track": audio.track,
-            "path": str(Path(task.root) / audio.relpath), "md5": "", "size_bytes": "",
-            "duration_s": "", "features": "", "n_segments": "", "status": "rejected",
-            "reason": "decoder crashed: the worker process died on this file"}  # fmt: skip
 
 
 def extract_shard(

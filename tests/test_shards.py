@@ -148,14 +148,14 @@ def test_bad_files_are_rejected_with_reason_and_the_rest_written(collection, tmp
 
 def test_a_crashing_worker_costs_only_its_file(collection, tmp_path, monkeypatch):
     root, files = collection
-    real_extract = shards.extract_file
+    real_extract = shards.extract_audio
 
     def extract_or_die(path, *args):
         if Path(path).name == "metal.00000.wav":
             os._exit(1)  # what a segfault in a decoder does to the worker process
         return real_extract(path, *args)
 
-    monkeypatch.setattr(shards, "extract_file", extract_or_die)  # inherited by forked workers
+    monkeypatch.setattr(shards, "extract_audio", extract_or_die)  # inherited by forked workers
     rows = run_shard(root, files, tmp_path, threads=2)
     assert rows["metal/metal.00000"]["status"] == "rejected"
     assert "crashed" in rows["metal/metal.00000"]["reason"]
