@@ -23,6 +23,7 @@ import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from stat import S_ISREG
 
 import yaml
 
@@ -151,16 +152,25 @@ def scan_directory(root: str | Path, extensions: list[str]) -> Collection:
             f"audio directory {root} does not exist: set data.dir (source: dir) or "
             "data.dvc.repo/data.dvc.target (source: dvc) in the config"
         )
-    entries, genre_dirs = [], []
-    for folder, dirs, names in os.walk(root):
+    genre_dirs = [entry.name for entry in os.scandir(root) if entry.is_dir()]
+    return _collect(directory_entries(root), extensions, str(root), genre_dirs)
+
+
+def directory_entries(root: Path) -> list[tuple[str, str]]:
+    """``(relpath, "<size>:<mtime_ns>")`` of every file below ``root``, at any depth."""
+    entries = []
+    for folder, _, names in os.walk(root):
         relfolder = Path(folder).relative_to(root).as_posix()
-        if relfolder == ".":
-            genre_dirs = list(dirs)
         for name in names:
-            stat = os.stat(os.path.join(folder, name))
+            try:
+                stat = os.stat(os.path.join(folder, name))
+            except OSError:  # a broken link
+                continue
+            if not S_ISREG(stat.st_mode):
+                continue
             relpath = name if relfolder == "." else f"{relfolder}/{name}"
             entries.append((relpath, f"{stat.st_size}:{stat.st_mtime_ns}"))
-    return _collect(entries, extensions, str(root), genre_dirs)
+    return entries
 
 
 def list_directory(root: str | Path, extensions: list[str]) -> list[AudioFile]:
@@ -333,16 +343,7 @@ def list_tree(root: str | Path, extensions: list[str]) -> list[AudioFile]:
     root = Path(root)
     if not root.is_dir():
         raise DataSourceError(f"audio directory {root} does not exist")
-    entries = []
-    for folder, _, names in os.walk(root):
-        for name in names:
-            path = Path(folder, name)
-            if path.is_file():
-                stat = path.stat()
-                entries.append(
-                    (path.relative_to(root).as_posix(), f"{stat.st_size}:{stat.st_mtime_ns}")
-                )
-    return _collect_tree(entries, extensions, str(root))
+    return _collect_tree(directory_entries(root), extensions, str(root))
 
 
 def list_dvc_tree(repo: str | Path, target: str, extensions: list[str]) -> list[AudioFile]:
