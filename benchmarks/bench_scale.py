@@ -4,8 +4,8 @@
     .venv/bin/python benchmarks/bench_scale.py --sizes 100x30 2000x3.5 --plot docs/scale.svg
 
 For each size N x seconds (plain-directory source, audio present, 2 cores by default):
-  bare loop     `cores` Python processes (one BLAS thread each), each importing librosa once and
-                running librosa.load -> melspectrogram -> power_to_db -> h5py write over its share
+  bare loop     `cores` Python processes, each importing librosa once and running
+                librosa.load -> melspectrogram -> power_to_db -> h5py write over its share
   workflow      `snakemake --cores N extract_all` in a fresh working directory: listing, fetch,
                 every shard job, the collected manifest (i.e. fetch to the last HDF5)
   no-op rerun   the same command again ("Nothing to be done")
@@ -79,19 +79,12 @@ def make_clips(audio: Path, n: int, seconds: float, cores: int) -> list[Path]:
     return sorted(audio.glob("*/*.wav"))
 
 
-# The bare processes get one BLAS thread each, as the workflow's workers do: `cores` processes
-# with `cores` BLAS threads each would oversubscribe the machine and flatter the workflow.
-ONE_BLAS_THREAD = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
-
-
 def bare_loop(files: list[Path], out: Path, cores: int) -> float:
     out.mkdir(parents=True)
     start = time.perf_counter()
     procs = []
     for k in range(cores):
-        proc = subprocess.Popen(
-            [sys.executable, "-c", BARE_LOOP, str(out)], stdin=subprocess.PIPE, env=ONE_BLAS_THREAD
-        )
+        proc = subprocess.Popen([sys.executable, "-c", BARE_LOOP, str(out)], stdin=subprocess.PIPE)
         proc.stdin.write("\n".join(map(str, files[k::cores])).encode())
         proc.stdin.close()
         procs.append(proc)
