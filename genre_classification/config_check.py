@@ -83,6 +83,7 @@ def unknown_keys(config, schema: dict, root: dict | None = None, path: str = "")
 def cross_check(config: dict) -> list[str]:
     """Problems spanning several keys (run after schema validation)."""
     from genre_classification import models
+    from genre_classification.features import DEFAULT_SET, feature_sets
     from genre_classification.redact import has_credentials
 
     training = config["training"]
@@ -100,6 +101,19 @@ def cross_check(config: dict) -> list[str]:
             for key in model.get("options") or {}
             if key not in valid
         ]
+    sets = sorted([DEFAULT_SET, *feature_sets(config)])
+    for name, model in known.items():
+        feature_set = models.feature_set_of(model)
+        if feature_set not in sets:
+            problems.append(
+                f"training.models.{name} uses feature set {feature_set!r}, which is not in "
+                f"feature_sets{_nearest(feature_set, sets)}"
+            )
+    problems += [
+        f"feature_sets name {name!r}: use only letters, digits and '_' (it names a directory)"
+        for name in config.get("feature_sets") or {}
+        if not re.fullmatch(r"[A-Za-z0-9_]+", str(name)) or name == DEFAULT_SET
+    ]
     predict = config.get("predict") or {}
     model = predict.get("model")
     if model is not None and model not in known:

@@ -19,6 +19,7 @@ TensorFlow is imported inside the functions that need it so that importing this 
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,11 +29,18 @@ import pandas as pd
 
 from genre_classification.features import DATASET, read_features
 
+log = logging.getLogger(__name__)
+
 SPLIT_COLUMNS = ("genre", "track", "split", "features", "n_segments", "source_md5")
 
 
-def read_split(path: str | Path) -> pd.DataFrame:
-    """The split manifest ``results/split/split.tsv`` with the contract's columns."""
+def read_split(path: str | Path, feature_records=None) -> pd.DataFrame:
+    """The split manifest ``results/split/split.tsv`` with the contract's columns.
+
+    ``feature_records``: the shard records of another feature set (``results/features-<set>/
+    .shards/*.tsv``); the tracks then point at that set's files, and a track the set could not
+    use (rejected there, e.g. too short for its segments) is left out with a warning.
+    """
     split = pd.read_csv(path, sep="\t", dtype={"genre": str, "track": str, "split": str})
     missing = [c for c in SPLIT_COLUMNS if c not in split.columns]
     if missing:
@@ -40,6 +48,25 @@ def read_split(path: str | Path) -> pd.DataFrame:
     bad = sorted(set(split["split"]) - {"train", "val", "test"})
     if bad:
         raise ValueError(f"{path}: unknown split names {bad}")
+    return with_feature_set(split, feature_records) if feature_records else split
+
+
+def with_feature_set(split: pd.DataFrame, feature_records) -> pd.DataFrame:
+    from genre_classification.shards import collect_records
+
+    accepted, _ = collect_records(feature_records)
+    files = {(r["genre"], r["track"]): (r["features"], int(r["n_segments"])) for r in accepted}
+    keys = list(zip(split["genre"], split["track"], strict=True))
+    unusable = [f"{genre}/{track}" for genre, track in keys if (genre, track) not in files]
+    if unusable:
+        log.warning(
+            "%d tracks have no file in this feature set and are left out: %s",
+            len(unusable), ", ".join(unusable[:10]),
+        )  # fmt: skip
+    split = split[[key in files for key in keys]].copy()
+    usable = [files[key] for key in zip(split["genre"], split["track"], strict=True)]
+    split["features"] = [path for path, _ in usable]
+    split["n_segments"] = [n for _, n in usable]
     return split
 
 

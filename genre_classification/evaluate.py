@@ -128,10 +128,12 @@ def evaluate(
     tracking_uri: str | None = None,
     mlflow_timeout_s: float = 10,
     name: str | None = None,
+    feature_records: list[str] | None = None,
 ) -> dict:
     """Evaluate ``model_path`` on the ``subset`` tracks and write the three outputs.
 
     ``name``: what the confusion matrix title calls the model (default its directory name).
+    ``feature_records``: the model's feature set when it is not the default (as in training).
 
     If ``run_info_path`` (``results/mlflow/runs/{model}.json``) is given, the test metrics and
     the three files are also logged to the training job's MLflow run (its server is checked
@@ -147,7 +149,7 @@ def evaluate(
         tracking.connect(uri, mlflow_timeout_s)
 
     model = keras.models.load_model(model_path)
-    split = dataset.read_split(split_path)
+    split = dataset.read_split(split_path, feature_records)
     labels = _labels_of(model, split)
     rows = split[split.split == subset]
     if rows.empty:

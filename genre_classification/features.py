@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 
 import h5py
@@ -29,6 +29,8 @@ class FeatureParams:
     segment_seconds: float = 3.0
     # Longest part of a track that is used, from its middle; 0: the whole track.
     excerpt_seconds: float = 120.0
+    # db: 10·log10(mel) (power_to_db, floor AMIN); log1p: log10(1 + 10000·mel), musicnn's input.
+    scale: str = "db"
 
     @classmethod
     def from_config(cls, features: dict) -> FeatureParams:
@@ -146,7 +148,10 @@ def log_mel_segments(audio: np.ndarray, params: FeatureParams) -> np.ndarray:
     power = np.abs(librosa.stft(audio, n_fft=params.n_fft, hop_length=params.hop_length))
     np.square(power, out=power)  # in place: a 10-minute track's spectrogram is ~100 MB
     mel = _mel_filter_bank(params.sample_rate, params.n_fft, params.n_mels) @ power
-    logmel = librosa.power_to_db(mel, ref=1.0, amin=AMIN, top_db=None).astype(np.float32)
+    if params.scale == "log1p":
+        logmel = np.log10(1 + 10000 * mel).astype(np.float32)
+    else:
+        logmel = librosa.power_to_db(mel, ref=1.0, amin=AMIN, top_db=None).astype(np.float32)
     frames = params.frames_per_segment
     n_segments = logmel.shape[1] // frames
     segments = logmel[:, : n_segments * frames].reshape(params.n_mels, n_segments, frames)
@@ -272,8 +277,69 @@ def existing_features(path: str | Path, params: FeatureParams) -> dict | None:
         with h5py.File(path, "r") as h5:
             attrs = dict(h5.attrs)
             n_segments = h5[DATASET].shape[0]
+        if params_from_attrs(attrs) != params:
+            return None
     except (OSError, KeyError):
         return None
-    if any(attrs.get(key) != value for key, value in asdict(params).items()):
-        return None
     return {**attrs, "n_segments": n_segments}
+
+
+def params_from_attrs(attrs) -> FeatureParams:
+    """The ``FeatureParams`` an HDF5 was written with; a parameter added since (``scale``) has
+    its default in older files. KeyError if one without a default is missing."""
+    values = {}
+    for field in fields(FeatureParams):
+        value = attrs[field.name] if field.name in attrs else field.default
+        if value is MISSING:
+            raise KeyError(field.name)
+        values[field.name] = value.item() if hasattr(value, "item") else value
+    return FeatureParams(**values)
+
+
+# --- feature sets: named variants of `features` (config `feature_sets`), one directory each ---
+
+DEFAULT_SET = "default"
+# Sets that pretrained weights need, there without configuration (feature_sets may override).
+BUILTIN_SETS = {
+    # musicnn (MSD/MTT checkpoints): 16 kHz, 512-point FFT, hop 256, 96 bands, 187-frame patches
+    "musicnn": {
+        "sample_rate": 16000,
+        "n_fft": 512,
+        "hop_length": 256,
+        "n_mels": 96,
+        "segment_seconds": 3.0,
+        "scale": "log1p",
+    },
+}
+
+
+def feature_sets(config: dict) -> dict[str, dict]:
+    """Every named set: the built-in ones and those of the config's ``feature_sets``."""
+    return {**BUILTIN_SETS, **(config.get("feature_sets") or {})}
+
+
+def feature_set_params(config: dict, name: str) -> dict:
+    """The feature parameters of set ``name``: ``features`` with the set's keys on top."""
+    if name == DEFAULT_SET:
+        return dict(config["features"])
+    sets = feature_sets(config)
+    if name not in sets:
+        raise ValueError(
+            f"feature set {name!r} is not defined: add it under feature_sets in the config "
+            f"(defined: {sorted([DEFAULT_SET, *sets])})"
+        )
+    return {**config["features"], **sets[name]}
+
+
+def feature_set_dir(features_dir: str | Path, name: str) -> Path:
+    """``results/features`` for the default set, ``results/features-<name>`` for the others."""
+    features_dir = Path(features_dir)
+    if name == DEFAULT_SET:
+        return features_dir
+    return features_dir.with_name(f"{features_dir.name}-{name}")
+
+
+def feature_set_of_dir(features_dir: str | Path) -> str:
+    """The inverse of ``feature_set_dir``."""
+    base, _, name = Path(features_dir).name.partition("-")
+    return name or DEFAULT_SET

@@ -8,20 +8,16 @@ HDF5 attributes of the training files when the model is saved.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from pathlib import Path
 
 import h5py
 import pandas as pd
 
-from genre_classification.features import FeatureParams
+from genre_classification.features import FeatureParams, params_from_attrs
 from genre_classification.fileio import write_json
 
 FILE_NAME = "features.json"
-
-
-def _attr(value):
-    return value.item() if hasattr(value, "item") else value
 
 
 def training_features(paths) -> FeatureParams:
@@ -29,9 +25,7 @@ def training_features(paths) -> FeatureParams:
     params, first = None, None
     for path in paths:
         with h5py.File(path, "r") as h5:
-            found = FeatureParams(
-                **{f.name: _attr(h5.attrs[f.name]) for f in fields(FeatureParams)}
-            )
+            found = params_from_attrs(h5.attrs)
         if params is None:
             params, first = found, path
         elif found != params:

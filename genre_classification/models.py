@@ -140,6 +140,19 @@ def build_model(architecture: str, input_shape, n_classes: int, mean=None, varia
     raise ValueError(f"unknown architecture {architecture!r}; choose one of {ARCHITECTURES}")
 
 
+# The feature set an architecture's pretrained weights need (config feature_sets); others use
+# the default set unless the model entry names one.
+ARCHITECTURE_FEATURE_SETS: dict[str, str] = {}
+
+
+def feature_set_of(model_config: dict) -> str:
+    """The feature set a model entry trains on (``features``, else its architecture's)."""
+    from genre_classification.features import DEFAULT_SET
+
+    architecture = str(model_config.get("architecture", "cnn")).lower()
+    return model_config.get("features") or ARCHITECTURE_FEATURE_SETS.get(architecture, DEFAULT_SET)
+
+
 def option_names(architecture: str) -> list[str]:
     """The ``options`` a model config may give ``architecture`` (its builder's keywords)."""
     builder = build_cnn if architecture.lower() == "cnn" else build_backbone

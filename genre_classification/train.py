@@ -228,6 +228,7 @@ def train(
     features_path: str | Path | None = None,
     fold: int | None = None,
     parent_run_path: str | Path | None = None,
+    feature_records: list[str] | None = None,
 ) -> dict:
     """Train (or resume) one model; returns the MLflow run info written to ``run_info_path``.
 
@@ -236,7 +237,8 @@ def train(
     ``features_path`` (default: ``features.json`` next to the model) records the feature
     parameters and labels the model was trained with (``genre_classification.model_info``).
     ``fold``/``parent_run_path``: a cross-validation fold, its run a child of the model's
-    parent run (``cv.start_parent_run``).
+    parent run (``cv.start_parent_run``). ``feature_records``: the shard records of the model's
+    feature set when it is not the default (``dataset.read_split``).
     """
     import keras
     import mlflow
@@ -259,7 +261,7 @@ def train(
         print(f"Device: {device}", flush=True)
         policy = models.set_precision(cfg["mixed_precision"])
 
-        split = dataset.read_split(split_path)
+        split = dataset.read_split(split_path, feature_records)
         labels = dataset.genre_labels(split)
         train_rows, val_rows = split[split.split == "train"], split[split.split == "val"]
         if train_rows.empty or val_rows.empty:

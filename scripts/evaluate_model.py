@@ -25,6 +25,7 @@ metrics = evaluate(
     tracking_uri=training.get("tracking_uri"),
     mlflow_timeout_s=training["mlflow_timeout_s"],
     name="/".join(f"fold-{v}" if k == "fold" else v for k, v in snakemake.wildcards.items()),
+    feature_records=list(snakemake.input.feature_records),
 )
 register_and_promote(
     snakemake.input.run,

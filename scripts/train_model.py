@@ -31,4 +31,5 @@ train(
     lock_timeout_s=training["lock_timeout_s"],
     fold=int(snakemake.wildcards.fold) if "fold" in snakemake.wildcards.keys() else None,
     parent_run_path=snakemake.input.get("parent"),
+    feature_records=list(snakemake.input.feature_records),
 )

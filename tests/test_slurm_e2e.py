@@ -170,7 +170,7 @@ def test_demo_workflow_through_slurm_equals_local(slurm_cluster, slurm_env, work
     # extracted (or rejected) every file; the DVC pull ran on the submit host (a localrule).
     assert len(by_kind.get("rule_extract_features", [])) == 1, by_kind
     assert "rule_fetch_audio" not in by_kind
-    shard_log = (work / "logs/extract_features/00000.log").read_text()
+    shard_log = (work / "logs/extract_features/features/00000.log").read_text()
     assert len(re.findall(r"shard of 18 files in process \d+, 2 worker", shard_log)) == 1
     record = pd.read_csv(work / "results/features/.shards/00000.tsv", sep="\t")
     assert sorted(record["status"].value_counts().items()) == [("extracted", 15), ("rejected", 3)]

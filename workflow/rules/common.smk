@@ -12,7 +12,15 @@ from genre_classification.audio_source import (
     scan_collection,
 )
 from genre_classification.config_check import check_keys, check_values
-from genre_classification.features import repair_requests, shard_record_path
+from genre_classification.features import (
+    DEFAULT_SET,
+    feature_set_dir,
+    feature_set_of_dir,
+    feature_set_params,
+    repair_requests,
+    shard_record_path,
+)
+from genre_classification.models import feature_set_of
 from genre_classification.predict_set import set_source
 from genre_classification.shards import (
     assign_shards,
@@ -34,6 +42,7 @@ wildcard_constraints:
     genre="[^/]+",
     track="[^/]+",
     shard="[0-9]+",
+    feature_dir="features(-[A-Za-z0-9_]+)?",
 
 
 def release_scheduler_timers():
@@ -46,7 +55,8 @@ def release_scheduler_timers():
 
 
 FEATURES_DIR = "results/features"
-SHARD_RECORD = str(shard_record_path(FEATURES_DIR, "{shard}"))
+# One directory per feature set: results/features (the default set), results/features-<set>.
+SHARD_RECORD = str(shard_record_path("results/{feature_dir}", "{shard}"))
 FETCHED = "results/data/fetched/{shard}.json"
 
 
@@ -83,8 +93,27 @@ def shard_runtime(wildcards, threads, attempt):
     return shard_runtime_minutes(n_files, per_file, threads, attempt)
 
 
+def feature_set_records(name):
+    """The shard records of feature set ``name``: what makes Snakemake extract it."""
+    feature_dir = feature_set_dir(FEATURES_DIR, name).name
+    return [
+        SHARD_RECORD.format(feature_dir=feature_dir, shard=shard)
+        for shard in audio_shards()
+    ]
+
+
 def shard_records(wildcards=None):
-    return [SHARD_RECORD.format(shard=shard) for shard in audio_shards()]
+    return feature_set_records(DEFAULT_SET)
+
+
+def extraction_params(wildcards):
+    return feature_set_params(config, feature_set_of_dir(wildcards.feature_dir))
+
+
+def model_feature_records(wildcards):
+    """A model on another feature set than the default needs that set extracted."""
+    name = feature_set_of(config["training"]["models"][wildcards.model])
+    return [] if name == DEFAULT_SET else feature_set_records(name)
 
 
 def final_targets(wildcards):

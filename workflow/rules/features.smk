@@ -1,12 +1,13 @@
 rule extract_features:
     # One job per shard of files (genre_classification.shards); one HDF5 per audio file in
-    # results/features/<genre>/<track>.h5, recomputed only where source md5 or parameters differ.
+    # results/features[-<set>]/<genre>/<track>.h5 (feature sets: rules/common.smk), recomputed
+    # only where source md5 or parameters differ.
     input:
         fetched=fetched_audio,
     output:
         record=SHARD_RECORD,
     log:
-        "logs/extract_features/{shard}.log",
+        "logs/extract_features/{feature_dir}/{shard}.log",
     container:
         config["container"]["image"]
     threads: config["extraction"]["threads"]
@@ -21,9 +22,11 @@ rule extract_features:
         root=str(audio_root(config["data"])),
         # the record lives in <features_dir>/.shards/
         features_dir=lambda wildcards, output: Path(output.record).parent.parent,
-        features=config["features"],
+        features=extraction_params,
         # damaged feature files reported by readers: a new report reruns the shard
-        repairs=lambda wildcards: repair_requests(FEATURES_DIR, wildcards.shard),
+        repairs=lambda wildcards: repair_requests(
+            f"results/{wildcards.feature_dir}", wildcards.shard
+        ),
     script:
         "../../scripts/extract_features.py"
 

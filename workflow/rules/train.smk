@@ -42,6 +42,7 @@ rule train_model:
         unpack(parent_run),
         split=run_split,
         data_version="results/data/data_version.json",
+        feature_records=model_feature_records,
     output:
         model=f"results/models/{RUN}/model.keras",
         features=f"results/models/{RUN}/features.json",
@@ -82,6 +83,7 @@ rule evaluate_model:
         run=f"results/mlflow/runs/{RUN}.json",
         split=run_split,
         data_version="results/data/data_version.json",
+        feature_records=model_feature_records,
     output:
         metrics=report(
             f"results/eval/{RUN}/metrics.json",
