@@ -101,6 +101,39 @@ def _skip_reason(parts: list[str]) -> str | None:
     return None
 
 
+class _Listing:
+    """A listing in progress: the usable files, one track id each (two files with one id are an
+    error), and the skipped ones with the reason."""
+
+    def __init__(self, where: str, id_rule: str):
+        self.where, self.id_rule = where, id_rule
+        self.files: list[AudioFile] = []
+        self.skipped: list[dict] = []
+        self.seen: dict[tuple[str, str], str] = {}
+
+    def skip(self, genre: str, track: str, relpath: str, reason: str) -> None:
+        path = f"{self.where}/{printable(relpath)}"
+        self.skipped.append(
+            {"genre": printable(genre), "track": printable(track), "path": path, "reason": reason}
+        )
+
+    def add(self, genre: str, track: str, relpath: str, version: str) -> None:
+        if (genre, track) in self.seen:
+            name = f"{genre}/{track}" if genre != UNLABELLED else track
+            raise DataSourceError(
+                f"two audio files give the same track id {name}: {self.seen[genre, track]} "
+                f"and {relpath} in {self.where}; rename one (track ids are {self.id_rule})"
+            )
+        self.seen[genre, track] = relpath
+        self.files.append(AudioFile(genre, track, relpath, version))
+
+    def no_audio(self, found_as: str) -> DataSourceError:
+        example = ""
+        if self.skipped:
+            example = f"; skipped, e.g. {self.skipped[0]['path']}: {self.skipped[0]['reason']}"
+        return DataSourceError(f"no audio files {found_as}{example}")
+
+
 def _collect(
     entries: list[tuple[str, str]],
     extensions: list[str],
@@ -111,37 +144,22 @@ def _collect(
     other places, and genre folders without audio, are skipped with the reason. Two files with
     one track id and no audio at all are errors."""
     suffixes = _suffixes(extensions)
-    files, skipped, seen = [], [], {}
-
-    def skip(genre: str, track: str, relpath: str, reason: str) -> None:
-        skipped.append({"genre": printable(genre), "track": printable(track),
-                        "path": f"{where}/{printable(relpath)}", "reason": reason})  # fmt: skip
-
+    listing = _Listing(where, "file names without extension")
     for relpath, version in sorted(entries):
         if Path(relpath).suffix.lower() not in suffixes:
             continue
         parts = relpath.split("/")
         reason = _skip_reason(parts)
         if reason:
-            skip(parts[0] if len(parts) > 1 else "", Path(parts[-1]).stem, relpath, reason)
+            listing.skip(parts[0] if len(parts) > 1 else "", Path(parts[-1]).stem, relpath, reason)
             continue
-        genre, track = parts[0], Path(parts[1]).stem
-        if (genre, track) in seen:
-            raise DataSourceError(
-                f"two audio files give the same track id {genre}/{track}: {seen[genre, track]} "
-                f"and {relpath} in {where}; rename one (track ids are file names without extension)"
-            )
-        seen[genre, track] = relpath
-        files.append(AudioFile(genre, track, relpath, version))
+        listing.add(parts[0], Path(parts[1]).stem, relpath, version)
     audio_types = ", ".join(sorted(suffixes))
-    for genre in sorted(set(genre_dirs) - {audio.genre for audio in files}):
-        skip(genre, "", genre, f"no audio files ({audio_types}) in this genre folder")
-    if not files:
-        example = f"; skipped, e.g. {skipped[0]['path']}: {skipped[0]['reason']}" if skipped else ""
-        raise DataSourceError(
-            f"no audio files ({audio_types}) found as {where}/<genre>/<file>{example}"
-        )
-    return Collection(files, skipped)
+    for genre in sorted(set(genre_dirs) - {audio.genre for audio in listing.files}):
+        listing.skip(genre, "", genre, f"no audio files ({audio_types}) in this genre folder")
+    if not listing.files:
+        raise listing.no_audio(f"({audio_types}) found as {where}/<genre>/<file>")
+    return Collection(listing.files, listing.skipped)
 
 
 def scan_directory(root: str | Path, extensions: list[str]) -> Collection:
@@ -321,21 +339,13 @@ def _collect_tree(entries: list[tuple[str, str]], extensions: list[str], where: 
     """``(relpath, version)`` pairs -> sorted unlabelled AudioFiles of every file with an audio
     extension, at any depth; an error for two files with one track id or no audio at all."""
     suffixes = _suffixes(extensions)
-    files, seen = [], {}
+    listing = _Listing(where, "relative paths without extension")
     for relpath, version in sorted(entries):
-        if Path(relpath).suffix.lower() not in suffixes:
-            continue
-        track = tree_track_id(relpath)
-        if track in seen:
-            raise DataSourceError(
-                f"two audio files give the same track id {track}: {seen[track]} and {relpath} "
-                f"in {where}; rename one (track ids are relative paths without extension)"
-            )
-        seen[track] = relpath
-        files.append(AudioFile(UNLABELLED, track, relpath, version))
-    if not files:
-        raise DataSourceError(f"no audio files ({', '.join(sorted(suffixes))}) below {where}")
-    return files
+        if Path(relpath).suffix.lower() in suffixes:
+            listing.add(UNLABELLED, tree_track_id(relpath), relpath, version)
+    if not listing.files:
+        raise listing.no_audio(f"({', '.join(sorted(suffixes))}) below {where}")
+    return listing.files
 
 
 def list_tree(root: str | Path, extensions: list[str]) -> list[AudioFile]:
