@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import os
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -123,20 +125,27 @@ def load_audio(path: str | Path, params: FeatureParams) -> np.ndarray:
     problem = duration_problem(audio.size, params.sample_rate, params.segment_seconds)
     if problem:
         raise AudioError(problem)
+    if np.isfinite(audio).all():
+        return audio
     return np.nan_to_num(audio, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+@functools.lru_cache(maxsize=8)
+def _mel_filter_bank(sample_rate: int, n_fft: int, n_mels: int) -> np.ndarray:
+    import librosa
+
+    return librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels)
 
 
 def log_mel_segments(audio: np.ndarray, params: FeatureParams) -> np.ndarray:
     """Log-mel (dB) of the whole clip cut into ``(n_segments, n_mels, frames)`` float32."""
     import librosa
 
-    mel = librosa.feature.melspectrogram(
-        y=audio,
-        sr=params.sample_rate,
-        n_fft=params.n_fft,
-        hop_length=params.hop_length,
-        n_mels=params.n_mels,
-    )
+    # librosa.feature.melspectrogram's math, with the filter bank built once per process and
+    # applied as one matrix product (it rebuilds the bank and uses einsum on every call).
+    power = np.abs(librosa.stft(audio, n_fft=params.n_fft, hop_length=params.hop_length))
+    np.square(power, out=power)  # in place: a 10-minute track's spectrogram is ~100 MB
+    mel = _mel_filter_bank(params.sample_rate, params.n_fft, params.n_mels) @ power
     logmel = librosa.power_to_db(mel, ref=1.0, amin=AMIN, top_db=None).astype(np.float32)
     frames = params.frames_per_segment
     n_segments = logmel.shape[1] // frames
@@ -257,6 +266,8 @@ def feature_path(features_dir: str | Path, genre: str, track: str) -> Path:
 def existing_features(path: str | Path, params: FeatureParams) -> dict | None:
     """Attributes (plus ``n_segments``) of a readable HDF5 at ``path`` made with ``params``;
     None when it is missing, unreadable (truncated, half-copied) or made with other parameters."""
+    if not os.path.exists(path):
+        return None
     try:
         with h5py.File(path, "r") as h5:
             attrs = dict(h5.attrs)

@@ -7,7 +7,9 @@ Evidently 0.7 API used here (checked against the installed 0.7.23):
   are inlined, nothing is fetched from a CDN), ``dict()`` (``{"metrics": [...], "tests": [...]}``)
   and ``json()``;
 * ``Dataset.from_pandas(df, data_definition=DataDefinition(numerical_columns=...,
-  categorical_columns=..., classification=[MulticlassClassification(...)]))``;
+  categorical_columns=..., classification=[MulticlassClassification(...)]))``; two labels need
+  ``BinaryClassification(..., pos_label=...)`` (a two-label multiclass task fails with
+  "Undefined pos_label");
 * presets ``ClassificationPreset`` and ``DataDriftPreset`` in ``evidently.presets``; dataset
   metrics in ``evidently.metrics``; tests are conditions attached to metrics
   (``DuplicatedRowCount(tests=[eq(0)])``, conditions from ``evidently.tests``), not a TestSuite.
@@ -86,9 +88,11 @@ def classification_frame(predictions: pd.DataFrame) -> tuple[pd.DataFrame, list[
     ``predictions`` has ``genre`` (true), ``prediction`` and optional ``prob_<genre>`` columns.
     Evidently's multiclass probabilities are one column per label, named by the label. When they
     are given, Evidently 0.7 ignores ``prediction_labels`` and scores the argmax of the
-    probabilities; so they are used only if every label that occurs has one and their argmax is
-    the ``prediction`` of every row (otherwise the labels are the truth and ROC AUC/log loss are
-    left out).
+    probabilities, and it needs every probability column's label among the true labels (ROC AUC
+    of a class without test tracks is undefined). So they are used only if the probability
+    columns are exactly the labels that occur (true or predicted), every one of them has test
+    tracks, and their argmax is the ``prediction`` of every row; otherwise the labels are the
+    truth and ROC AUC/log loss are left out.
     """
     frame = predictions[[TARGET, PREDICTION_COLUMN]].astype(str).reset_index(drop=True)
     labels = sorted(set(frame[TARGET]) | set(frame[PREDICTION_COLUMN]))
@@ -97,6 +101,10 @@ def classification_frame(predictions: pd.DataFrame) -> tuple[pd.DataFrame, list[
         return frame, None
     if not set(labels) <= set(prob_columns):
         log.warning("probability columns do not cover labels %s: ROC AUC/log loss left out", labels)
+        return frame, None
+    untested = sorted(set(prob_columns) - set(frame[TARGET]))
+    if untested:
+        log.warning("genres %s have no test tracks: ROC AUC/log loss left out", untested)
         return frame, None
     probas = sorted(prob_columns)
     values = predictions[[prob_columns[label] for label in probas]].astype(float).to_numpy()
@@ -113,6 +121,32 @@ def classification_frame(predictions: pd.DataFrame) -> tuple[pd.DataFrame, list[
     return frame, probas
 
 
+def classification_task(labels: list[str], probas: list[str] | None, frame: pd.DataFrame):
+    """Evidently's classification task for ``labels`` (the labels that occur, true or predicted).
+
+    Evidently treats two labels as a binary task and then needs a positive label: the first
+    label is positive, its probability (normalised over the two, so that the 0.5 threshold
+    Evidently applies gives the argmax, ties to the first label) the only probability column.
+    Evidently still reports precision/recall/F1 of both labels (by label). ``frame`` is changed.
+    """
+    from evidently import BinaryClassification, MulticlassClassification
+
+    if len(labels) != 2:
+        return MulticlassClassification(
+            target=TARGET, prediction_labels=PREDICTION_COLUMN, prediction_probas=probas
+        )
+    positive = labels[0]
+    if probas:
+        frame[positive] = frame[positive] / (frame[positive] + frame[labels[1]])
+        frame.drop(columns=labels[1], inplace=True)
+    return BinaryClassification(
+        target=TARGET,
+        prediction_labels=PREDICTION_COLUMN,
+        prediction_probas=positive if probas else None,
+        pos_label=positive,
+    )
+
+
 def classification_report(
     predictions: pd.DataFrame,
     html_path: str | Path,
@@ -120,21 +154,33 @@ def classification_report(
     model: str = "",
     provenance: dict | None = None,
 ) -> dict:
-    """Evidently ClassificationPreset (multiclass) on the test tracks; returns the JSON summary."""
-    from evidently import DataDefinition, Dataset, MulticlassClassification, Report
+    """Evidently ClassificationPreset on the test tracks; returns the JSON summary.
+
+    ``labels`` are the genres that occur in ``predictions`` as truth or prediction (a genre of
+    the model without test tracks that is never predicted is not scored). ``accuracy`` and the
+    ``precision``/``recall``/``f1`` macro averages over ``labels`` match scikit-learn's defaults
+    (zero for a predicted genre without test tracks). ``per_class``: Evidently's per-label scores
+    (Evidently leaves out a predicted genre without test tracks) with the test ``support``. With
+    two labels Evidently runs a binary task (``positive_label``) whose precision/recall/F1 are
+    the positive label's; the summary's are still the macro averages.
+    """
+    from evidently import BinaryClassification, DataDefinition, Dataset, Report
     from evidently.presets import ClassificationPreset
 
     if predictions.empty:
         raise ValueError("no predicted tracks: cannot build a classification report")
     frame, probas = classification_frame(predictions)
+    labels = sorted(set(frame[TARGET]) | set(frame[PREDICTION_COLUMN]))
+    if len(labels) < 2:
+        raise ValueError(
+            f"only one genre ({labels[0]}) among the true and predicted genres of the "
+            f"{len(frame)} test tracks: cannot build a classification report"
+        )
+    task = classification_task(labels, probas, frame)
     definition = DataDefinition(
         categorical_columns=[TARGET, PREDICTION_COLUMN],
-        numerical_columns=probas or [],
-        classification=[
-            MulticlassClassification(
-                target=TARGET, prediction_labels=PREDICTION_COLUMN, prediction_probas=probas
-            )
-        ],
+        numerical_columns=[c for c in frame.columns if c not in (TARGET, PREDICTION_COLUMN)],
+        classification=[task],
     )
     dataset = Dataset.from_pandas(frame, data_definition=definition)
     snapshot = Report([ClassificationPreset()], metadata={"model": model}).run(dataset, None)
@@ -150,10 +196,15 @@ def classification_report(
         elif kind in BY_LABEL_KEYS:
             for label, value in metric["value"].items():
                 per_class.setdefault(str(label), {})[BY_LABEL_KEYS[kind]] = float(value)
+    if isinstance(task, BinaryClassification):
+        summary["positive_label"] = task.pos_label
+        for key in ("precision", "recall", "f1"):  # Evidently's are the positive label's
+            scores = [per_class.get(label, {}).get(key, 0.0) for label in labels]
+            summary[key] = sum(scores) / len(labels)
     support = frame[TARGET].value_counts()
     for label in per_class:
         per_class[label]["support"] = int(support.get(label, 0))
-    summary["labels"] = sorted(per_class)
+    summary["labels"] = labels
     summary["per_class"] = dict(sorted(per_class.items()))
     summary["probabilities"] = probas is not None
     summary["evidently"] = raw

@@ -26,6 +26,8 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
+from threadpoolctl import threadpool_limits
+
 from genre_classification.audio_source import (
     MANIFEST_COLUMNS,
     REJECTED_COLUMNS,
@@ -149,12 +151,6 @@ def _preload(params: FeatureParams) -> None:
     log_mel_segments(np.zeros(params.n_fft * 4, dtype=np.float32), params)
 
 
-def _worker_init() -> None:
-    # One BLAS/numba thread per worker: the job's threads are the worker processes.
-    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
-        os.environ[name] = "1"
-
-
 def _run_pool(tasks: list[ShardTask], threads: int) -> Iterator[dict]:
     """Rows of ``tasks`` in completion order; a crashed worker (a decoder segfault) costs only
     the file it was on: the pool is restarted for the rest and that file is rejected."""
@@ -163,7 +159,7 @@ def _run_pool(tasks: list[ShardTask], threads: int) -> Iterator[dict]:
     pending = list(tasks)
     while pending:
         context = multiprocessing.get_context("fork")
-        with ProcessPoolExecutor(threads, mp_context=context, initializer=_worker_init) as pool:
+        with ProcessPoolExecutor(threads, mp_context=context) as pool:
             futures = {pool.submit(process_member, task): task for task in pending}
             done = []
             try:
@@ -180,6 +176,21 @@ def _run_pool(tasks: list[ShardTask], threads: int) -> Iterator[dict]:
                 threads = 1
 
 
+def _with_progress(tasks: list[ShardTask], threads: int) -> Iterator[dict]:
+    """Rows of ``tasks``, logging quarantined files and the rate every PROGRESS_SECONDS."""
+    results = map(process_member, tasks) if threads <= 1 else _run_pool(tasks, threads)
+    start = last_report = time.perf_counter()
+    for done, row in enumerate(results, 1):
+        if row["status"] == "rejected":
+            log.warning("quarantined %s: %s", row["path"], row["reason"])
+        now = time.perf_counter()
+        if now - last_report >= PROGRESS_SECONDS or done == len(tasks):
+            log.info("%d/%d files done (%.1f files/s)", done, len(tasks),
+                     done / max(now - start, 1e-9))  # fmt: skip
+            last_report = now
+        yield row
+
+
 def extract_shard(
     members: list[AudioFile],
     root: str | Path,
@@ -194,19 +205,12 @@ def extract_shard(
         out = feature_path(features_dir, task.audio.genre, task.audio.track)
         out.with_name(f".tmp-{out.name}").unlink(missing_ok=True)
     log.info("shard of %d files in process %d, %d worker(s)", len(tasks), os.getpid(), threads)
-    _preload(params)
-    rows, start, last_report = [], time.perf_counter(), time.perf_counter()
-    results = map(process_member, tasks) if threads <= 1 else _run_pool(tasks, threads)
-    for row in results:
-        rows.append(row)
-        if row["status"] == "rejected":
-            log.warning("quarantined %s: %s", row["path"], row["reason"])
-        now = time.perf_counter()
-        if now - last_report >= PROGRESS_SECONDS or len(rows) == len(tasks):
-            log.info("%d/%d files done (%.1f files/s)", len(rows), len(tasks),
-                     len(rows) / max(now - start, 1e-9))  # fmt: skip
-            last_report = now
-    rows.sort(key=lambda r: (r["genre"], r["track"]))
+    start = time.perf_counter()
+    # One BLAS thread per process: the job's threads are the worker processes. Forked workers
+    # inherit the limit (OPENBLAS_NUM_THREADS set after numpy's import would not reach BLAS).
+    with threadpool_limits(1):
+        _preload(params)
+        rows = sorted(_with_progress(tasks, threads), key=lambda r: (r["genre"], r["track"]))
     counts = {s: sum(r["status"] == s for r in rows) for s in ("kept", "extracted", "rejected")}
     log.info("shard done in %.1f s: %s", time.perf_counter() - start, counts)
     write_tsv(record_path, rows, RECORD_COLUMNS)

@@ -4,13 +4,20 @@ predefined table; optionally group-aware (no artist/album in two of train/val/te
 The unit of assignment is a group of tracks (``split.group_by``; without it every track is its
 own group). A fold is one complete assignment of tracks to train/val/test; holdout and ``file``
 have one fold, ``kfold`` has K, whose test sets partition the tracks.
+
+Small genres: a holdout puts at least one track (group) of every genre in each of train, val and
+test, so a genre needs at least 3; k folds test each genre in every fold, so a genre needs at
+least K. A genre with fewer is left out of the split (a warning names it, its count and what it
+needs; the split summary lists it under ``excluded_genres``) rather than silently trained on
+and never tested. Fewer than two genres left is an error. A ``file`` split is the user's own
+table and is kept as given (genres missing from a split are only warned about).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +59,82 @@ def assign_splits(tracks: list[dict], fractions: dict[str, float], seed: int) ->
             split = "test" if rank < n_test else "val" if rank < n_test + n_val else "train"
             result.append({**rows[index], "split": split})
     return sorted(result, key=lambda r: (r["genre"], r["track"]))
+
+
+# --- genres too small to split ---------------------------------------------------------------
+
+
+MIN_HOLDOUT_UNITS = len(SPLITS)  # one track (group) in each of train, val and test
+
+
+@dataclasses.dataclass
+class ExcludedGenre:
+    """A genre left out of the split: ``n_tracks`` tracks in ``n_units`` units (tracks, or
+    groups with ``split.group_by``) where the split needs ``needs`` (``requirement`` says why)."""
+
+    genre: str
+    n_tracks: int
+    n_units: int
+    needs: int
+    requirement: str
+    group_by: str | None = None
+
+    def message(self) -> str:
+        tracks = f"{self.n_tracks} track{'' if self.n_tracks == 1 else 's'}"
+        groups = f" in {self.n_units} {self.group_by} group(s)" if self.group_by else ""
+        return f"genre {self.genre!r} has {tracks}{groups}; {self.requirement}"
+
+
+def split_requirement(method: str, folds: int, group_by: str | None) -> tuple[int, str]:
+    """The number of tracks (groups) a genre needs for ``method`` and a sentence saying why."""
+    units = f"{group_by} groups" if group_by else "tracks"
+    if method == "kfold":
+        return folds, (
+            f"{folds} folds need at least {folds} {units} per genre (one in the test set of "
+            "every fold)"
+        )
+    return MIN_HOLDOUT_UNITS, (
+        f"a holdout split needs at least {MIN_HOLDOUT_UNITS} {units} per genre (one in each of "
+        "train, val and test)"
+    )
+
+
+def exclude_small_genres(
+    tracks: list[dict],
+    needs: int,
+    requirement: str,
+    groups: dict[str, str] | None = None,
+    group_by: str | None = None,
+) -> tuple[list[dict], list[ExcludedGenre]]:
+    """Leave out the tracks of every genre with fewer than ``needs`` units (tracks, or distinct
+    groups of its tracks with ``groups``), warning for each; ``SplitError`` if fewer than two
+    genres remain. Returns ``(kept tracks, excluded genres)``."""
+    by_genre: dict[str, list[dict]] = {}
+    for row in tracks:
+        by_genre.setdefault(row["genre"], []).append(row)
+    excluded = []
+    for genre, rows in sorted(by_genre.items()):
+        n_units = len({groups[track_key(r)] for r in rows}) if groups else len(rows)
+        if n_units < needs:
+            excluded.append(ExcludedGenre(genre, len(rows), n_units, needs, requirement, group_by))
+            log.warning("%s: left out of the split", excluded[-1].message())
+    kept = sorted(set(by_genre) - {e.genre for e in excluded})
+    if len(kept) < 2:
+        counts = ", ".join(f"{g} {len(rows)}" for g, rows in sorted(by_genre.items()))
+        raise SplitError(
+            f"{len(kept)} genre(s) left to split ({', '.join(kept) or 'none'}), at least 2 are "
+            f"needed; {requirement}. Tracks per genre: {counts or 'none'}"
+        )
+    dropped = {e.genre for e in excluded}
+    return [r for r in tracks if r["genre"] not in dropped], excluded
+
+
+def genres_missing_from_splits(rows: list[dict]) -> dict[str, list[str]]:
+    """Split name -> the genres of ``rows`` that have no track in it (e.g. a ``file`` table, or
+    groups too few or too large for the fractions)."""
+    genres = {r["genre"] for r in rows}
+    present = {s: {r["genre"] for r in rows if r["split"] == s} for s in SPLITS}
+    return {s: sorted(genres - present[s]) for s in SPLITS if genres - present[s]}
 
 
 # --- group-aware assignment -------------------------------------------------------------------
@@ -292,11 +375,12 @@ def groups_crossing(rows: list[dict], groups: dict[str, str]) -> dict[str, set[s
 # --- the split_tracks job ---------------------------------------------------------------------
 
 
-@dataclass
+@dataclasses.dataclass
 class SplitResult:
     folds: list[list[dict]]
     groups: dict[str, str] | None = None
-    left_out: list[str] = field(default_factory=list)
+    left_out: list[str] = dataclasses.field(default_factory=list)
+    excluded: list[ExcludedGenre] = dataclasses.field(default_factory=list)
 
 
 def make_split(
@@ -345,11 +429,15 @@ def make_split(
         )
     if groups:
         check_groups(tracks, groups, group_by)
+    if method not in ("holdout", "kfold"):
+        raise SplitError(f"unknown split.method {method!r}")
+    needs, requirement = split_requirement(method, folds, group_by)
+    tracks, excluded = exclude_small_genres(tracks, needs, requirement, groups, group_by)
     if method == "holdout":
-        return SplitResult([holdout_split(tracks, fractions, seed, groups)], groups)
-    if method == "kfold":
-        return SplitResult(kfold_splits(tracks, folds, fractions, seed, groups), groups)
-    raise SplitError(f"unknown split.method {method!r}")
+        rows = [holdout_split(tracks, fractions, seed, groups)]
+    else:
+        rows = kfold_splits(tracks, folds, fractions, seed, groups)
+    return SplitResult(rows, groups, excluded=excluded)
 
 
 def _columns(rows: list[dict], groups) -> tuple[str, ...]:
@@ -368,6 +456,17 @@ def split_summary(result: SplitResult, method: str) -> dict:
         "folds": [counts(rows) for rows in result.folds],
         "n_left_out": len(result.left_out),
         "left_out": result.left_out,
+        "excluded_genres": [
+            {
+                "genre": e.genre,
+                "n_tracks": e.n_tracks,
+                "n_units": e.n_units,
+                "needs": e.needs,
+                "reason": e.message(),
+            }
+            for e in result.excluded
+        ],
+        "genres_missing": [genres_missing_from_splits(rows) for rows in result.folds],
     }
 
 
@@ -408,6 +507,8 @@ def write_split(
         write_json(info_path, summary)
     for i, fold in enumerate(summary["folds"]):
         log.info("fold %d: %s (seed %d)", i, fold, seed)
+        for split, genres in summary["genres_missing"][i].items():
+            log.warning("fold %d: no %s tracks of genres %s", i, split, ", ".join(genres))
     if result.left_out:
         log.warning(
             "%d tracks of the collection are not in the split table and are left out: %s",

@@ -49,6 +49,23 @@ def test_genre_absent_from_predictions_scores_zero():
     assert m["per_genre"]["metal"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1}
 
 
+def test_genre_without_test_tracks_is_not_a_zero_in_the_macro_scores(caplog):
+    from sklearn.metrics import f1_score
+
+    y_true, y_pred = np.array([0, 0, 1, 1]), np.array([0, 1, 1, 1])  # no pop track
+    with caplog.at_level("WARNING"):
+        m = evaluate.compute_metrics(y_true, y_pred, LABELS)
+    assert "no test tracks of ['pop']" in caplog.text
+    assert m["macro_genres"] == ["blues", "metal"]
+    assert m["macro_f1"] == pytest.approx(f1_score(y_true, y_pred, average="macro"))
+    assert m["macro_f1"] == pytest.approx((2 / 3 + 0.8) / 2)
+    assert m["per_genre"]["pop"]["support"] == 0
+    # predicted without test tracks: every such prediction is wrong, it counts with F1 0
+    m = evaluate.compute_metrics(y_true, np.array([0, 2, 1, 1]), LABELS)
+    assert m["macro_genres"] == LABELS
+    assert m["macro_f1"] == pytest.approx((2 / 3 + 1 + 0) / 3)
+
+
 def test_evaluate_writes_contract_files(tmp_path):
     import keras
 

@@ -329,6 +329,66 @@ def test_classification_json_matches_sklearn(tables, tmp_path, consistent):
     assert summary["n_tracks"] == len(data)
 
 
+@pytest.mark.parametrize("consistent", [True, False])
+def test_two_genre_classification_json_matches_sklearn(tables, tmp_path, consistent):
+    """Evidently runs two labels as a binary task (it fails on a two-label multiclass task with
+    "Undefined pos_label"): the summary still has macro scores and both genres' scores."""
+    from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
+
+    reference = tables["reference"]
+    two = ["disco", "jazz"]
+    data = predictions_for(reference[reference["genre"].isin(two)], seed=3, consistent=consistent)
+    summary = classification_report(data, tmp_path / "c.html", tmp_path / "c.json", model="m")
+    on_disk = json.loads((tmp_path / "c.json").read_text())
+    assert on_disk == json.loads(json.dumps(summary, default=str))
+    assert on_disk["accuracy"] == pytest.approx(accuracy_score(data["genre"], data["prediction"]))
+    assert on_disk["f1"] == pytest.approx(
+        f1_score(data["genre"], data["prediction"], average="macro")
+    )
+    assert on_disk["labels"] == two and set(on_disk["per_class"]) == set(two)
+    assert on_disk["positive_label"] == "disco"
+    p, r, f, support = precision_recall_fscore_support(
+        data["genre"], data["prediction"], labels=two
+    )
+    for i, genre in enumerate(two):
+        scores = on_disk["per_class"][genre]
+        assert (scores["precision"], scores["recall"], scores["f1"]) == pytest.approx(
+            (p[i], r[i], f[i])
+        )
+        assert scores["support"] == support[i]
+    assert on_disk["probabilities"] is consistent and ("roc_auc" in on_disk) is consistent
+    if consistent:
+        from sklearn.metrics import roc_auc_score
+
+        expected = roc_auc_score(data["genre"] == "disco", data["prob_disco"])
+        assert on_disk["roc_auc"] == pytest.approx(expected)
+    assert (tmp_path / "c.html").stat().st_size > 0
+
+
+@pytest.mark.parametrize("n_tested", [1, 3])  # two labels (binary), four
+def test_classification_with_a_genre_without_test_tracks(tables, tmp_path, caplog, n_tested):
+    """A genre of the model (a probability column) without test tracks, predicted for some
+    tracks: no crash; macro scores over the genres that occur as truth or prediction, like
+    scikit-learn's defaults; ROC AUC/log loss left out."""
+    from sklearn.metrics import accuracy_score, f1_score, precision_score
+
+    reference = tables["reference"]
+    tested = BASE_GENRES[:n_tested]
+    data = predictions_for(reference[reference["genre"].isin(tested)], seed=4)
+    data["prob_zydeco"] = 0.0
+    data.loc[data.index[:2], ["prediction", "prob_zydeco"]] = ["zydeco", 9.0]  # argmax stays
+    with caplog.at_level(logging.WARNING):
+        summary = classification_report(data, tmp_path / "c.html", tmp_path / "c.json")
+    assert "genres ['zydeco'] have no test tracks" in caplog.text
+    assert summary["labels"] == sorted([*tested, "zydeco"])
+    assert summary["accuracy"] == pytest.approx(accuracy_score(data["genre"], data["prediction"]))
+    for key, score in (("f1", f1_score), ("precision", precision_score)):
+        expected = score(data["genre"], data["prediction"], average="macro", zero_division=0)
+        assert summary[key] == pytest.approx(expected), key
+    assert summary["probabilities"] is False and "roc_auc" not in summary
+    assert all(summary["per_class"][g]["support"] > 0 for g in tested)
+
+
 def test_classification_report_logged_to_mlflow(tables, tmp_path):
     import mlflow
 

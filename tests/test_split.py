@@ -68,6 +68,7 @@ from genre_classification.split import (  # noqa: E402
     holdout_split,
     kfold_splits,
     make_split,
+    split_summary,
     track_key,
     write_split,
 )
@@ -195,11 +196,9 @@ def test_groups_table_must_cover_every_track(tmp_path):
     with pytest.raises(SplitError, match="give split.groups"):
         make_split(rows, "kfold", FRACTIONS, folds=2, group_by="artist")
     # A label-table source (data.source: table) supplies the column on the tracks themselves.
-    own = [{**r, "artist": r["track"][-1]} for r in rows]
+    own = [{**r, "artist": r["track"][-1]} for r in rows + tracks({"rock": 3})]
     assert make_split(own, "holdout", FRACTIONS, group_by="artist").groups == {
-        "blues/blues.00000": "0",
-        "blues/blues.00001": "1",
-        "blues/blues.00002": "2",
+        f"{genre}/{genre}.0000{i}": str(i) for genre in ("blues", "rock") for i in range(3)
     }
 
 
@@ -253,3 +252,85 @@ def test_write_split_kfold_tables(tmp_path):
     ]
     info = json.loads((tmp_path / "info.json").read_text())
     assert [f["test"] for f in info["folds"]] == [4, 4, 4] and info["n_tracks"] == 12
+
+
+# --- genres too small to split ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "folds", "needs", "small"),
+    [("holdout", 5, 3, {"one": 1, "two": 2}), ("kfold", 4, 4, {"one": 1, "two": 2, "three": 3})],
+)
+def test_small_genres_are_left_out_with_a_warning(caplog, method, folds, needs, small):
+    rows = tracks({"jazz": 12, "metal": 12, **small})
+    with caplog.at_level("WARNING", logger="genre_classification.split"):
+        result = make_split(rows, method, FRACTIONS, seed=1, folds=folds)
+    for genre, n in small.items():
+        track_word = "track" if n == 1 else "tracks"
+        assert f"genre '{genre}' has {n} {track_word}; " in caplog.text
+        assert f"need{'s' * (method == 'holdout')} at least {needs} tracks per genre" in caplog.text
+    assert caplog.text.count("left out of the split") == len(small)
+    expected = make_split(tracks({"jazz": 12, "metal": 12}), method, FRACTIONS, 1, folds=folds)
+    assert result.folds == expected.folds  # the other genres split as if alone
+    for fold in result.folds:
+        assert {r["genre"] for r in fold if r["split"] == "test"} == {"jazz", "metal"}
+    summary = split_summary(result, method)
+    assert [(e["genre"], e["n_tracks"], e["needs"]) for e in summary["excluded_genres"]] == [
+        (genre, n, needs) for genre, n in sorted(small.items())
+    ]
+    assert summary["n_tracks"] == 24 and summary["genres_missing"] == [{}] * len(result.folds)
+
+
+def test_small_genres_count_groups():
+    rows = tracks({"jazz": 9, "metal": 9, "pop": 9})
+    groups = {track_key(r): f"{r['genre']}-{i % 4}" for i, r in enumerate(rows)}
+    groups.update({track_key(r): "metal-only" for r in rows if r["genre"] == "metal"})
+    rows = [{**r, "artist": groups[track_key(r)]} for r in rows]
+    with pytest.raises(SplitError, match=r"1 genre\(s\) left to split \(jazz\)"):
+        make_split([r for r in rows if r["genre"] != "pop"], "holdout", FRACTIONS,
+                   group_by="artist")  # fmt: skip
+    result = make_split(rows, "holdout", FRACTIONS, group_by="artist")
+    assert {r["genre"] for r in result.folds[0] if r["split"] == "test"} == {"jazz", "pop"}
+    assert [e.message() for e in result.excluded] == [
+        "genre 'metal' has 9 tracks in 1 artist group(s); a holdout split needs at least 3 "
+        "artist groups per genre (one in each of train, val and test)"
+    ]
+
+
+@pytest.mark.parametrize(("method", "folds"), [("holdout", 5), ("kfold", 3)])
+def test_fewer_than_two_genres_left_is_an_error(method, folds):
+    with pytest.raises(
+        SplitError,
+        match=r"1 genre\(s\) left to split \(jazz\), at least 2 are needed; .* "
+        r"Tracks per genre: jazz 10, one 1, two 2$",
+    ):
+        make_split(tracks({"jazz": 10, "one": 1, "two": 2}), method, FRACTIONS, folds=folds)
+
+
+def test_write_split_lists_excluded_genres(tmp_path, caplog):
+    write_manifest(tmp_path / "manifest.tsv", tracks({"jazz": 6, "pop": 6, "solo": 1}))
+    with caplog.at_level("WARNING"):
+        write_split(tmp_path / "manifest.tsv", tmp_path / "split.tsv", FRACTIONS, 1,
+                    info_path=tmp_path / "info.json", method="holdout")  # fmt: skip
+    assert "genre 'solo' has 1 track;" in caplog.text
+    assert "solo" not in (tmp_path / "split.tsv").read_text()
+    info = json.loads((tmp_path / "info.json").read_text())
+    assert info["excluded_genres"][0]["genre"] == "solo"
+    assert "left out" not in info["excluded_genres"][0]["reason"]
+
+
+def test_file_split_keeps_a_genre_missing_from_test(tmp_path, caplog):
+    rows = tracks({"blues": 3, "rock": 2})
+    table = tmp_path / "split.tsv"
+    table.write_text(
+        "track\tsplit\nblues.00000\ttrain\nblues.00001\tval\nblues.00002\ttest\n"
+        "rock.00000\ttrain\nrock.00001\ttrain\n"
+    )
+    write_manifest(tmp_path / "manifest.tsv", rows)
+    with caplog.at_level("WARNING"):
+        write_split(tmp_path / "manifest.tsv", tmp_path / "out.tsv", FRACTIONS, 1,
+                    info_path=tmp_path / "info.json", method="file", split_file=table)  # fmt: skip
+    assert "fold 0: no val tracks of genres rock" in caplog.text
+    info = json.loads((tmp_path / "info.json").read_text())
+    assert info["excluded_genres"] == []
+    assert info["genres_missing"] == [{"val": ["rock"], "test": ["rock"]}]
