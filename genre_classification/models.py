@@ -165,10 +165,27 @@ def make_optimizer(name: str, learning_rate: float):
         raise ValueError(f"unknown optimizer {name!r}; choose one of {sorted(classes)}") from None
 
 
+def scaled_optimizer(name: str, learning_rate: float, factors=None):
+    """``make_optimizer``, or with ``factors`` ({variable path regex: factor}) a MultiOptimizer
+    whose matching variables get ``learning_rate * factor`` and the others ``learning_rate``."""
+    import keras
+
+    default = make_optimizer(name, learning_rate)
+    if not factors:
+        return default
+    mapping = keras.optimizers.OptimizerMap(default)
+    for pattern, factor in factors.items():
+        mapping[pattern] = make_optimizer(name, learning_rate * factor)
+    return keras.optimizers.MultiOptimizer(mapping)
+
+
 def compile_model(model, optimizer: str = "adam", learning_rate: float = 1e-3):
-    """Compile for integer labels; under mixed_float16 Keras wraps the optimizer in loss scaling."""
+    """Compile for integer labels; under mixed_float16 Keras wraps the optimizer in loss scaling.
+
+    A builder may set ``model.learning_rate_factors`` (e.g. musicnn's backbone factor)."""
+    factors = getattr(model, "learning_rate_factors", None)
     model.compile(
-        optimizer=make_optimizer(optimizer, learning_rate),
+        optimizer=scaled_optimizer(optimizer, learning_rate, factors),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
