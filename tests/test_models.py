@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import pytest
 
@@ -92,3 +94,17 @@ def test_learning_rate_factors_give_a_multi_optimizer():
     assert isinstance(model.optimizer, keras.optimizers.MultiOptimizer)
     assert scaled["conv0/kernel"] == pytest.approx(0.1 * plain["conv0/kernel"], rel=1e-3)
     assert scaled["probs/kernel"] == pytest.approx(plain["probs/kernel"], rel=1e-3)
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("musicnn") is None, reason="musicnn wheel not installed (make install)"
+)
+def test_musicnn_architecture():
+    assert "musicnn" in models.ARCHITECTURES
+    assert {"mode", "embedding", "backbone_learning_rate_factor"} <= set(
+        models.option_names("musicnn")
+    )
+    model = models.build_model("musicnn", (96, 187, 1), 4, np.zeros(96), np.ones(96))
+    assert model.input_shape == (None, 96, 187, 1)
+    assert model.output_shape == (None, 4)
+    assert model.get_layer("musicnn").output_shape == (None, 200)
