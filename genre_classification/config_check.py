@@ -127,6 +127,7 @@ def cross_check(config: dict) -> list[str]:
         for name in predict.get("sets") or {}
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", str(name))
     ]
+    problems += _split_file_problems(config["data"], config["split"])
     if has_credentials(training.get("tracking_uri") or ""):
         problems.append(
             "training.tracking_uri contains credentials; config files end up in git and in "
@@ -134,6 +135,22 @@ def cross_check(config: dict) -> list[str]:
             "MLFLOW_TRACKING_PASSWORD) in the environment instead"
         )
     return problems
+
+
+def _split_file_problems(data: dict, split: dict) -> list[str]:
+    """``split.method: file`` reads ``split.file``, or the label table's own split column."""
+    table = data["source"] == "table"
+    if split["method"] == "file" and split["file"] is None and not table:
+        return [
+            "split.method is file: set split.file (a TSV with a track or path column and a "
+            "split column), or use data.source table with a split column in the label table"
+        ]
+    if table and split["file"] is not None and split["file"] == data["table"]["path"]:
+        return [
+            "split.file is the label table data.table.path: leave split.file null, the label "
+            "table's split column is used (its paths are relative to the audio root)"
+        ]
+    return []
 
 
 def raise_problems(problems: list[str]) -> None:

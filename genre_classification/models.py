@@ -4,6 +4,8 @@
   demo, and a reasonable GTZAN baseline on a GPU).
 * ``efficientnetb0`` / ``resnet50``: ``keras.applications`` backbones with
   ``weights: none | imagenet | <path to .weights.h5>``.
+* ``musicnn``: the music-tagging CNN pretrained on the Million Song Dataset, weights from the
+  musicnn wheel (``genre_classification.musicnn``); needs 96-band musicnn log-mel input.
 
 Every model starts with a per-band ``Normalization`` layer holding the training-set statistics,
 so a saved ``model.keras`` takes raw log-mel input. The softmax output is float32 also under
@@ -16,7 +18,7 @@ import inspect
 from pathlib import Path
 
 BACKBONES = {"efficientnetb0": "EfficientNetB0", "resnet50": "ResNet50"}
-ARCHITECTURES = ("cnn", *BACKBONES)
+ARCHITECTURES = ("cnn", *BACKBONES, "musicnn")
 
 NO_NETWORK_MESSAGE = (
     "Could not download the ImageNet weights for {name} ({error}). This machine probably has no "
@@ -137,12 +139,20 @@ def build_model(architecture: str, input_shape, n_classes: int, mean=None, varia
         return build_cnn(input_shape, n_classes, mean, variance, **kw)
     if architecture in BACKBONES:
         return build_backbone(architecture, input_shape, n_classes, mean, variance, **kw)
+    if architecture == "musicnn":
+        return _musicnn_builder()(input_shape, n_classes, mean, variance, **kw)
     raise ValueError(f"unknown architecture {architecture!r}; choose one of {ARCHITECTURES}")
+
+
+def _musicnn_builder():
+    from genre_classification.musicnn import build_musicnn_classifier
+
+    return build_musicnn_classifier
 
 
 # The feature set an architecture's pretrained weights need (config feature_sets); others use
 # the default set unless the model entry names one.
-ARCHITECTURE_FEATURE_SETS: dict[str, str] = {}
+ARCHITECTURE_FEATURE_SETS = {"musicnn": "musicnn"}
 
 
 def feature_set_of(model_config: dict) -> str:
@@ -155,7 +165,8 @@ def feature_set_of(model_config: dict) -> str:
 
 def option_names(architecture: str) -> list[str]:
     """The ``options`` a model config may give ``architecture`` (its builder's keywords)."""
-    builder = build_cnn if architecture.lower() == "cnn" else build_backbone
+    builders = {"cnn": build_cnn, "musicnn": _musicnn_builder()}
+    builder = builders.get(architecture.lower(), build_backbone)
     return sorted(
         name
         for name, p in inspect.signature(builder).parameters.items()
@@ -178,10 +189,27 @@ def make_optimizer(name: str, learning_rate: float):
         raise ValueError(f"unknown optimizer {name!r}; choose one of {sorted(classes)}") from None
 
 
+def scaled_optimizer(name: str, learning_rate: float, factors=None):
+    """``make_optimizer``, or with ``factors`` ({variable path regex: factor}) a MultiOptimizer
+    whose matching variables get ``learning_rate * factor`` and the others ``learning_rate``."""
+    import keras
+
+    default = make_optimizer(name, learning_rate)
+    if not factors:
+        return default
+    mapping = keras.optimizers.OptimizerMap(default)
+    for pattern, factor in factors.items():
+        mapping[pattern] = make_optimizer(name, learning_rate * factor)
+    return keras.optimizers.MultiOptimizer(mapping)
+
+
 def compile_model(model, optimizer: str = "adam", learning_rate: float = 1e-3):
-    """Compile for integer labels; under mixed_float16 Keras wraps the optimizer in loss scaling."""
+    """Compile for integer labels; under mixed_float16 Keras wraps the optimizer in loss scaling.
+
+    A builder may set ``model.learning_rate_factors`` (e.g. musicnn's backbone factor)."""
+    factors = getattr(model, "learning_rate_factors", None)
     model.compile(
-        optimizer=make_optimizer(optimizer, learning_rate),
+        optimizer=scaled_optimizer(optimizer, learning_rate, factors),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )

@@ -234,18 +234,23 @@ def write_collection(
     rejected_path: str | Path,
     version_path: str | Path,
     skipped: list[dict] = (),
+    labels: dict[str, dict[str, str]] | None = None,
 ) -> dict:
     """Manifest, rejected list and data version of the whole collection from its shard records;
-    ``skipped``: files the listing could not use (rejected too, with their reason)."""
+    ``skipped``: files the listing could not use (rejected too, with their reason); ``labels``:
+    a label table's other columns per track (``group``, ``split``, ...), added to the manifest."""
     from genre_classification.fileio import write_json
 
     accepted, rejected = collect_records(record_paths)
     rejected = sorted([*rejected, *skipped], key=lambda r: (r["genre"], r["track"], r["path"]))
-    write_tsv(manifest_path, accepted, MANIFEST_COLUMNS)
+    label_columns = tuple(next(iter(labels.values()))) if labels else ()
+    for row in accepted if labels else ():
+        row.update(labels.get(f"{row['genre']}/{row['track']}", dict.fromkeys(label_columns, "")))
+    write_tsv(manifest_path, accepted, MANIFEST_COLUMNS + label_columns)
     write_tsv(rejected_path, rejected, REJECTED_COLUMNS)
     version = dict(version)
-    if version["md5"] is None:  # plain directory: md5 of the content listing
-        listing = "".join(
+    if version["md5"] is None:  # plain directory: md5 of the content listing (and label table)
+        listing = version.get("table_md5", "") + "".join(
             f"{r['genre']}/{r['track']}\t{r.get('md5', '')}\n" for r in accepted + rejected
         )
         version["md5"] = hashlib.md5(listing.encode()).hexdigest()

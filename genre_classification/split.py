@@ -331,11 +331,7 @@ def file_split(
     table does not mention, and the groups of its ``group_column`` if it has one.
     """
     table = read_table(path)
-    if not table or "split" not in table[0]:
-        raise SplitError(f"{path}: needs a 'split' column (train/val/test)")
-    bad = sorted({r["split"] for r in table} - set(SPLITS))
-    if bad:
-        raise SplitError(f"{path}: unknown split names {bad} (want train, val, test)")
+    check_split_column(table, path)
     keys = match_tracks([r[_name_column(table, path)] for r in table], tracks, rejected, str(path))
     by_key = {track_key(r): r for r in tracks}
     assigned: dict[str, str] = {}
@@ -350,6 +346,22 @@ def file_split(
     rows = [{**by_key[k], "split": s} for k, s in assigned.items()]
     left_out = sorted(set(by_key) - set(assigned))
     return sorted(rows, key=track_key), left_out, groups
+
+
+def check_split_column(table: list[dict], where) -> None:
+    if not table or "split" not in table[0]:
+        raise SplitError(f"{where}: needs a 'split' column (train/val/test)")
+    bad = sorted({r["split"] for r in table} - set(SPLITS))
+    if bad:
+        raise SplitError(f"{where}: unknown split names {bad} (want train, val, test)")
+
+
+def column_split(tracks: list[dict], where: str) -> tuple[list[dict], list[str]]:
+    """The assignment in the tracks' own ``split`` column (a label-table source): ``(rows,
+    left_out)``, tracks with an empty split left out."""
+    rows = [r for r in tracks if r.get("split")]
+    check_split_column(rows or tracks, where)
+    return sorted(rows, key=track_key), sorted(track_key(r) for r in tracks if not r["split"])
 
 
 def groups_crossing(rows: list[dict], groups: dict[str, str]) -> dict[str, set[str]]:
@@ -385,7 +397,8 @@ def make_split(
     """Assign ``tracks`` (manifest rows) according to the ``split`` config section.
 
     Groups (``group_by``) come from a column of the tracks themselves (a label-table source),
-    else from ``groups_file``, else from the ``file`` split table.
+    else from ``groups_file``, else from the ``file`` split table. ``method`` file without a
+    ``split_file``: the tracks' own ``split`` column (a label-table source).
     """
     groups = None
     if group_by:
@@ -394,16 +407,21 @@ def make_split(
         elif groups_file:
             groups = read_groups(groups_file, group_by, tracks, rejected)
     if method == "file":
-        rows, left_out, table_groups = file_split(split_file, tracks, rejected, group_by)
-        groups = groups or table_groups
+        if split_file is None:
+            where = "the label table (data.table.path)"
+            rows, left_out = column_split(tracks, where)
+        else:
+            where = split_file
+            rows, left_out, table_groups = file_split(split_file, tracks, rejected, group_by)
+            groups = groups or table_groups
         if group_by and groups is None:
-            raise SplitError(f"split.group_by {group_by!r}: no such column in {split_file}")
+            raise SplitError(f"split.group_by {group_by!r}: no such column in {where}")
         if groups:
             check_groups(rows, groups, group_by)
             crossing = groups_crossing(rows, groups)
             if crossing:
                 example = ", ".join(f"{g} ({'/'.join(sorted(s))})" for g, s in crossing.items())
-                raise SplitError(f"{split_file}: {group_by} groups in several splits: {example}")
+                raise SplitError(f"{where}: {group_by} groups in several splits: {example}")
         return SplitResult([rows], groups, left_out)
     if group_by and groups is None:
         raise SplitError(

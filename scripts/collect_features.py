@@ -12,4 +12,5 @@ write_collection(
     snakemake.output.rejected,
     snakemake.output.version,
     skipped=snakemake.params.skipped,
+    labels=snakemake.params.get("labels"),
 )

@@ -1,7 +1,8 @@
-"""Listing and fetching of the audio source (plain directory and DVC)."""
+"""Listing and fetching of the audio source (plain directory, DVC, label table)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import numpy as np
@@ -16,6 +17,7 @@ from genre_classification.audio_source import (
     list_directory,
     list_dvc,
     listing_digest,
+    scan_collection,
 )
 from genre_classification.demo_data import make_demo_dataset
 from genre_classification.dvc_repo import add_and_push, drop_local_copy, init_data_repo
@@ -108,3 +110,113 @@ def test_fetch_dvc_without_remote_data_names_the_fix(tmp_path):
     shutil.rmtree(remote)
     with pytest.raises(DataSourceError, match="cannot list genres.*DVC remote"):
         list_collection(data)
+
+
+# --- a label table: path + genre (+ group, split) per file -------------------------------------
+
+
+def table_config(table, root, extensions=("wav", "flac")) -> dict:
+    return {"source": "table", "table": {"path": str(table), "root": root and str(root)},
+            "extensions": list(extensions), "dir": None,
+            "dvc": {"repo": ".", "target": "x"}}  # fmt: skip
+
+
+def write_audio(root, relpaths) -> None:
+    for relpath in relpaths:
+        (root / relpath).parent.mkdir(parents=True, exist_ok=True)
+        sf.write(root / relpath, np.zeros(100), 22050, format="WAV")
+
+
+def test_label_table_gives_genres_labels_and_skips_missing_files(tmp_path):
+    root = tmp_path / "fma"
+    write_audio(root, ["000/000002.wav", "000/000005.wav", "011/my song é.flac"])
+    table = tmp_path / "labels.tsv"
+    table.write_text(
+        "path\tgenre\tgroup\tsplit\n"
+        "000/000002.wav\tHip-Hop\tartist-1\ttrain\n"
+        "./000/000005.wav\t Pop \tartist-2\ttest\n"
+        "011/my song é.flac\tPop\tartist-2\ttest\n"
+        "012/gone.wav\tRock\tartist-3\tval\n"
+        "013/notes.txt\tRock\tartist-3\tval\n"
+    )
+    collection = scan_collection(table_config(table, root))
+    files, skipped = collection.files, collection.skipped
+    assert [(f.genre, f.track, f.relpath) for f in files] == [
+        ("Hip-Hop", "000%2F000002", "000/000002.wav"),
+        ("Pop", "000%2F000005", "000/000005.wav"),
+        ("Pop", "011%2Fmy song é", "011/my song é.flac"),
+    ]
+    stat = (root / "000/000002.wav").stat()
+    assert files[0].version == f"{stat.st_size}:{stat.st_mtime_ns}"
+    assert collection.labels["Pop/011%2Fmy song é"] == {"group": "artist-2", "split": "test"}
+    assert [(s["genre"], s["path"], s["reason"]) for s in skipped] == [
+        ("Rock", f"{root}/012/gone.wav", f"no such file (line 5 of {table})"),
+        ("Rock", f"{root}/013/notes.txt",
+         f"extension not in data.extensions (.flac, .wav) (line 6 of {table})"),
+    ]  # fmt: skip
+    version = data_version(table_config(table, root), collection)
+    assert version["table_md5"] == hashlib.md5(table.read_bytes()).hexdigest()
+    assert version["source"] == "table" and version["md5"] is None  # content md5s, later
+
+
+def test_label_table_as_csv(tmp_path):
+    write_audio(tmp_path, ["a/x.wav"])
+    table = tmp_path / "tracks.csv"
+    table.write_text('path,genre,artist\na/x.wav,"Old-Time, Historic",Someone\n')
+    collection = scan_collection(table_config(table, tmp_path))
+    assert [(f.genre, f.track) for f in collection.files] == [("Old-Time, Historic", "a%2Fx")]
+    assert collection.labels == {"Old-Time, Historic/a%2Fx": {"artist": "Someone"}}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("path\tgenre\na.wav\tpop\nb.wav\trock\n./a.wav\tjazz\n",
+         r"labels.tsv, line 4: a.wav is listed twice \(also line 2\)"),
+        ("path\tgenre\na.wav\tpop\nb.wav\t \n", r"labels.tsv, line 3: b.wav has no genre"),
+        ("path\tgenre\na.wav\tpop\nb.wav\n", r"labels.tsv, line 3: b.wav has no genre"),
+        ("path\tgenre\na.wav\tOld-Time / Historic\n", r"line 2: genre 'Old-Time / Historic'"),
+        ("path\tgenre\n../a.wav\tpop\n", r"line 2: path ../a.wav must be relative"),
+        ("file\tlabel\na.wav\tpop\n", r"labels.tsv has no column path and genre"),
+        ("path\tstyle\na.wav\tpop\n", r"labels.tsv has no column genre \(its header: path, st"),
+        ("path\tgenre\tmd5\na.wav\tpop\tx\n", r"rename the column\(s\) md5"),
+    ],
+)  # fmt: skip
+def test_label_table_errors_name_the_file_and_line(tmp_path, text, message):
+    write_audio(tmp_path, ["a.wav", "b.wav"])
+    (tmp_path / "labels.tsv").write_text(text)
+    with pytest.raises(DataSourceError, match=message):
+        list_collection(table_config(tmp_path / "labels.tsv", tmp_path))
+
+
+def test_label_table_and_audio_in_a_dvc_project_are_listed_without_pulling(tmp_path):
+    """The table and the audio are DVC-tracked and only on the remote: the listing reads the
+    table through DVC and the audio's md5s from DVC's listing; fetch_audio pulls a shard."""
+    repo, remote = tmp_path / "repo", tmp_path / "remote"
+    init_data_repo(repo, remote)
+    write_audio(repo / "audio", ["000/000002.wav", "000/000007.wav"])
+    (repo / "labels.tsv").write_text("path\tgenre\n000/000002.wav\tRock\n000/000007.wav\tFolk\n"
+                                     "000/000009.wav\tFolk\n")  # fmt: skip
+    add_and_push(repo, "audio", "audio")
+    add_and_push(repo, "labels.tsv", "labels")
+    table_md5 = hashlib.md5((repo / "labels.tsv").read_bytes()).hexdigest()
+    drop_local_copy(repo, "audio")
+    (repo / "labels.tsv").unlink()
+    data = {
+        **table_config("labels.tsv", None, ["wav"]),
+        "dvc": {"repo": str(repo), "target": "audio"},
+    }
+
+    collection = scan_collection(data)
+    assert not (repo / "audio").exists()
+    assert [(f.genre, f.track) for f in collection.files] == [
+        ("Rock", "000%2F000002"), ("Folk", "000%2F000007")]  # fmt: skip
+    assert all(len(f.version) == 32 and f.content_md5 == f.version for f in collection.files)
+    assert collection.skipped[0]["reason"].startswith("not in the DVC-tracked audio (line 4")
+    version = data_version(data, collection)
+    assert version["table_md5"] == table_md5 and version["table"] == f"{repo}/labels.tsv"
+    assert version["listing_md5"] == listing_digest(collection.files)
+    assert len(version["md5"]) == 32
+    fetch_audio(data, collection.files[:1], tmp_path / "fetched.json")
+    assert (repo / "audio/000/000002.wav").is_file()
+    assert not (repo / "audio/000/000007.wav").exists()

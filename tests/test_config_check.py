@@ -95,6 +95,16 @@ def test_predict_model_must_be_a_training_model(config):
     ]
 
 
+def test_split_method_file_needs_a_file_or_the_label_tables_column(config):
+    config = copy.deepcopy(config)
+    config["split"]["method"] = "file"
+    assert "split.method is file: set split.file" in cross_check(config)[0]
+    config["data"].update(source="table", table={"path": "labels.tsv", "root": "/audio"})
+    assert cross_check(config) == []  # the label table's split column
+    config["split"]["file"] = "labels.tsv"
+    assert "split.file is the label table data.table.path: leave" in cross_check(config)[0]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("overlay", "expected"),

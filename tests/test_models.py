@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import pytest
 
@@ -67,3 +69,42 @@ def test_backbone_weights_from_path(tmp_path):
     loaded = model.get_layer(source.name).get_weights()
     for a, b in zip(loaded, source.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_learning_rate_factors_give_a_multi_optimizer():
+    import keras
+
+    x = np.random.default_rng(0).normal(0, 1, (4, 16, 20, 1)).astype("float32")
+
+    def sgd_step(factors):
+        keras.utils.set_random_seed(0)
+        model = models.build_model("cnn", (16, 20, 1), 3, filters=(4,))
+        model.learning_rate_factors = factors
+        models.compile_model(model, "sgd", 0.5)
+        before = [v.numpy().copy() for v in model.trainable_variables]
+        model.fit(x, np.arange(4) % 3, batch_size=4, epochs=1, verbose=0)
+        steps = {
+            v.path: np.abs(v.numpy() - b).max()
+            for v, b in zip(model.trainable_variables, before, strict=True)
+        }
+        return model, steps
+
+    _, plain = sgd_step(None)
+    model, scaled = sgd_step({"conv0/.*": 0.1})
+    assert isinstance(model.optimizer, keras.optimizers.MultiOptimizer)
+    assert scaled["conv0/kernel"] == pytest.approx(0.1 * plain["conv0/kernel"], rel=1e-3)
+    assert scaled["probs/kernel"] == pytest.approx(plain["probs/kernel"], rel=1e-3)
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("musicnn") is None, reason="musicnn wheel not installed (make install)"
+)
+def test_musicnn_architecture():
+    assert "musicnn" in models.ARCHITECTURES
+    assert {"mode", "embedding", "backbone_learning_rate_factor"} <= set(
+        models.option_names("musicnn")
+    )
+    model = models.build_model("musicnn", (96, 187, 1), 4, np.zeros(96), np.ones(96))
+    assert model.input_shape == (None, 96, 187, 1)
+    assert model.output_shape == (None, 4)
+    assert model.get_layer("musicnn").output_shape == (None, 200)

@@ -195,11 +195,29 @@ def test_groups_table_must_cover_every_track(tmp_path):
         make_split(rows, "kfold", FRACTIONS, folds=2, group_by="artist", groups_file=groups)
     with pytest.raises(SplitError, match="give split.groups"):
         make_split(rows, "kfold", FRACTIONS, folds=2, group_by="artist")
-    # A future label-table source supplies the column on the tracks themselves.
+    # A label-table source (data.source: table) supplies the column on the tracks themselves.
     own = [{**r, "artist": r["track"][-1]} for r in rows + tracks({"rock": 3})]
     assert make_split(own, "holdout", FRACTIONS, group_by="artist").groups == {
         f"{genre}/{genre}.0000{i}": str(i) for genre in ("blues", "rock") for i in range(3)
     }
+
+
+def test_file_method_without_a_file_uses_the_label_tables_split_column():
+    rows = [{**r, "split": s, "group": g} for r, s, g in zip(
+        tracks({"pop": 4}), ["train", "test", "", "train"], "AB-A", strict=True)]  # fmt: skip
+    result = make_split(rows, "file", group_by="group")
+    assert {track_key(r): r["split"] for r in result.folds[0]} == {
+        "pop/pop.00000": "train", "pop/pop.00001": "test", "pop/pop.00003": "train"}  # fmt: skip
+    assert result.left_out == ["pop/pop.00002"]
+    assert result.groups["pop/pop.00001"] == "B"
+    rows[3]["group"] = "B"
+    with pytest.raises(SplitError, match=r"label table .*: group groups in several splits: B"):
+        make_split(rows, "file", group_by="group")
+    rows[0]["split"] = "training"
+    with pytest.raises(SplitError, match=r"unknown split names \['training'\]"):
+        make_split(rows, "file")
+    with pytest.raises(SplitError, match="needs a 'split' column"):
+        make_split(tracks({"pop": 2}), "file")
 
 
 def write_manifest(path, rows):

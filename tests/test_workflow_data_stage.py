@@ -4,6 +4,8 @@ per-file extraction, split; and what a new data version or a config change rerun
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -242,3 +244,94 @@ def test_truncated_feature_file_is_named_and_rebuilt_by_a_plain_rerun(workflow_d
         assert h5["logmel"].shape == (2, 128, 64)
     rewritten = [p for p, m in others.items() if p.stat().st_mtime_ns != m]
     assert rewritten == [damaged]
+
+
+def test_label_table_with_a_plain_root(workflow_dir, tmp_path):
+    """FMA's layout: <root>/000/<id>.wav labelled by a table with group and split columns; the
+    split is the table's own (split.method file, no split.file), groups never cross splits."""
+    from genre_classification.demo_data import make_demo_dataset
+
+    demo, root = tmp_path / "demo", tmp_path / "fma"
+    make_demo_dataset(demo, 3, seconds=3.5, genres=["jazz", "reggae", "hiphop"])
+    lines, splits = ["path\tgenre\tgroup\tsplit"], {}
+    for n, clip in enumerate(sorted(demo.glob("*/*.wav"))):
+        relpath = f"{n // 5:03d}/{n:06d}.wav" if n else "000/première prise.wav"
+        (root / relpath).parent.mkdir(parents=True, exist_ok=True)
+        clip.rename(root / relpath)
+        split = ("train", "val", "test")[n % 3]
+        genre = {"hiphop": "Hip-Hop", "jazz": "Jazz", "reggae": "Reggae Dub"}[clip.parent.name]
+        lines.append(f"{relpath}\t{genre}\tartist-{split}-{n % 2}\t{split}")
+        splits[relpath] = split
+    lines.append("009/000099.wav\tJazz\tartist-x\ttrain")  # not on disk
+    (tmp_path / "labels.tsv").write_text("\n".join(lines) + "\n")
+    workflow_dir.overlay("table.yaml", {
+        "data": {"source": "table", "table": {"path": str(tmp_path / "labels.tsv"),
+                                              "root": str(root)}},
+        "split": {"method": "file", "group_by": "group"},
+    })  # fmt: skip
+    workflow_dir("--cores", "2", *TARGETS)
+    work = workflow_dir.workdir
+
+    split = {r["track"]: r for r in read_rows(work / "results/split/split.tsv")}
+    assert len(split) == 9
+    assert {r["genre"] for r in split.values()} == {"Hip-Hop", "Jazz", "Reggae Dub"}
+    for relpath, expected in splits.items():
+        track = relpath.removesuffix(".wav").replace("/", "%2F")
+        assert split[track]["split"] == expected
+        assert split[track]["group"].startswith(f"artist-{expected}-")
+        assert (work / split[track]["features"]).is_file()
+    assert (work / "results/features/Hip-Hop/000%2Fpremière prise.h5").is_file()
+    manifest = read_rows(work / "results/data/manifest.tsv")
+    assert {"group", "split"} <= set(manifest[0])
+    rejected = read_rows(work / "results/qc/rejected.tsv")
+    assert [(r["path"], r["reason"]) for r in rejected] == [
+        (f"{root}/009/000099.wav", f"no such file (line 11 of {tmp_path / 'labels.tsv'})")
+    ]
+    version = json.loads((work / "results/data/data_version.json").read_text())
+    assert version["source"] == "table" and len(version["md5"]) == 32
+    assert version["table_md5"] == hashlib.md5((tmp_path / "labels.tsv").read_bytes()).hexdigest()
+    dry_run = workflow_dir("--dry-run", *TARGETS)
+    assert "Nothing to be done" in dry_run.stdout + dry_run.stderr
+
+
+def test_label_table_in_the_dvc_project(workflow_dir):
+    """The table is committed in the DVC project beside the tracked audio, which is only on the
+    remote: the listing pulls nothing, fetch_audio pulls the listed files shard by shard."""
+    import subprocess
+
+    repo = workflow_dir.data["repo"]
+    lines = ["path\tgenre"]
+    for genre in TINY_GENRES:
+        lines += [f"{genre}/{genre}.{i:05d}.wav\t{genre.title()} Music" for i in range(3)]
+    lines += ["classical/broken.wav\tClassical Music", "metal/gone.wav\tMetal Music"]
+    (repo / "labels.tsv").write_text("\n".join(lines) + "\n")
+    subprocess.run(["git", "add", "labels.tsv"], cwd=repo, check=True)
+    subprocess.run(["git", "commit", "-qm", "labels"], cwd=repo, check=True)
+    workflow_dir.overlay(
+        "table.yaml", {"data": {"source": "table", "table": {"path": "labels.tsv"}}}
+    )
+
+    plan = planned_jobs(workflow_dir("--dry-run", *TARGETS).stdout)
+    assert plan.get("fetch_audio") == plan.get("extract_features") == 1
+    assert not (repo / "genres").exists()  # listed from DVC, nothing pulled
+    workflow_dir("--cores", "2", *TARGETS)
+    work = workflow_dir.workdir
+
+    split = read_rows(work / "results/split/split.tsv")
+    assert len(split) == 9 and {r["genre"] for r in split} == {"Classical Music", "Disco Music",
+                                                                 "Metal Music"}  # fmt: skip
+    assert (work / "results/features/Disco Music/disco%2Fdisco.00002.h5").is_file()
+    pulled = sorted(
+        p.relative_to(repo / "genres").as_posix() for p in (repo / "genres").rglob("*.wav")
+    )
+    assert pulled == sorted(line.split("\t")[0] for line in lines[1:-1])  # only the listed files
+    rejected = {r["path"]: r["reason"] for r in read_rows(work / "results/qc/rejected.tsv")}
+    assert rejected[str(repo / "genres/classical/broken.wav")].startswith("cannot decode")
+    assert rejected[str(repo / "genres/metal/gone.wav")] == (
+        f"not in the DVC-tracked genres (line 12 of {repo}/labels.tsv)"
+    )
+    version = json.loads((work / "results/data/data_version.json").read_text())
+    assert version["source"] == "table" and version["table"] == f"{repo}/labels.tsv"
+    assert len(version["md5"]) == len(version["listing_md5"]) == 32
+    dry_run = workflow_dir("--dry-run", *TARGETS)
+    assert "Nothing to be done" in dry_run.stdout + dry_run.stderr

@@ -10,6 +10,7 @@ from genre_classification.audio_source import (
     data_version,
     list_unlabelled,
     scan_collection,
+    uses_dvc,
 )
 from genre_classification.config_check import check_keys, check_values
 from genre_classification.features import (
@@ -63,8 +64,8 @@ FETCHED = "results/data/fetched/{shard}.json"
 @functools.cache
 def audio_collection():
     """Every audio file of the configured source with its version (DVC's per-file md5s, or
-    size:mtime of a plain directory), and what is skipped with the reason. Listed once per
-    Snakemake invocation; no audio is read."""
+    size:mtime of a plain directory), what is skipped with the reason, and a label table's
+    other columns. Listed once per Snakemake invocation; no audio is read."""
     return scan_collection(config["data"])
 
 
@@ -75,10 +76,19 @@ def audio_shards():
     )
 
 
+# A label table's other columns per track go into the manifest (only that source has the
+# param, so the other sources' collect_features keeps its params).
+LABEL_PARAMS = (
+    {"labels": lambda wildcards: audio_collection().labels}
+    if config["data"]["source"] == "table"
+    else {}
+)
+
+
 def fetched_audio(wildcards):
-    """A DVC source is pulled shard by shard before extraction; a plain directory is read in
-    place."""
-    if config["data"]["source"] != "dvc":
+    """DVC-tracked audio (source dvc, or a label table without a plain root) is pulled shard by
+    shard before extraction; a plain directory is read in place."""
+    if not uses_dvc(config["data"]):
         return []
     return FETCHED.format(shard=wildcards.shard)
 
@@ -261,10 +271,11 @@ CV_OUTPUTS = ("cv_metrics.json", "oof_predictions.csv", "oof_confusion_matrix.pn
 
 def split_inputs(wildcards):
     """The manifest; quarantined files (a split table may name them); the tables of
-    split.file and split.groups when set."""
+    split.file and split.groups when set (without split.file, method file uses the label
+    table's split column, in the manifest)."""
     split = config["split"]
     inputs = {"manifest": "results/data/manifest.tsv"}
-    if split["method"] == "file":
+    if split["method"] == "file" and split["file"]:
         inputs["table"] = split["file"]
         inputs["rejected"] = "results/qc/rejected.tsv"
     if split["group_by"] and split["groups"]:

@@ -51,7 +51,9 @@ rule collect_features:
         mem_mb=1000,
         runtime=10,
     params:
-        data_version=lambda wildcards: data_version(config["data"]),
+        # a label table's other columns (group, split, ...), added to the manifest
+        **LABEL_PARAMS,
+        data_version=lambda wildcards: data_version(config["data"], audio_collection()),
         # audio found where it cannot be read (sub-folders, names that are not UTF-8, ...)
         skipped=lambda wildcards: audio_collection().skipped,
     script:

@@ -1,0 +1,387 @@
+"""musicnn (Pons & Serra, ISMIR 2019 LBD) rebuilt in Keras 3, with the weights of the ``musicnn``
+wheel on PyPI (ISC licence).
+
+The wheel's TF1 code does not run under Keras 3 and its metadata pins numpy<1.17, so it is
+installed with ``--no-deps`` from ``requirements-weights.txt`` (hash-pinned) and only its files
+are read: the TF1 checkpoints (``musicnn/MSD_musicnn/``, ``musicnn/MTT_musicnn/``) through
+``tf.compat.v1.train.NewCheckpointReader`` and the tag lists from ``configuration.py`` as text.
+None of its modules is imported.
+
+Layout: the backbone takes log-mel patches as the wheel does, ``(frames, 96)``; the classifier
+(``build_musicnn_classifier``) takes this project's ``(n_mels=96, frames, 1)`` segments. Both
+are fully convolutional in time, so ``frames`` need not be 187 (the training length, 3 s).
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+
+SR = 16000
+N_FFT = 512
+HOP = 256
+N_MELS = 96
+PATCH_FRAMES = 187  # 3 s; librosa.time_to_frames(3, sr=16000, n_fft=512, hop_length=256) + 1
+CHECKPOINTS = ("MSD_musicnn", "MTT_musicnn")
+EMBEDDINGS = {"penultimate": 200, "pool": 1506}
+MODES = ("frozen", "finetune")
+PREFIX = "musicnn_"  # every backbone layer name starts with it (OptimizerMap pattern below)
+BACKBONE_VARIABLES = PREFIX + ".*"
+
+MISSING_MESSAGE = (
+    "The musicnn weights ({what}) are not installed. They come from the musicnn wheel on PyPI, "
+    "installed without its (outdated) dependencies: run `make install`, or "
+    "`uv pip install --no-deps -r requirements-weights.txt` in this environment."
+)
+
+# Keras layer (without PREFIX) -> variable scope in the TF1 checkpoint. The TF1 graph numbers
+# its layers in creation order (models.py of the wheel): input BN; timbral 7x38 and 7x67;
+# temporal 128, 64, 32; mid-end 1-3; back-end pooled BN, dense, BN, dense.
+_SCOPES = {
+    "input_bn": "batch_normalization",
+    "timbral_74_conv": "conv2d",
+    "timbral_74_bn": "batch_normalization_1",
+    "timbral_77_conv": "conv2d_1",
+    "timbral_77_bn": "batch_normalization_2",
+    "temporal_128_conv": "conv2d_2",
+    "temporal_128_bn": "batch_normalization_3",
+    "temporal_64_conv": "conv2d_3",
+    "temporal_64_bn": "batch_normalization_4",
+    "temporal_32_conv": "conv2d_4",
+    "temporal_32_bn": "batch_normalization_5",
+    "midend_1_conv": "conv2d_5",
+    "midend_1_bn": "batch_normalization_6",
+    "midend_2_conv": "conv2d_6",
+    "midend_2_bn": "batch_normalization_7",
+    "midend_3_conv": "conv2d_7",
+    "midend_3_bn": "batch_normalization_8",
+    "pool_bn": "batch_normalization_9",
+    "penultimate_dense": "dense",
+    "penultimate_bn": "batch_normalization_10",
+    "tag_logits": "dense_1",
+}
+# Adam slots and beta powers: optimizer state saved with the weights, not part of the model.
+_OPTIMIZER_STATE = ("/Adam", "/Adam_1")
+_OPTIMIZER_VARIABLES = ("beta1_power", "beta2_power")
+
+
+class MusicnnWeightsMissing(FileNotFoundError):
+    pass
+
+
+# --- the wheel's files ------------------------------------------------------------------------
+
+
+def _package_dir() -> Path:
+    # find_spec on a top-level name locates the package without executing its __init__.
+    spec = importlib.util.find_spec("musicnn")
+    if spec is None or not spec.submodule_search_locations:
+        raise MusicnnWeightsMissing(MISSING_MESSAGE.format(what="package musicnn not found"))
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def musicnn_checkpoint(name: str = "MSD_musicnn") -> Path:
+    """Directory of the TF1 checkpoint ``name`` in the installed wheel (its files ``.index`` and
+    ``.data-00000-of-00001`` have an empty stem, so the reader's prefix is ``f"{dir}/"``)."""
+    if name not in CHECKPOINTS:
+        raise ValueError(f"unknown musicnn checkpoint {name!r}; choose one of {CHECKPOINTS}")
+    path = _package_dir() / name
+    if not (path / ".index").is_file() or not list(path.glob(".data-*")):
+        raise MusicnnWeightsMissing(MISSING_MESSAGE.format(what=f"{path}/.index, .data-*"))
+    return path
+
+
+def checkpoint_prefix(path: Path) -> str:
+    return f"{path}/"
+
+
+def musicnn_tags(name: str = "MSD_musicnn") -> list[str]:
+    """The 50 tags of checkpoint ``name``, in output order (``configuration.py``, read as text)."""
+    variable = {"MSD_musicnn": "MSD_LABELS", "MTT_musicnn": "MTT_LABELS"}[name]
+    source = (_package_dir() / "configuration.py").read_text()
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == variable for t in node.targets
+        ):
+            return list(ast.literal_eval(node.value))
+    raise ValueError(f"{variable} not found in the musicnn wheel's configuration.py")
+
+
+def musicnn_provenance(name: str = "MSD_musicnn") -> dict[str, str]:
+    """MLflow tags: the checkpoint's path inside site-packages and the sha256 of its data
+    file(s) (the ``.index`` names the variables; the ``.data`` shards hold their values)."""
+    path = musicnn_checkpoint(name)
+    digest = hashlib.sha256()
+    for data in sorted(path.glob(".data-*")):
+        with data.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return {
+        "weights_file": f"{path.relative_to(_package_dir().parent).as_posix()}/",
+        "weights_sha256": digest.hexdigest(),
+    }
+
+
+def read_checkpoint(name: str = "MSD_musicnn") -> dict[str, np.ndarray]:
+    """The model variables of checkpoint ``name`` (optimizer state left out), by TF1 name."""
+    import tensorflow as tf
+
+    reader = tf.compat.v1.train.NewCheckpointReader(checkpoint_prefix(musicnn_checkpoint(name)))
+    return {
+        key: reader.get_tensor(key)
+        for key in reader.get_variable_to_shape_map()
+        if not key.endswith(_OPTIMIZER_STATE) and key not in _OPTIMIZER_VARIABLES
+    }
+
+
+# --- input ------------------------------------------------------------------------------------
+
+
+def musicnn_input(
+    audio_16k: np.ndarray, hop: int = PATCH_FRAMES, pad_mode: str = "reflect"
+) -> np.ndarray:
+    """The wheel's input: ``(n_patches, 187, 96)`` float32 patches of log10(1 + 10000 * mel).
+
+    Mel as in its extractor.py: ``librosa.feature.melspectrogram`` with librosa's defaults
+    (power 2, Slaney mel scale and area normalisation) at 16 kHz, n_fft 512, hop 256, 96 bands.
+    Patches start every ``hop`` frames (the wheel's default: no overlap); only whole patches.
+
+    Two deliberate differences: ``pad_mode="reflect"`` is librosa's default before 0.10 (the
+    wheel's era; 0.10 changed it to "constant", which only affects the edge frames), and the log
+    is taken in float32: the wheel casts the mel to float16 first, so 10000 * mel overflows to
+    inf wherever mel > 6.55 (loud tonal sounds).
+    """
+    import librosa
+
+    mel = librosa.feature.melspectrogram(
+        y=np.asarray(audio_16k, dtype=np.float32),
+        sr=SR,
+        n_fft=N_FFT,
+        hop_length=HOP,
+        n_mels=N_MELS,
+        pad_mode=pad_mode,
+    ).T
+    logmel = np.log10(1.0 + 10000.0 * mel).astype(np.float32)
+    starts = range(0, logmel.shape[0] - PATCH_FRAMES + 1, hop)
+    patches = [logmel[s : s + PATCH_FRAMES] for s in starts]
+    if not patches:
+        return np.zeros((0, PATCH_FRAMES, N_MELS), dtype=np.float32)
+    return np.stack(patches)
+
+
+# --- architecture -----------------------------------------------------------------------------
+
+
+def build_musicnn(
+    frames: int | None = PATCH_FRAMES,
+    n_tags: int = 50,
+    filters_midend: int = 64,
+    units_backend: int = 200,
+):
+    """The musicnn graph of the wheel's models.py as a Keras functional model.
+
+    Input ``(frames, 96)``; outputs ``{"logits", "tags" (sigmoid), "penultimate", "max_pool",
+    "mean_pool", "pool" (both, interleaved)}``.
+
+    Front-end: input BN; timbral convs 7x38 and 7x67 over the mel axis (time zero-padded by 3
+    each side) and temporal convs 128/64/32 x 1 ("same"); each is conv(ReLU) -> BN -> max over
+    frequency. Mid-end: three 7-frame convs over all channels of
+    the previous layer (zero-padded), conv(ReLU) -> BN, the 2nd and 3rd residual. Back-end:
+    max and mean over time of front-end + mid-end outputs (interleaved per channel, as the TF1
+    ``concat(axis=2)`` + flatten), BN, dropout 0.5, dense 200 ReLU, BN ("penultimate"), dropout
+    0.5, dense to the tag logits.
+    """
+    import keras
+    from keras import layers
+
+    def name(s):
+        return PREFIX + s
+
+    def block(x, filters, kernel, padding, label):
+        x = layers.Conv2D(
+            filters, kernel, padding=padding, activation="relu", name=name(label + "_conv")
+        )(x)
+        x = layers.BatchNormalization(epsilon=1e-3, momentum=0.99, name=name(label + "_bn"))(x)
+        return x
+
+    def pad_time(x, label):
+        return layers.ZeroPadding2D(((3, 3), (0, 0)), name=name(label + "_pad"))(x)
+
+    inputs = keras.Input(shape=(frames, N_MELS), name="musicnn_logmel")
+    x = layers.Reshape((-1, N_MELS, 1), name=name("expand"))(inputs)
+    x = layers.BatchNormalization(epsilon=1e-3, momentum=0.99, name=name("input_bn"))(x)
+
+    front = []
+    padded = pad_time(x, "timbral")
+    for label, width in (("timbral_74", int(0.4 * N_MELS)), ("timbral_77", int(0.7 * N_MELS))):
+        f = block(padded, 204, (7, width), "valid", label)
+        f = layers.MaxPooling2D((1, N_MELS - width + 1), name=name(label + "_pool"))(f)
+        front.append(layers.Reshape((-1, 204), name=name(label + "_squeeze"))(f))
+    for length in (128, 64, 32):
+        label = f"temporal_{length}"
+        f = block(x, 51, (length, 1), "same", label)
+        f = layers.MaxPooling2D((1, N_MELS), name=name(label + "_pool"))(f)
+        front.append(layers.Reshape((-1, 51), name=name(label + "_squeeze"))(f))
+    front = layers.Concatenate(axis=-1, name=name("frontend"))(front)  # (frames, 561)
+
+    # Each mid-end conv spans all channels of its input (kernel 7 x channels, 1 input channel),
+    # so its (frames, 1, filters) output is the TF1 graph's transpose to (frames, filters, 1).
+    mid = [front]
+    y = front
+    for i in (1, 2, 3):
+        channels = 561 if i == 1 else filters_midend
+        y4 = layers.Reshape((-1, channels, 1), name=name(f"midend_{i}_expand"))(y)
+        c = block(
+            pad_time(y4, f"midend_{i}"), filters_midend, (7, channels), "valid", f"midend_{i}"
+        )
+        c = layers.Reshape((-1, filters_midend), name=name(f"midend_{i}_squeeze"))(c)
+        y = c if i == 1 else layers.Add(name=name(f"midend_{i}_residual"))([c, y])
+        mid.append(y)
+    features = layers.Concatenate(axis=-1, name=name("midend"))(mid)  # (frames, 753)
+
+    max_pool = layers.GlobalMaxPooling1D(name=name("max_pool"))(features)
+    mean_pool = layers.GlobalAveragePooling1D(name=name("mean_pool"))(features)
+    width = features.shape[-1]
+    pooled = layers.Concatenate(axis=-1, name=name("pool_pairs"))(
+        [
+            layers.Reshape((width, 1), name=name("max_pool_column"))(max_pool),
+            layers.Reshape((width, 1), name=name("mean_pool_column"))(mean_pool),
+        ]
+    )
+    pooled = layers.Flatten(name=name("pool"))(pooled)  # [max_0, mean_0, max_1, mean_1, ...]
+    z = layers.BatchNormalization(epsilon=1e-3, momentum=0.99, name=name("pool_bn"))(pooled)
+    z = layers.Dropout(0.5, name=name("pool_dropout"))(z)
+    z = layers.Dense(units_backend, activation="relu", name=name("penultimate_dense"))(z)
+    penultimate = layers.BatchNormalization(
+        epsilon=1e-3, momentum=0.99, name=name("penultimate_bn")
+    )(z)
+    z = layers.Dropout(0.5, name=name("penultimate_dropout"))(penultimate)
+    logits = layers.Dense(n_tags, name=name("tag_logits"))(z)
+    tags = layers.Activation("sigmoid", dtype="float32", name=name("tags"))(logits)
+    outputs = {
+        "logits": logits,
+        "tags": tags,
+        "penultimate": penultimate,
+        "max_pool": max_pool,
+        "mean_pool": mean_pool,
+        "pool": pooled,
+    }
+    return keras.Model(inputs, outputs, name="musicnn")
+
+
+def load_musicnn_weights(model, name: str = "MSD_musicnn", variables=None) -> int:
+    """Set every weight of ``model`` (from ``build_musicnn``, or any model containing its layers)
+    from checkpoint ``name``; returns the number of variables loaded. Raises if a checkpoint
+    variable is left unused, a model weight is left unset or a shape differs."""
+    variables = read_checkpoint(name) if variables is None else variables
+    unused = set(variables)
+    unset = []
+    for layer in _backbone_layers(model):
+        scope = _SCOPES.get(layer.name.removeprefix(PREFIX))
+        for weight in layer.weights:
+            key = f"{scope}/{weight.name}"
+            if scope is None or key not in variables:
+                unset.append(weight.path)
+                continue
+            value = variables[key]
+            if tuple(value.shape) != tuple(weight.shape):
+                raise ValueError(f"{key}: shape {value.shape} != {weight.path} {weight.shape}")
+            weight.assign(value)
+            unused.discard(key)
+    if unset or unused:
+        raise ValueError(
+            f"musicnn checkpoint {name}: model weights not in the checkpoint: {sorted(unset)}; "
+            f"checkpoint variables not loaded: {sorted(unused)}"
+        )
+    return len(variables)
+
+
+def _backbone_layers(model):
+    for layer in model.layers:
+        if hasattr(layer, "layers"):  # a nested model
+            yield from _backbone_layers(layer)
+        elif layer.name.startswith(PREFIX) and layer.weights:
+            yield layer
+
+
+def pretrained_musicnn(name: str = "MSD_musicnn", frames: int | None = PATCH_FRAMES):
+    """``build_musicnn`` with the weights of checkpoint ``name``."""
+    model = build_musicnn(frames)
+    load_musicnn_weights(model, name)
+    return model
+
+
+# --- classifier -------------------------------------------------------------------------------
+
+
+def build_musicnn_classifier(
+    input_shape,
+    n_classes: int,
+    mean=None,
+    variance=None,
+    mode: str = "frozen",
+    embedding: str = "penultimate",
+    dropout: float = 0.5,
+    backbone_learning_rate_factor: float = 1.0,
+    checkpoint: str = "MSD_musicnn",
+    **_,
+):
+    """Pretrained musicnn up to ``embedding`` + dropout + softmax head, on ``(96, frames, 1)``.
+
+    * ``embedding``: "penultimate" (the wheel's feature of that name: BN of the 200-unit dense
+      layer before the tag logits; its tags include rock, pop, jazz, metal, Hip-Hop, blues,
+      country, ...) or "pool" (max and mean over time of all front-/mid-end channels, 1506
+      values: more general, more head parameters).
+    * ``mode``: "frozen" (no backbone weight trainable; the backbone runs in inference mode)
+      or "finetune" (convolutions and dense layers trainable). Its BatchNorm layers stay frozen
+      in both modes, i.e. normalise with the checkpoint's moving statistics: the usual practice
+      when fine-tuning, and this workflow's small batches would give poor batch statistics.
+      (In Keras 3.15 ``backbone(x, training=False)`` would not do this: a functional model
+      passes the outer ``training`` on to its layers, overriding the recorded False.) When
+      fine-tuned, the back-end's dropout before the 200-unit dense layer is active in training,
+      as when musicnn was trained.
+    * ``backbone_learning_rate_factor`` (finetune only): the backbone's learning rate relative
+      to the head's; ``compile_model`` turns the model attribute ``learning_rate_factors`` into
+      a ``keras.optimizers.MultiOptimizer`` (``models.scaled_optimizer``).
+    * ``mean``/``variance`` (per-band training statistics) are not used: the backbone starts
+      with its own input BatchNorm, trained on ``musicnn_input``'s log10(1 + 10000 * mel).
+    """
+    import keras
+    from keras import layers
+
+    if mode not in MODES:
+        raise ValueError(f"unknown musicnn mode {mode!r}; choose one of {MODES}")
+    if embedding not in EMBEDDINGS:
+        raise ValueError(
+            f"unknown musicnn embedding {embedding!r}; choose one of {list(EMBEDDINGS)}"
+        )
+    if backbone_learning_rate_factor <= 0:
+        raise ValueError("backbone_learning_rate_factor must be > 0")
+    if mode == "frozen" and backbone_learning_rate_factor != 1.0:
+        raise ValueError("backbone_learning_rate_factor needs mode: finetune")
+    shape = tuple(input_shape)
+    if shape[0] != N_MELS or len(shape) not in (2, 3) or (len(shape) == 3 and shape[2] != 1):
+        raise ValueError(f"musicnn needs input (96 mel bands, frames[, 1]), not {shape}")
+
+    musicnn_checkpoint(checkpoint)  # fail before building anything when the wheel is missing
+    full = pretrained_musicnn(checkpoint, shape[1])
+    backbone = keras.Model(full.input, full.output[embedding], name="musicnn")
+    backbone.trainable = mode == "finetune"
+    for layer in backbone.layers:
+        if isinstance(layer, layers.BatchNormalization):
+            layer.trainable = False
+
+    inputs = keras.Input(shape=shape, name="logmel")
+    x = layers.Reshape(shape[:2], name="drop_channel")(inputs)
+    x = layers.Permute((2, 1), name="to_frames_mels")(x)
+    x = backbone(x)
+    x = layers.Dropout(dropout, name="head_dropout")(x)
+    outputs = layers.Dense(n_classes, activation="softmax", dtype="float32", name="probs")(x)
+    model = keras.Model(inputs, outputs, name=f"musicnn_{mode}")
+    if backbone_learning_rate_factor != 1.0:
+        model.learning_rate_factors = {BACKBONE_VARIABLES: float(backbone_learning_rate_factor)}
+    return model
