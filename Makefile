@@ -80,7 +80,7 @@ APPTAINER_BUILD_FLAGS ?= --fakeroot
 
 # Apptainer image for the jobs (config container.image). Needs apptainer (cluster login node).
 container: $(CONTAINER_SIF)
-$(CONTAINER_SIF): containers/genre-classification.def requirements.lock pyproject.toml $(wildcard genre_classification/*.py)
+$(CONTAINER_SIF): containers/genre-classification.def requirements.lock requirements-weights.txt pyproject.toml $(wildcard genre_classification/*.py)
 	@command -v apptainer >/dev/null || { \
 	  echo "make container: 'apptainer' not found on PATH. Build on a machine with Apptainer >= 1.1," >&2; \
 	  echo "  e.g. a cluster login node: apptainer build --fakeroot $@ $<" >&2; \

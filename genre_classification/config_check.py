@@ -83,7 +83,13 @@ def unknown_keys(config, schema: dict, root: dict | None = None, path: str = "")
 def cross_check(config: dict) -> list[str]:
     """Problems spanning several keys (run after schema validation)."""
     from genre_classification import models
-    from genre_classification.features import DEFAULT_SET, feature_sets
+    from genre_classification.features import (
+        BUILTIN_SETS,
+        DEFAULT_SET,
+        FeatureParams,
+        feature_set_params,
+        feature_sets,
+    )
     from genre_classification.redact import has_credentials
 
     training = config["training"]
@@ -109,6 +115,20 @@ def cross_check(config: dict) -> list[str]:
                 f"training.models.{name} uses feature set {feature_set!r}, which is not in "
                 f"feature_sets{_nearest(feature_set, sets)}"
             )
+            continue
+        needed = models.ARCHITECTURE_FEATURE_SETS.get(model["architecture"])
+        if needed:  # pretrained weights need exactly their input
+            given = FeatureParams.from_config(feature_set_params(config, feature_set))
+            differ = {
+                key: getattr(given, key)
+                for key, value in BUILTIN_SETS[needed].items()
+                if key != "segment_seconds" and getattr(given, key) != value
+            }
+            if differ:
+                problems.append(
+                    f"training.models.{name} ({model['architecture']}) needs the feature set "
+                    f"{needed!r}, but {feature_set!r} differs in {differ} (the weights' input)"
+                )
     problems += [
         f"feature_sets name {name!r}: use only letters, digits and '_' (it names a directory)"
         for name in config.get("feature_sets") or {}

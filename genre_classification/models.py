@@ -163,6 +163,17 @@ def feature_set_of(model_config: dict) -> str:
     return model_config.get("features") or ARCHITECTURE_FEATURE_SETS.get(architecture, DEFAULT_SET)
 
 
+def weights_provenance(model_config: dict) -> dict[str, str]:
+    """MLflow tags naming the pretrained weights a model starts from (file and sha256)."""
+    if str(model_config.get("architecture")).lower() != "musicnn":
+        return {}
+    from genre_classification.musicnn import build_musicnn_classifier, musicnn_provenance
+
+    default = inspect.signature(build_musicnn_classifier).parameters["checkpoint"].default
+    checkpoint = (model_config.get("options") or {}).get("checkpoint", default)
+    return {f"pretrained.{k}": v for k, v in musicnn_provenance(checkpoint).items()}
+
+
 def option_names(architecture: str) -> list[str]:
     """The ``options`` a model config may give ``architecture`` (its builder's keywords)."""
     builders = {"cnn": build_cnn, "musicnn": _musicnn_builder()}

@@ -328,7 +328,7 @@ def train(
                     }
                 )
             tags = tracking.provenance_tags(data_version_path, snakemake_rule, wildcards, device)
-            mlflow.set_tags({**tags, "model_name": model_name})
+            mlflow.set_tags({**tags, **models.weights_provenance(cfg), "model_name": model_name})
             tracking.log_epochs(run_id, state["history"])  # epochs a killed job did not log
 
             epochs = cfg["epochs"]
