@@ -21,7 +21,7 @@ from _training_data import TINY_CONFIG
 from genre_classification import evaluate, model_info, predict, train
 from genre_classification.dataset import SPLIT_COLUMNS
 from genre_classification.demo_data import make_demo_dataset
-from genre_classification.features import FeatureParams, extract_file
+from genre_classification.features import FeatureParams, extract_audio
 
 REPO = Path(__file__).resolve().parents[1]
 GENRES = ["classical", "disco", "metal"]
@@ -41,7 +41,7 @@ def trained(tmp_path_factory):
     for path in audio:
         genre, track = path.parent.name, path.stem
         h5 = root / "features" / genre / f"{track}.h5"
-        shape = extract_file(path, h5, PARAMS, genre, f"md5-{track}")
+        shape, _ = extract_audio(path, h5, PARAMS, genre, f"md5-{track}")
         split = SPLITS[int(track.split(".")[1])]
         rows.append((genre, track, split, str(h5), shape[0], f"md5-{track}"))
     split_path = root / "split.tsv"
@@ -122,7 +122,7 @@ def test_training_records_its_feature_parameters(trained, monkeypatch):
 def test_training_features_must_agree(tmp_path, trained):
     split = pd.read_csv(trained["split"], sep="\t")
     other = tmp_path / "other.h5"
-    extract_file(
+    extract_audio(
         trained["audio"][0], other, FeatureParams(**{**asdict(PARAMS), "n_mels": 16}), "x", "m"
     )
     with pytest.raises(ValueError, match="different parameters"):
