@@ -165,11 +165,23 @@ def make_optimizer(name: str, learning_rate: float):
         raise ValueError(f"unknown optimizer {name!r}; choose one of {sorted(classes)}") from None
 
 
-def compile_model(model, optimizer: str = "adam", learning_rate: float = 1e-3):
-    """Compile for integer labels; under mixed_float16 Keras wraps the optimizer in loss scaling."""
+def compile_model(
+    model, optimizer: str = "adam", learning_rate: float = 1e-3, soft_labels: bool = False
+):
+    """Compile for integer labels, or for one-hot/soft labels (``soft_labels``: mixup); the
+    loss values are the same for one-hot labels and ``accuracy`` is the share of examples whose
+    most probable class is the label's largest entry. Under mixed_float16 Keras wraps the
+    optimizer in loss scaling."""
+    loss = "categorical_crossentropy" if soft_labels else "sparse_categorical_crossentropy"
     model.compile(
-        optimizer=make_optimizer(optimizer, learning_rate),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
+        optimizer=make_optimizer(optimizer, learning_rate), loss=loss, metrics=["accuracy"]
     )
     return model
+
+
+def band_mean(model):
+    """The per-band training mean held by the model's normalisation layer (float32)."""
+    import numpy as np
+
+    layer = model.get_layer("band_normalization")
+    return np.asarray(layer.input_mean, dtype="float32").reshape(-1)
