@@ -281,3 +281,39 @@ def streaming_train_dataset(
     ds = tf.data.Dataset.from_generator(batches, output_signature=signature)
     return ds.prefetch(tf.data.AUTOTUNE), steps_per_epoch(n_segments, batch_size)
 
+
+# --- test-time windows ------------------------------------------------------------------------
+
+
+def overlap_windows(segments: np.ndarray, overlap: float) -> np.ndarray:
+    """The windows one track is predicted on: ``(n, n_mels, frames)`` contiguous segments ->
+    ``(m, n_mels, frames)`` windows of the track's continuous log-mel (the segments joined in
+    time) starting every ``hop = floor(frames * (1 - overlap))`` frames, from frame 0 while a
+    whole window fits. ``overlap`` 0 returns the segments themselves; 0.5 gives 2n-1 windows
+    when ``frames`` is even (about 2n-1 otherwise)."""
+    if not 0 <= overlap < 1:
+        raise ValueError(f"overlap must be in [0, 1), got {overlap}")
+    n, n_mels, frames = segments.shape
+    hop = max(1, math.floor(frames * (1 - overlap) + 1e-9))
+    if hop >= frames or n < 2:
+        return segments
+    continuous = segments.transpose(1, 0, 2).reshape(n_mels, n * frames)
+    starts = np.arange(0, n * frames - frames + 1, hop)
+    windows = np.lib.stride_tricks.sliding_window_view(continuous, frames, axis=1)[:, starts]
+    return np.ascontiguousarray(windows.transpose(1, 0, 2))
+
+
+def track_windows(x: np.ndarray, tracks, overlap: float) -> tuple[np.ndarray, np.ndarray]:
+    """``overlap_windows`` of every track of ``x`` (segments grouped by track, in order, as
+    ``load_segments`` returns them): ``(windows, track of each window)``."""
+    tracks = np.asarray(tracks, dtype=object)
+    if overlap == 0 or not len(tracks):
+        return x, tracks
+    bounds = [*np.flatnonzero(tracks[1:] != tracks[:-1]) + 1, len(tracks)]
+    windows, owners, start = [], [], 0
+    for end in bounds:
+        w = overlap_windows(x[start:end], overlap)
+        windows.append(w)
+        owners.extend([tracks[start]] * len(w))
+        start = end
+    return np.concatenate(windows), np.asarray(owners, dtype=object)
