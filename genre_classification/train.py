@@ -13,8 +13,9 @@ After every epoch the job writes to ``checkpoint_dir``:
 
 A rerun with the same config and data (the fingerprint) continues after the last finished epoch
 with the same MLflow run. The batch order of an epoch is a function of (seed, epoch) only
-(see ``dataset.epoch_permutation``) and TensorFlow op determinism is on, so the resumed job ends
-with the same weights as an uninterrupted one. A different fingerprint discards the checkpoints.
+(see ``dataset.epoch_permutation``), so are the augmentations (``augment``: draws from
+(seed, epoch, step)), and TensorFlow op determinism is on, so the resumed job ends with the same
+weights as an uninterrupted one. A different fingerprint discards the checkpoints.
 The checkpoint directory is not a Snakemake output (Snakemake deletes outputs before rerunning a
 job); it is removed after the job has written its outputs unless ``keep_checkpoints`` is true.
 """
