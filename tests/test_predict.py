@@ -203,6 +203,39 @@ def test_streaming_batches_give_the_same_rows(trained):
         np.testing.assert_allclose(other, results[0], atol=1e-6)
 
 
+def test_overlapping_windows_agree_with_evaluation(trained, tmp_path):
+    """predict_segments (predict command, predict sets) and evaluation cut the same windows."""
+    from genre_classification import dataset
+    from genre_classification.features import read_features
+
+    out = tmp_path / "eval"
+    evaluate.evaluate(
+        trained["model"],
+        trained["split"],
+        out / "metrics.json",
+        out / "predictions.csv",
+        out / "confusion.png",
+        overlap=0.5,
+    )
+    expected = pd.read_csv(out / "predictions.csv")
+    split = dataset.read_split(trained["split"])
+    test = split[split.split == "test"]
+    items = [
+        (dataset.track_id(r.genre, r.track), read_features(r.features)[0], "")
+        for r in test.itertuples()
+    ]
+    loaded = predict.load_model(str(trained["model"]))
+    for batch in (1, 1000):
+        rows = list(predict.predict_segments(loaded, items, batch, overlap=0.5))
+        assert [r.path for r in rows] == expected["track"].tolist()
+        assert [r.n_segments for r in rows] == test["n_segments"].tolist()
+        assert all(r.n_windows == 2 * r.n_segments - 1 for r in rows)  # 1 s segments: 62 frames
+        probs = np.stack([r.probs for r in rows])
+        np.testing.assert_allclose(probs, expected.filter(like="prob_").to_numpy(), atol=2e-6)
+    plain = list(predict.predict_segments(loaded, items, 1000))
+    assert not np.allclose(np.stack([r.probs for r in plain]), probs)
+
+
 def test_audio_extensions_are_the_workflow_defaults():
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     assert list(predict.AUDIO_EXTENSIONS) == config["data"]["extensions"]
