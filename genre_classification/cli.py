@@ -42,6 +42,13 @@ def parser() -> argparse.ArgumentParser:
         default=predict_module.BATCH_SEGMENTS,
         help="segments per model batch (default: %(default)s)",
     )
+    p.add_argument(
+        "--overlap",
+        type=float,
+        default=0.0,
+        help="predict windows overlapping by this share of a segment, in [0, 1) (default: 0, "
+        "the segments)",
+    )
     return main
 
 
@@ -49,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.top_k < 1 or args.batch_segments < 1:
         parser().error("--top-k and --batch-segments must be at least 1")
+    if not 0 <= args.overlap < 1:
+        parser().error("--overlap must be in [0, 1)")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     for name, value in tracking.HTTP_LIMITS.items():  # an unreachable server fails in seconds
         os.environ.setdefault(name, value)
@@ -61,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
             top_k=args.top_k,
             jobs=args.jobs,
             batch_segments=args.batch_segments,
+            overlap=args.overlap,
         )
     except predict_module.PredictError as error:
         print(f"genre-classification predict: {error}", file=sys.stderr)

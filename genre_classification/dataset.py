@@ -10,6 +10,8 @@ Two paths:
 
 Shuffling is a pure function of ``(seed, epoch)`` (not of how many epochs this process has run),
 so a training job resumed at epoch k sees exactly the batches an uninterrupted job would see.
+Both paths take an optional ``augment.Augmenter`` (crops, masks, mixup), whose draws are
+functions of (seed, epoch, step) too.
 Normalisation statistics are per mel band, computed on the training split only; the model
 applies them in its first layer (``keras.layers.Normalization``), so a saved model is
 self-contained.
@@ -27,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from genre_classification.augment import Augmenter, crop_sources
 from genre_classification.features import DATASET, read_features
 
 log = logging.getLogger(__name__)
@@ -157,13 +160,24 @@ def steps_per_epoch(n: int, batch_size: int) -> int:
     return math.ceil(n / batch_size)
 
 
-def train_dataset(data: Segments, batch_size: int, seed: int, initial_epoch: int, epochs: int):
+def train_dataset(
+    data: Segments,
+    batch_size: int,
+    seed: int,
+    initial_epoch: int,
+    epochs: int,
+    augmenter: Augmenter | None = None,
+):
     """Shuffled batches for epochs ``initial_epoch .. epochs-1`` as one dataset.
 
     Use with ``model.fit(ds, epochs=epochs, initial_epoch=initial_epoch,
-    steps_per_epoch=steps_per_epoch(len(data), batch_size))``.
+    steps_per_epoch=steps_per_epoch(len(data), batch_size))``. With ``augmenter`` the batches
+    are built in NumPy (same example order) and augmented.
     """
     import tensorflow as tf
+
+    if augmenter is not None:
+        return _augmented_train_dataset(data, batch_size, seed, initial_epoch, epochs, augmenter)
 
     perms = np.stack(
         [epoch_permutation(len(data), seed, e) for e in range(initial_epoch, epochs)]
@@ -182,11 +196,42 @@ def train_dataset(data: Segments, batch_size: int, seed: int, initial_epoch: int
     )
 
 
-def eval_dataset(data: Segments, batch_size: int):
-    """Batches in file order, no shuffling (validation, test)."""
+def _augmented_train_dataset(
+    data: Segments,
+    batch_size: int,
+    seed: int,
+    initial_epoch: int,
+    epochs: int,
+    augmenter: Augmenter,
+):
     import tensorflow as tf
 
-    ds = tf.data.Dataset.from_tensor_slices((data.x, data.y)).batch(batch_size)
+    n = len(data)
+    sources = crop_sources(data.tracks) if augmenter.crops else None
+
+    def batches():
+        for epoch in range(initial_epoch, epochs):
+            order = epoch_permutation(n, seed, epoch)
+            for step in range(steps_per_epoch(n, batch_size)):
+                index = order[step * batch_size : (step + 1) * batch_size]
+                if sources is None:
+                    x = data.x[index]
+                else:
+                    x = augmenter.crop_examples(data.x, index, sources, epoch, step)
+                yield augmenter.batch(x, data.y[index], epoch, step)
+
+    signature = augmenter.signature(*data.x.shape[1:])
+    ds = tf.data.Dataset.from_generator(batches, output_signature=signature)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def eval_dataset(data: Segments, batch_size: int, n_classes: int | None = None):
+    """Batches in file order, no shuffling (validation, test). ``n_classes``: one-hot labels
+    (for a model trained with soft labels, see ``augment.mixup``)."""
+    import tensorflow as tf
+
+    y = data.y if n_classes is None else np.eye(n_classes, dtype=np.float32)[data.y]
+    ds = tf.data.Dataset.from_tensor_slices((data.x, y)).batch(batch_size)
     return ds.map(lambda x, y: (tf.expand_dims(x, -1), y)).prefetch(tf.data.AUTOTUNE)
 
 
@@ -198,12 +243,16 @@ def streaming_train_dataset(
     initial_epoch: int,
     epochs: int,
     shuffle_buffer: int = 2048,
+    augmenter: Augmenter | None = None,
 ):
     """Like ``train_dataset`` but reads the HDF5 files while iterating (memory ~ shuffle_buffer).
 
     Each epoch visits the files in an order drawn from (seed, epoch) and shuffles segments in a
     buffer of ``shuffle_buffer`` with the same RNG, so it is as reproducible as the in-memory path
     (but a different order from it). Returns ``(dataset, steps_per_epoch)``.
+
+    ``augmenter``: every augmentation is supported; crops are cut when a file is read (their
+    offsets drawn from (seed, epoch, file index)), masks and mixup per batch (seed, epoch, step).
     """
     import tensorflow as tf
 
@@ -218,7 +267,10 @@ def streaming_train_dataset(
         buffer_y: list[int] = []
         for f in rng.permutation(len(files)):
             path, genre = files[f]
-            for segment in _read_file(path, genre):
+            segments = _read_file(path, genre)
+            if augmenter is not None and augmenter.crops:
+                segments = augmenter.crop_track(segments, epoch, int(f))
+            for segment in segments:
                 buffer_x.append(segment)
                 buffer_y.append(index[genre])
                 if len(buffer_x) >= shuffle_buffer:
@@ -229,21 +281,66 @@ def streaming_train_dataset(
         for j in rng.permutation(len(buffer_x)):
             yield buffer_x[j], buffer_y[j]
 
+    def batch(xb, yb, epoch, step):
+        if augmenter is None:
+            return np.stack(xb)[..., None], np.asarray(yb, dtype=np.int32)
+        return augmenter.batch(np.stack(xb), np.asarray(yb), epoch, step)
+
     def batches():
         for epoch in range(initial_epoch, epochs):
-            xb, yb = [], []
+            xb, yb, step = [], [], 0
             for x, y in epoch_segments(epoch):
                 xb.append(x)
                 yb.append(y)
                 if len(xb) == batch_size:
-                    yield np.stack(xb)[..., None], np.asarray(yb, dtype=np.int32)
-                    xb, yb = [], []
+                    yield batch(xb, yb, epoch, step)
+                    xb, yb, step = [], [], step + 1
             if xb:
-                yield np.stack(xb)[..., None], np.asarray(yb, dtype=np.int32)
+                yield batch(xb, yb, epoch, step)
 
-    signature = (
-        tf.TensorSpec((None, *seg_shape, 1), tf.float32),
-        tf.TensorSpec((None,), tf.int32),
-    )
+    if augmenter is None:
+        signature = (
+            tf.TensorSpec((None, *seg_shape, 1), tf.float32),
+            tf.TensorSpec((None,), tf.int32),
+        )
+    else:
+        signature = augmenter.signature(*seg_shape)
     ds = tf.data.Dataset.from_generator(batches, output_signature=signature)
     return ds.prefetch(tf.data.AUTOTUNE), steps_per_epoch(n_segments, batch_size)
+
+
+# --- test-time windows ------------------------------------------------------------------------
+
+
+def overlap_windows(segments: np.ndarray, overlap: float) -> np.ndarray:
+    """The windows one track is predicted on: ``(n, n_mels, frames)`` contiguous segments ->
+    ``(m, n_mels, frames)`` windows of the track's continuous log-mel (the segments joined in
+    time) starting every ``hop = floor(frames * (1 - overlap))`` frames, from frame 0 while a
+    whole window fits. ``overlap`` 0 returns the segments themselves; 0.5 gives 2n-1 windows
+    when ``frames`` is even (about 2n-1 otherwise)."""
+    if not 0 <= overlap < 1:
+        raise ValueError(f"overlap must be in [0, 1), got {overlap}")
+    n, n_mels, frames = segments.shape
+    hop = max(1, math.floor(frames * (1 - overlap) + 1e-9))
+    if hop >= frames or n < 2:
+        return segments
+    continuous = segments.transpose(1, 0, 2).reshape(n_mels, n * frames)
+    starts = np.arange(0, n * frames - frames + 1, hop)
+    windows = np.lib.stride_tricks.sliding_window_view(continuous, frames, axis=1)[:, starts]
+    return np.ascontiguousarray(windows.transpose(1, 0, 2))
+
+
+def track_windows(x: np.ndarray, tracks, overlap: float) -> tuple[np.ndarray, np.ndarray]:
+    """``overlap_windows`` of every track of ``x`` (segments grouped by track, in order, as
+    ``load_segments`` returns them): ``(windows, track of each window)``."""
+    tracks = np.asarray(tracks, dtype=object)
+    if overlap == 0 or not len(tracks):
+        return x, tracks
+    bounds = [*np.flatnonzero(tracks[1:] != tracks[:-1]) + 1, len(tracks)]
+    windows, owners, start = [], [], 0
+    for end in bounds:
+        w = overlap_windows(x[start:end], overlap)
+        windows.append(w)
+        owners.extend([tracks[start]] * len(w))
+        start = end
+    return np.concatenate(windows), np.asarray(owners, dtype=object)

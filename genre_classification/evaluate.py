@@ -1,6 +1,8 @@
 """Track-level evaluation on the test split: metrics.json, predictions.csv, confusion matrix PNG.
 
-A track's prediction is the mean of the softmax probabilities of its segments.
+A track's prediction is the mean of the softmax probabilities of its windows: its segments
+(``overlap`` 0), or windows of its continuous log-mel that overlap by ``overlap``
+(``dataset.overlap_windows``, shared with ``predict.predict_segments``).
 """
 
 from __future__ import annotations
@@ -129,11 +131,13 @@ def evaluate(
     mlflow_timeout_s: float = 10,
     name: str | None = None,
     feature_records: list[str] | None = None,
+    overlap: float = 0.0,
 ) -> dict:
     """Evaluate ``model_path`` on the ``subset`` tracks and write the three outputs.
 
     ``name``: what the confusion matrix title calls the model (default its directory name).
     ``feature_records``: the model's feature set when it is not the default (as in training).
+    ``overlap``: windows predicted per track overlap by this share (``dataset.overlap_windows``).
 
     If ``run_info_path`` (``results/mlflow/runs/{model}.json``) is given, the test metrics and
     the three files are also logged to the training job's MLflow run (its server is checked
@@ -155,14 +159,17 @@ def evaluate(
     if rows.empty:
         raise ValueError(f"{split_path}: no {subset} tracks")
     data = dataset.load_segments(rows, labels)
-    probs = model.predict(data.x[..., None], batch_size=batch_size, verbose=0)
-    tracks, track_probs = aggregate_tracks(probs, data.tracks)
+    windows, window_tracks = dataset.track_windows(data.x, data.tracks, overlap)
+    probs = model.predict(windows[..., None], batch_size=batch_size, verbose=0)
+    tracks, track_probs = aggregate_tracks(probs, window_tracks)
     truth = {dataset.track_id(r.genre, r.track): labels.index(r.genre) for r in rows.itertuples()}
     y_true = np.array([truth[t] for t in tracks])
     y_pred = track_probs.argmax(axis=1)
 
     metrics = compute_metrics(y_true, y_pred, labels)
     metrics["n_segments"] = int(len(data))
+    metrics["overlap"] = float(overlap)
+    metrics["n_windows"] = int(len(windows))
     metrics["model"] = str(model_path)
     if data_version_path and Path(data_version_path).is_file():
         metrics.update(provenance.result_provenance(data_version_path))

@@ -205,18 +205,6 @@ def extract_audio(
     return segments.shape, duration_s
 
 
-def extract_file(
-    audio_path: str | Path,
-    out_path: str | Path,
-    params: FeatureParams,
-    label: str,
-    source_md5: str,
-    source_stat: str = "",
-) -> tuple[int, ...]:
-    """Extract one audio file into one HDF5 file; returns the shape of the segment array."""
-    return extract_audio(audio_path, out_path, params, label, source_md5, source_stat)[0]
-
-
 class FeatureFileError(OSError):
     """A feature file that cannot be read; the message names it and how it gets rebuilt."""
 

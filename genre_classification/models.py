@@ -214,14 +214,31 @@ def scaled_optimizer(name: str, learning_rate: float, factors=None):
     return keras.optimizers.MultiOptimizer(mapping)
 
 
-def compile_model(model, optimizer: str = "adam", learning_rate: float = 1e-3):
-    """Compile for integer labels; under mixed_float16 Keras wraps the optimizer in loss scaling.
-
-    A builder may set ``model.learning_rate_factors`` (e.g. musicnn's backbone factor)."""
+def compile_model(
+    model, optimizer: str = "adam", learning_rate: float = 1e-3, soft_labels: bool = False
+):
+    """Compile for integer labels, or for one-hot/soft labels (``soft_labels``: mixup); the
+    loss values are the same for one-hot labels and ``accuracy`` is the share of examples whose
+    most probable class is the label's largest entry. Under mixed_float16 Keras wraps the
+    optimizer in loss scaling. A builder may set ``model.learning_rate_factors`` (e.g. musicnn's
+    backbone factor)."""
     factors = getattr(model, "learning_rate_factors", None)
+    loss = "categorical_crossentropy" if soft_labels else "sparse_categorical_crossentropy"
     model.compile(
         optimizer=scaled_optimizer(optimizer, learning_rate, factors),
-        loss="sparse_categorical_crossentropy",
+        loss=loss,
         metrics=["accuracy"],
     )
     return model
+
+
+def band_mean(model):
+    """The per-band training mean held by the model's normalisation layer (float32); None for a
+    model without one (musicnn normalises with its own pretrained batch norm)."""
+    import numpy as np
+
+    names = {layer.name for layer in model.layers}
+    if "band_normalization" not in names:
+        return None
+    layer = model.get_layer("band_normalization")
+    return np.asarray(layer.input_mean, dtype="float32").reshape(-1)

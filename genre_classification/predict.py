@@ -5,7 +5,8 @@
   in the MLmodel metadata). Audio is turned into segments with the parameters the model was
   trained with (``model_info``), never with today's config.
 * A file's prediction is the mean of its segments' probabilities (``evaluate.aggregate_tracks``,
-  as in evaluation).
+  as in evaluation), or with ``overlap`` > 0 of the overlapping windows of its continuous
+  log-mel (``dataset.overlap_windows``, as in evaluation with ``training.evaluate.overlap``).
 * Memory is bounded for any number of files: files are decoded in a small process pool with a
   fixed window of files in flight, segments go through the model in fixed-size batches, and each
   row is written as soon as its file is done.
@@ -27,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from genre_classification import model_info, tracking
+from genre_classification.dataset import overlap_windows
 from genre_classification.evaluate import aggregate_tracks
 from genre_classification.features import FeatureParams, load_audio, log_mel_segments
 
@@ -55,6 +57,7 @@ class Row:
     path: str
     probs: np.ndarray | None = None  # mean class probabilities of the file
     n_segments: int = 0
+    n_windows: int = 0  # windows through the model (= n_segments without overlap)
     error: str = ""
 
 
@@ -230,20 +233,23 @@ def predict_rows(
     paths: list[Path],
     jobs: int = 2,
     batch_segments: int = BATCH_SEGMENTS,
+    overlap: float = 0.0,
 ) -> Iterator[Row]:
     """One ``Row`` per path, in order, each as soon as all its segments are predicted."""
-    return predict_segments(loaded, decoded(paths, loaded.params, jobs), batch_segments)
+    return predict_segments(loaded, decoded(paths, loaded.params, jobs), batch_segments, overlap)
 
 
 def predict_segments(
     loaded: LoadedModel,
     items: Iterable[tuple[str | Path, np.ndarray | None, str]],
     batch_segments: int = BATCH_SEGMENTS,
+    overlap: float = 0.0,
 ) -> Iterator[Row]:
-    """One ``Row`` per ``(path, segments, error)`` item, in order: the segments of consecutive
-    items go through the model in batches of ``batch_segments``; a file's probabilities are the
-    mean of its segments' (``aggregate_tracks``). Segments come from audio decoded here
-    (``predict_rows``) or from the workflow's feature files (``predict_set``)."""
+    """One ``Row`` per ``(path, segments, error)`` item, in order: the windows of consecutive
+    items (``dataset.overlap_windows``: the segments themselves with ``overlap`` 0) go through
+    the model in batches of ``batch_segments``; a file's probabilities are the mean of its
+    windows' (``aggregate_tracks``). Segments come from audio decoded here (``predict_rows``)
+    or from the workflow's feature files (``predict_set``)."""
     pending: deque[Row] = deque()  # files not yet yielded, in order
     waiting: list[np.ndarray] = []  # segments not yet through the model
     n_waiting = 0
@@ -263,14 +269,14 @@ def predict_segments(
         ready, claimed = [], 0
         while pending:
             if not pending[0].error:
-                if claimed + pending[0].n_segments > n_done:
+                if claimed + pending[0].n_windows > n_done:
                     break
-                claimed += pending[0].n_segments
+                claimed += pending[0].n_windows
             ready.append(pending.popleft())
         if claimed:
             probs = np.concatenate(done)
             good = [row for row in ready if not row.error]
-            keys = np.repeat(np.arange(len(good)), [row.n_segments for row in good])
+            keys = np.repeat(np.arange(len(good)), [row.n_windows for row in good])
             _, means = aggregate_tracks(probs[:claimed], keys)
             for row, mean in zip(good, means, strict=True):
                 row.probs = mean
@@ -282,9 +288,10 @@ def predict_segments(
         if error:
             pending.append(Row(str(path), error=error))
         else:
-            pending.append(Row(str(path), n_segments=len(segments)))
-            waiting.append(segments)
-            n_waiting += len(segments)
+            windows = overlap_windows(segments, overlap)
+            pending.append(Row(str(path), n_segments=len(segments), n_windows=len(windows)))
+            waiting.append(windows)
+            n_waiting += len(windows)
             while n_waiting >= batch_segments:
                 run_model(batch_segments)
         yield from finished()
@@ -341,9 +348,10 @@ def predict(
     jobs: int = 2,
     batch_segments: int = BATCH_SEGMENTS,
     log=sys.stderr,
+    overlap: float = 0.0,
 ) -> tuple[int, int]:
     """Write one CSV row per audio file to the text stream ``output``; returns
-    ``(n_files, n_failed)``."""
+    ``(n_files, n_failed)``. ``overlap``: see ``predict_segments``."""
     files = audio_paths(paths)
     if not files:
         raise PredictError("no audio files found (extensions: " + ", ".join(AUDIO_EXTENSIONS) + ")")
@@ -358,7 +366,7 @@ def predict(
     writer.writerow(COLUMNS)
     progress = Progress(len(files), log)
     n_done = n_failed = 0
-    for row in predict_rows(loaded, files, jobs, batch_segments):
+    for row in predict_rows(loaded, files, jobs, batch_segments, overlap):
         writer.writerow(csv_row(row, loaded.labels, max(1, top_k)))
         n_done += 1
         n_failed += bool(row.error)

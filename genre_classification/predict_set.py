@@ -6,7 +6,8 @@
 * Its files are extracted by the training data's sharded machinery (``shards.extract_shard``,
   ``shards.write_collection``) with the feature parameters recorded with the model
   (``results/models/{model}/features.json``), not with today's ``features`` config.
-* Predictions go through ``predict.predict_segments``: the batching, segment -> track mean
+* Predictions go through ``predict.predict_segments``: the batching, test-time windows
+  (``training.evaluate.overlap``, as in evaluation), window -> track mean
   (``evaluate.aggregate_tracks``) and CSV rows of the ``predict`` command.
 * The drift report is ``reports.data_drift_report`` of the set's track table against the train
   tracks; in it the set's ``genre`` column is the predicted genre, so the drift of ``genre`` is
@@ -62,9 +63,11 @@ def write_predictions(
     rejected_path: str | Path,
     predictions_path: str | Path,
     top_k: int = 3,
+    overlap: float = 0.0,
 ) -> tuple[int, int]:
     """One row per file of the set (sorted by track): the ``predict`` command's columns after
-    ``track``; a rejected file has its reason in ``error``. Returns ``(n_files, n_failed)``."""
+    ``track``; a rejected file has its reason in ``error``. Returns ``(n_files, n_failed)``.
+    ``overlap``: test-time windows as in evaluation (``training.evaluate.overlap``)."""
     loaded = load_model(str(model_path))
     rows = [{**r, "status": "accepted"} for r in read_tsv(manifest_path)]
     rows += [{**r, "status": "rejected"} for r in read_tsv(rejected_path)]
@@ -73,7 +76,7 @@ def write_predictions(
     with atomic_path(predictions_path) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(PREDICTION_COLUMNS)
-        predicted: Iterator[Row] = predict_segments(loaded, _items(rows))
+        predicted: Iterator[Row] = predict_segments(loaded, _items(rows), overlap=overlap)
         for row, result in zip(rows, predicted, strict=True):
             writer.writerow([row["track"], *csv_row(result, loaded.labels, max(1, top_k))])
             n_failed += bool(result.error)

@@ -7,7 +7,7 @@
   (the repo may also be given as ``reports.reference.repo``/``target``);
 * ``{source: dir, dir: <path>}``: a plain ``<genre>/<file>`` audio directory.
 
-The audio goes through the same extraction (``genre_classification.features.extract_file``) and
+The audio goes through the same extraction (``genre_classification.shards.extract_shard``) and
 track-table code as the current data, in one loop: it is a one-off job, not one job per file.
 Undecodable or too-short files are skipped with a warning, as the fetch step quarantines them.
 """

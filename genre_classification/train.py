@@ -13,8 +13,9 @@ After every epoch the job writes to ``checkpoint_dir``:
 
 A rerun with the same config and data (the fingerprint) continues after the last finished epoch
 with the same MLflow run. The batch order of an epoch is a function of (seed, epoch) only
-(see ``dataset.epoch_permutation``) and TensorFlow op determinism is on, so the resumed job ends
-with the same weights as an uninterrupted one. A different fingerprint discards the checkpoints.
+(see ``dataset.epoch_permutation``), so are the augmentations (``augment``: draws from
+(seed, epoch, step)), and TensorFlow op determinism is on, so the resumed job ends with the same
+weights as an uninterrupted one. A different fingerprint discards the checkpoints.
 The checkpoint directory is not a Snakemake output (Snakemake deletes outputs before rerunning a
 job); it is removed after the job has written its outputs unless ``keep_checkpoints`` is true.
 """
@@ -31,7 +32,7 @@ import signal
 import time
 from pathlib import Path
 
-from genre_classification import dataset, tracking
+from genre_classification import augment, dataset, tracking
 from genre_classification.fileio import atomic_path, exclusive_lock, write_json
 from genre_classification.redact import redact
 
@@ -50,6 +51,7 @@ DEFAULTS = {
     "streaming": False,
     "keep_checkpoints": False,
     "options": {},  # architecture keyword options: filters, dropout, weights (backbones)
+    "augment": augment.OFF,  # crop, time_mask, freq_mask, mixup (genre_classification.augment)
 }
 MONITOR = "val_loss"
 # Test hook: SIGKILL this process right after the checkpoint of this epoch (1-based) is written.
@@ -63,12 +65,20 @@ def merge_config(config: dict) -> dict:
         **(config.get("early_stopping") or {}),
     }
     merged["options"] = dict(config.get("options") or {})
+    merged["augment"] = augment.settings(config.get("augment"))
     return merged
 
 
 def fingerprint(config: dict, split_path: str | Path) -> str:
-    """What a checkpoint must match to be resumed: training config + split manifest content."""
-    relevant = {k: v for k, v in config.items() if k != "keep_checkpoints"}
+    """What a checkpoint must match to be resumed: training config + split manifest content.
+
+    ``augment`` counts only when some augmentation is on, so the fingerprint of a config
+    without augmentation is the one it had before augmentation existed."""
+    relevant = {
+        k: v
+        for k, v in config.items()
+        if k != "keep_checkpoints" and not (k == "augment" and not augment.is_active(v))
+    }
     digest = hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode())
     digest.update(Path(split_path).read_bytes())
     return digest.hexdigest()
@@ -267,6 +277,8 @@ def train(
         if train_rows.empty or val_rows.empty:
             raise ValueError(f"{split_path}: need train and val tracks")
         val = dataset.load_segments(val_rows, labels)
+        augment.check(cfg["augment"], *val.x.shape[1:])
+        soft_labels = cfg["augment"]["mixup"] > 0
 
         model, state = load_checkpoint(ckpt_dir, fp)
         if model is None:
@@ -279,7 +291,7 @@ def train(
             model = models.build_model(
                 cfg["architecture"], val.input_shape, len(labels), mean, var, **cfg["options"]
             )
-            models.compile_model(model, cfg["optimizer"], cfg["learning_rate"])
+            models.compile_model(model, cfg["optimizer"], cfg["learning_rate"], soft_labels)
             state = {
                 "fingerprint": fp,
                 "epochs_done": 0,
@@ -335,13 +347,27 @@ def train(
             initial_epoch = state["epochs_done"]
             if initial_epoch < epochs and not state["stopped_early"]:
                 bs = cfg["batch_size"]
+                augmenter = None
+                if augment.is_active(cfg["augment"]):
+                    band_mean = models.band_mean(model)
+                    if band_mean is None:  # the same files in the same order on resume
+                        band_mean, _ = dataset.band_stats_from_files(train_rows)
+                    augmenter = augment.Augmenter(
+                        cfg["augment"], cfg["seed"], band_mean, len(labels)
+                    )
                 if cfg["streaming"]:
                     train_ds, steps = dataset.streaming_train_dataset(
-                        train_rows, labels, bs, cfg["seed"], initial_epoch, epochs
+                        train_rows,
+                        labels,
+                        bs,
+                        cfg["seed"],
+                        initial_epoch,
+                        epochs,
+                        augmenter=augmenter,
                     )
                 else:
                     train_ds = dataset.train_dataset(
-                        train_data, bs, cfg["seed"], initial_epoch, epochs
+                        train_data, bs, cfg["seed"], initial_epoch, epochs, augmenter
                     )
                     steps = dataset.steps_per_epoch(len(train_data), bs)
                 callback = _epoch_callback(
@@ -349,7 +375,9 @@ def train(
                 )
                 model.fit(
                     train_ds,
-                    validation_data=dataset.eval_dataset(val, bs),
+                    validation_data=dataset.eval_dataset(
+                        val, bs, len(labels) if soft_labels else None
+                    ),
                     epochs=epochs,
                     initial_epoch=initial_epoch,
                     steps_per_epoch=steps,

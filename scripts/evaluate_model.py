@@ -22,6 +22,7 @@ metrics = evaluate(
     run_info_path=snakemake.input.run,
     data_version_path=snakemake.input.data_version,
     batch_size=snakemake.params.batch_size,
+    overlap=snakemake.params.overlap,
     tracking_uri=training.get("tracking_uri"),
     mlflow_timeout_s=training["mlflow_timeout_s"],
     name="/".join(f"fold-{v}" if k == "fold" else v for k, v in snakemake.wildcards.items()),

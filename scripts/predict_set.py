@@ -15,4 +15,5 @@ write_predictions(
     snakemake.input.rejected,
     snakemake.output.predictions,
     top_k=snakemake.params.top_k,
+    overlap=snakemake.params.overlap,
 )

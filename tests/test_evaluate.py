@@ -102,3 +102,26 @@ def test_evaluate_writes_contract_files(tmp_path):
     assert table["track"].iloc[0] == "blues/blues.00005"
     np.testing.assert_allclose(table.filter(like="prob_").sum(axis=1), 1.0, atol=1e-4)
     assert (out / "confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
+
+    # overlap 0 (the default) predicts the segments: the result of plain segment means
+    test = dataset.load_segments(split[split.split == "test"], LABELS)
+    model = keras.models.load_model(tmp_path / "model.keras")
+    segment_probs = model.predict(test.x[..., None], batch_size=64, verbose=0)
+    _, expect = evaluate.aggregate_tracks(segment_probs, test.tracks)
+    np.testing.assert_array_equal(table.filter(like="prob_").to_numpy(), np.round(expect, 6))
+    assert metrics["overlap"] == 0 and metrics["n_windows"] == metrics["n_segments"] == 12
+
+    # overlap 0.5: 2n-1 windows per track of n = 2 segments (20 frames: hop 10)
+    half = evaluate.evaluate(
+        tmp_path / "model.keras",
+        split_path,
+        out / "half" / "metrics.json",
+        out / "half" / "predictions.csv",
+        out / "half" / "confusion_matrix.png",
+        overlap=0.5,
+    )
+    assert half["n_segments"] == 12 and half["n_windows"] == 6 * 3
+    windows, owners = dataset.track_windows(test.x, test.tracks, 0.5)
+    _, expect = evaluate.aggregate_tracks(model.predict(windows[..., None], verbose=0), owners)
+    table = pd.read_csv(out / "half" / "predictions.csv")
+    np.testing.assert_allclose(table.filter(like="prob_").to_numpy(), expect, atol=2e-6)

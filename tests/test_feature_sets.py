@@ -21,7 +21,7 @@ from genre_classification.features import (
     DEFAULT_SET,
     FeatureParams,
     existing_features,
-    extract_file,
+    extract_audio,
     feature_set_dir,
     feature_set_of_dir,
     feature_set_params,
@@ -56,7 +56,7 @@ def test_files_written_before_the_scale_parameter_are_still_current(tmp_path):
 
     sf.write(audio, synthesize_clip("metal", 2.0, 22050, seed=1), 22050)
     out = tmp_path / "a.h5"
-    extract_file(audio, out, params, "metal", source_md5="0" * 32)
+    extract_audio(audio, out, params, "metal", source_md5="0" * 32)
     with h5py.File(out, "a") as h5:
         assert h5.attrs["scale"] == "db"
         del h5.attrs["scale"]  # as an HDF5 of an earlier version

@@ -11,7 +11,7 @@ from conftest import SMALL_FEATURES
 from genre_classification.features import (
     AudioError,
     FeatureParams,
-    extract_file,
+    extract_audio,
     load_audio,
     log_mel_segments,
     read_features,
@@ -44,7 +44,7 @@ def test_extract_writes_attributes(tmp_path):
     audio = tmp_path / "a.wav"
     sf.write(audio, tone(2.5), 22050)
     out = tmp_path / "out" / "a.h5"
-    shape = extract_file(audio, out, PARAMS, label="jazz", source_md5="0" * 32)
+    shape, _ = extract_audio(audio, out, PARAMS, label="jazz", source_md5="0" * 32)
     logmel, attrs = read_features(out)
     assert logmel.shape == shape == (2, 64, 43)
     assert attrs["label"] == "jazz" and attrs["source_md5"] == "0" * 32

@@ -21,7 +21,7 @@ from _training_data import TINY_CONFIG
 from genre_classification import evaluate, model_info, predict, train
 from genre_classification.dataset import SPLIT_COLUMNS
 from genre_classification.demo_data import make_demo_dataset
-from genre_classification.features import FeatureParams, extract_file
+from genre_classification.features import FeatureParams, extract_audio
 
 REPO = Path(__file__).resolve().parents[1]
 GENRES = ["classical", "disco", "metal"]
@@ -41,7 +41,7 @@ def trained(tmp_path_factory):
     for path in audio:
         genre, track = path.parent.name, path.stem
         h5 = root / "features" / genre / f"{track}.h5"
-        shape = extract_file(path, h5, PARAMS, genre, f"md5-{track}")
+        shape, _ = extract_audio(path, h5, PARAMS, genre, f"md5-{track}")
         split = SPLITS[int(track.split(".")[1])]
         rows.append((genre, track, split, str(h5), shape[0], f"md5-{track}"))
     split_path = root / "split.tsv"
@@ -122,7 +122,7 @@ def test_training_records_its_feature_parameters(trained, monkeypatch):
 def test_training_features_must_agree(tmp_path, trained):
     split = pd.read_csv(trained["split"], sep="\t")
     other = tmp_path / "other.h5"
-    extract_file(
+    extract_audio(
         trained["audio"][0], other, FeatureParams(**{**asdict(PARAMS), "n_mels": 16}), "x", "m"
     )
     with pytest.raises(ValueError, match="different parameters"):
@@ -201,6 +201,39 @@ def test_streaming_batches_give_the_same_rows(trained):
         results.append(np.stack([r.probs for i, r in enumerate(rows) if i != 2]))
     for other in results[1:]:
         np.testing.assert_allclose(other, results[0], atol=1e-6)
+
+
+def test_overlapping_windows_agree_with_evaluation(trained, tmp_path):
+    """predict_segments (predict command, predict sets) and evaluation cut the same windows."""
+    from genre_classification import dataset
+    from genre_classification.features import read_features
+
+    out = tmp_path / "eval"
+    evaluate.evaluate(
+        trained["model"],
+        trained["split"],
+        out / "metrics.json",
+        out / "predictions.csv",
+        out / "confusion.png",
+        overlap=0.5,
+    )
+    expected = pd.read_csv(out / "predictions.csv")
+    split = dataset.read_split(trained["split"])
+    test = split[split.split == "test"]
+    items = [
+        (dataset.track_id(r.genre, r.track), read_features(r.features)[0], "")
+        for r in test.itertuples()
+    ]
+    loaded = predict.load_model(str(trained["model"]))
+    for batch in (1, 1000):
+        rows = list(predict.predict_segments(loaded, items, batch, overlap=0.5))
+        assert [r.path for r in rows] == expected["track"].tolist()
+        assert [r.n_segments for r in rows] == test["n_segments"].tolist()
+        assert all(r.n_windows == 2 * r.n_segments - 1 for r in rows)  # 1 s segments: 62 frames
+        probs = np.stack([r.probs for r in rows])
+        np.testing.assert_allclose(probs, expected.filter(like="prob_").to_numpy(), atol=2e-6)
+    plain = list(predict.predict_segments(loaded, items, 1000))
+    assert not np.allclose(np.stack([r.probs for r in plain]), probs)
 
 
 def test_audio_extensions_are_the_workflow_defaults():

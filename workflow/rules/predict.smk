@@ -86,6 +86,7 @@ rule predict_set:
     params:
         model=predict_model(),
         top_k=config["predict"]["top_k"],
+        overlap=config["training"]["evaluate"]["overlap"],
     script:
         "../../scripts/predict_set.py"
 

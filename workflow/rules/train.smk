@@ -116,6 +116,7 @@ rule evaluate_model:
         runtime=lambda wildcards, attempt: 20 * attempt,
     params:
         batch_size=config["training"]["evaluate"]["batch_size"],
+        overlap=config["training"]["evaluate"]["overlap"],
     script:
         "../../scripts/evaluate_model.py"
 
