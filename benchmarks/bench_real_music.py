@@ -19,8 +19,8 @@ The run: one `snakemake --cores N` in a fresh working directory (--workdir/run) 
 `data.source: dir` on the set and `split: {method: kfold, folds: 5, group_by: source}`,
 targets the cv_metrics.json of every variant, all trained on the same folds:
   cnn               the config's compact CNN from scratch (--epochs-cnn, --patience)
-  cnn-augment       the same with `augment` (crop, time and frequency masks), if the workflow
-                    has augmentation (left out, with a note, when its schema has no `augment`)
+  cnn-augment       the same with `augment` (crop, time and frequency masks, mixup 0.2), if
+                    the workflow has it (left out, with a note, when its schema has no `augment`)
   musicnn-frozen    musicnn pretrained on the MSD, {mode: frozen}: a new head on the embedding
   musicnn-finetune  {mode: finetune, backbone_learning_rate_factor: 0.1}
 Prints per variant the mean ± std macro-F1 over the folds, mean accuracy and wall time (the
@@ -374,10 +374,11 @@ def variants(args: argparse.Namespace) -> tuple[dict, list[str]]:
     if re.search(r"^\s+augment:", schema, re.MULTILINE):
         models["cnn-augment"] = {
             **cnn,
-            "augment": {
+            "augment": {  # config/config.yaml's commented example
                 "crop": True,
-                "time_mask": {"count": 2, "max_frames": 16},
-                "freq_mask": {"count": 2, "max_bands": 12},
+                "time_mask": {"count": 2, "max_frames": 20},
+                "freq_mask": {"count": 2, "max_bands": 16},
+                "mixup": 0.2,
             },
         }
     else:
