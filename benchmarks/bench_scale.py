@@ -6,6 +6,8 @@
 For each size N x seconds (plain-directory source, audio present, 2 cores by default):
   bare loop     `cores` Python processes, each importing librosa once and running
                 librosa.load -> melspectrogram -> power_to_db -> h5py write over its share
+                (BLAS threads as the library sets them; --bare-blas-threads 1 gives a tuned
+                baseline: the workflow's workers run with one BLAS thread each)
   workflow      `snakemake --cores N extract_all` in a fresh working directory: listing, fetch,
                 every shard job, the collected manifest (i.e. fetch to the last HDF5)
   no-op rerun   the same command again ("Nothing to be done")
@@ -79,12 +81,18 @@ def make_clips(audio: Path, n: int, seconds: float, cores: int) -> list[Path]:
     return sorted(audio.glob("*/*.wav"))
 
 
-def bare_loop(files: list[Path], out: Path, cores: int) -> float:
+def bare_loop(files: list[Path], out: Path, cores: int, blas_threads: int | None = None) -> float:
+    """``blas_threads``: OPENBLAS/OMP_NUM_THREADS of each bare process (None: the library's
+    default, one thread per core, as a plain script gets)."""
     out.mkdir(parents=True)
+    env = dict(os.environ)
+    if blas_threads:
+        env.update(OPENBLAS_NUM_THREADS=str(blas_threads), OMP_NUM_THREADS=str(blas_threads))
     start = time.perf_counter()
     procs = []
     for k in range(cores):
-        proc = subprocess.Popen([sys.executable, "-c", BARE_LOOP, str(out)], stdin=subprocess.PIPE)
+        command = [sys.executable, "-c", BARE_LOOP, str(out)]
+        proc = subprocess.Popen(command, stdin=subprocess.PIPE, env=env)
         proc.stdin.write("\n".join(map(str, files[k::cores])).encode())
         proc.stdin.close()
         procs.append(proc)
@@ -111,7 +119,7 @@ def feature_mtimes(workdir: Path) -> dict[Path, int]:
     return {p: p.stat().st_mtime_ns for p in (workdir / "results/features").glob("*/*.h5")}
 
 
-def measure(root: Path, n: int, seconds: float, cores: int) -> dict:
+def measure(root: Path, n: int, seconds: float, cores: int, blas_threads: int | None) -> dict:
     import soundfile as sf
 
     from genre_classification.demo_data import synthesize_clip
@@ -121,7 +129,7 @@ def measure(root: Path, n: int, seconds: float, cores: int) -> dict:
     files = make_clips(audio, n, seconds, cores)
     print(f"  ({n} clips written in {time.perf_counter() - start:.0f} s)", flush=True)
     result = {"files": n, "seconds": seconds, "cores": cores}
-    result["bare_s"] = bare_loop(files, root / "bare", cores)
+    result["bare_s"] = bare_loop(files, root / "bare", cores, blas_threads)
     shutil.rmtree(root / "bare")
 
     workdir = root / "work"
@@ -191,6 +199,11 @@ def main() -> None:
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--plot", type=Path, help="write time against N to this SVG/PNG")
     parser.add_argument("--json", type=Path, help="write the figures to this JSON file")
+    parser.add_argument(
+        "--bare-blas-threads",
+        type=int,
+        help="BLAS threads of each bare process (default: the library's; 1 = a tuned baseline)",
+    )
     args = parser.parse_args()
 
     print(table_row(), flush=True)
@@ -199,7 +212,7 @@ def main() -> None:
         n, seconds = size.split("x")
         root = Path(tempfile.mkdtemp(prefix=f"bench-scale-{n}-"))
         try:
-            result = measure(root, int(n), float(seconds), args.cores)
+            result = measure(root, int(n), float(seconds), args.cores, args.bare_blas_threads)
         finally:
             shutil.rmtree(root, ignore_errors=True)
         results.append(result)
