@@ -19,8 +19,8 @@ The run: one `snakemake --cores N` in a fresh working directory (--workdir/run) 
 `data.source: dir` on the set and `split: {method: kfold, folds: 5, group_by: source}`,
 targets the cv_metrics.json of every variant, all trained on the same folds. To keep its 20
 trainings near 40 min on 2 CPU cores, only the middle --use-seconds of each excerpt are used
-(`features.excerpt_seconds`; default 9 s: three 3 s segments per track) and musicnn gets few
-epochs (fine-tuning costs ~0.3 s per segment and epoch there). The variants:
+(`features.excerpt_seconds`; default 9 s: three 3 s segments per track) and the fine-tune gets
+few epochs (it costs ~0.15 s per training segment and epoch there). The variants:
   cnn               the config's compact CNN from scratch (--epochs-cnn, --patience)
   cnn-augment       the same with `augment` (crop, time and frequency masks, mixup 0.2), if
                     the workflow has it (left out, with a note, when its schema has no `augment`)
