@@ -23,16 +23,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from genre_classification.audio_source import read_tsv
+from genre_classification.columns import PREDICT_SET_COLUMNS
 from genre_classification.features import read_features
-from genre_classification.fileio import atomic_path, write_json
-from genre_classification.predict import COLUMNS, Row, csv_row, load_model, predict_segments
+from genre_classification.fileio import atomic_path, read_tsv, write_json
+from genre_classification.predict import Row, csv_row, load_model, predict_segments
 from genre_classification.reports import TARGET, data_drift_report
 from genre_classification.track_table import PREDICTION_COLUMN, build_track_table
 
 log = logging.getLogger(__name__)
-
-PREDICTION_COLUMNS = ("track", *COLUMNS)
 
 
 def set_source(spec: str | dict, data: dict) -> dict:
@@ -75,7 +73,7 @@ def write_predictions(
     n_failed = 0
     with atomic_path(predictions_path) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(PREDICTION_COLUMNS)
+        writer.writerow(PREDICT_SET_COLUMNS)
         predicted: Iterator[Row] = predict_segments(loaded, _items(rows), overlap=overlap)
         for row, result in zip(rows, predicted, strict=True):
             writer.writerow([row["track"], *csv_row(result, loaded.labels, max(1, top_k))])

@@ -25,7 +25,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from genre_classification import tracking
 from genre_classification.fileio import write_json
 from genre_classification.track_table import PREDICTION_COLUMN, feature_columns
 
@@ -441,36 +440,3 @@ def enforce_quality(summary: dict, json_path: str | Path, fail: bool) -> None:
             message + " -- set reports.fail_on_quality_issue: false to only warn"
         )
     log.warning("%s -- continuing because reports.fail_on_quality_issue is false", message)
-
-
-# --------------------------------------------------------------------------------------------
-# MLflow
-# --------------------------------------------------------------------------------------------
-
-
-def log_to_mlflow(
-    run_json: str | Path,
-    paths: list[str | Path],
-    artifact_path: str = "evidently",
-    tracking_uri: str | None = None,
-    mlflow_timeout_s: float = 10,
-):
-    """Attach report files to the training run named in ``results/mlflow/runs/{model}.json``.
-
-    ``tracking_uri``: the configured URI (see ``tracking.run_tracking_uri``).
-    """
-    import mlflow
-
-    run = tracking.read_run_info(run_json)
-    uri = tracking.run_tracking_uri(run, tracking_uri)
-    tracking.connect(uri, mlflow_timeout_s)
-    client = mlflow.MlflowClient(tracking_uri=uri)
-    for path in paths:
-        client.log_artifact(run["run_id"], str(path), artifact_path=artifact_path)
-    log.info(
-        "logged %s to MLflow run %s (%s)",
-        [str(p) for p in paths],
-        run["run_id"],
-        run["tracking_uri"],
-    )
-    return run["run_id"]

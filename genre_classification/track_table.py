@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from genre_classification import fileio
 from genre_classification.dataset import track_id
 from genre_classification.features import read_features
 
@@ -240,9 +241,7 @@ def tracks_in_dir(features_dir: str | Path, split: str = "") -> list[dict]:
 
 
 def write_table(table: pd.DataFrame, path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(path, sep="\t", index=False, float_format="%.8g")
+    fileio.write_frame(path, table, sep="\t", index=False, float_format="%.8g")
 
 
 def read_table(path: str | Path) -> pd.DataFrame:

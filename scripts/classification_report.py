@@ -3,9 +3,10 @@
 import logging
 
 from genre_classification.provenance import result_provenance
-from genre_classification.reports import classification_report, log_to_mlflow
+from genre_classification.reports import classification_report
 from genre_classification.runlog import log_to_file
 from genre_classification.track_table import attach_predictions, read_table
+from genre_classification.tracking import attach_files
 
 snakemake = globals()["snakemake"]
 log_to_file(snakemake.log[0], capture_output=True)
@@ -29,7 +30,7 @@ summary = classification_report(
 )
 log.info("%s: accuracy %.4f on %d tracks", model, summary["accuracy"], summary["n_tracks"])
 if snakemake.params.log_to_mlflow:
-    log_to_mlflow(
+    attach_files(
         snakemake.input.run,
         [snakemake.output.html, snakemake.output.json],
         artifact_path=snakemake.params.artifact_path,

@@ -25,7 +25,6 @@ from genre_classification.reports import (
     data_drift_report,
     data_quality_report,
     enforce_quality,
-    log_to_mlflow,
 )
 from genre_classification.track_table import (
     ID_COLUMNS,
@@ -35,6 +34,7 @@ from genre_classification.track_table import (
     read_table,
     write_table,
 )
+from genre_classification.tracking import attach_files
 
 SR = 22050
 PARAMS = FeatureParams(sample_rate=SR, segment_seconds=3.0)
@@ -403,7 +403,7 @@ def test_classification_report_logged_to_mlflow(tables, tmp_path):
     )
     data = predictions_for(tables["reference"])
     classification_report(data, tmp_path / "classification.html", tmp_path / "c.json")
-    log_to_mlflow(run_json, [tmp_path / "classification.html", tmp_path / "c.json"])
+    attach_files(run_json, [tmp_path / "classification.html", tmp_path / "c.json"])
     logged = {a.path for a in client.list_artifacts(run.info.run_id, "evidently")}
     assert logged == {"evidently/classification.html", "evidently/c.json"}
 
