@@ -1,4 +1,4 @@
-"""The one TSV/JSON/CSV writer of result files: atomic (temp file + rename), nothing half-written."""
+"""The one writer of TSV/CSV/JSON result files: atomic (temp file + rename)."""
 
 from __future__ import annotations
 
