@@ -200,6 +200,37 @@ def evaluate(
     return metrics
 
 
+def evaluate_and_register(
+    model_path: str | Path,
+    split_path: str | Path,
+    run_info_path: str | Path,
+    registry_name: str,
+    tracking_uri: str | None = None,
+    mlflow_timeout_s: float = 10,
+    **evaluate_options,
+) -> dict:
+    """``evaluate`` a trained model, then register it in the MLflow Model Registry under
+    ``registry_name`` and decide about the champion alias (``registry.register_and_promote``)."""
+    from genre_classification.registry import register_and_promote
+
+    metrics = evaluate(
+        model_path,
+        split_path,
+        run_info_path=run_info_path,
+        tracking_uri=tracking_uri,
+        mlflow_timeout_s=mlflow_timeout_s,
+        **evaluate_options,
+    )
+    register_and_promote(
+        run_info_path,
+        metrics,
+        registry_name,
+        tracking_uri=tracking_uri,
+        mlflow_timeout_s=mlflow_timeout_s,
+    )
+    return metrics
+
+
 def mlflow_metrics(metrics: dict, prefix: str = "test_") -> dict[str, float]:
     """The test metrics logged to the training job's MLflow run: the macro scores and the
     F1 of each genre."""

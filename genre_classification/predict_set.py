@@ -27,8 +27,14 @@ from genre_classification.columns import PREDICT_SET_COLUMNS
 from genre_classification.features import read_features
 from genre_classification.fileio import atomic_path, read_tsv, write_json
 from genre_classification.predict import Row, csv_row, load_model, predict_segments
+from genre_classification.provenance import result_provenance
 from genre_classification.reports import TARGET, data_drift_report
-from genre_classification.track_table import PREDICTION_COLUMN, build_track_table
+from genre_classification.track_table import (
+    PREDICTION_COLUMN,
+    build_track_table,
+    read_table,
+    write_table,
+)
 
 log = logging.getLogger(__name__)
 
@@ -140,4 +146,72 @@ def drift_report(
     }
     summary.update(set=set_name, model=model)
     write_json(json_path, summary, default=str)
+    return summary
+
+
+def extract_set_shard(
+    members: list,
+    root: str | Path,
+    features_dir: str | Path,
+    model_features_path: str | Path,
+    record_path: str | Path,
+    threads: int = 1,
+) -> list[dict]:
+    """One extraction shard of a set (``members``: its ``AudioFile``s), with the feature
+    parameters recorded with the model (``model_features_path``), not today's config."""
+    from genre_classification import model_info
+    from genre_classification.shards import extract_shard
+
+    params, _ = model_info.read(model_features_path)
+    return extract_shard(
+        members,
+        root=root,
+        features_dir=features_dir,
+        params=params,
+        record_path=record_path,
+        threads=threads,
+    )
+
+
+def write_drift_report(
+    manifest_path: str | Path,
+    predictions_path: str | Path,
+    training_table_path: str | Path,
+    table_path: str | Path,
+    html_path: str | Path,
+    json_path: str | Path,
+    data_version_path: str | Path,
+    set_name: str,
+    model: str,
+    n_bands: int,
+    n_mfcc: int,
+    drift_share: float = 0.5,
+    method: str | None = None,
+    threshold: float | None = None,
+) -> dict:
+    """The set's track table (``table_path``) and its drift report against the train tracks of
+    the training track table (``drift_report``)."""
+    table = set_track_table(manifest_path, predictions_path, n_bands, n_mfcc)
+    write_table(table, table_path)
+    summary = drift_report(
+        table,
+        read_table(training_table_path),
+        html_path,
+        json_path,
+        set_name=set_name,
+        model=model,
+        drift_share=drift_share,
+        method=method,
+        threshold=threshold,
+        provenance=result_provenance(data_version_path),
+    )
+    log.info(
+        "%s: %d/%d columns drifted, dataset drift: %s; prediction drift: %s (%s)",
+        set_name,
+        summary["n_drifted"],
+        summary["n_features"],
+        summary["dataset_drift"],
+        summary["prediction_drift"]["drifted"],
+        summary["prediction_drift"]["predicted_shares"],
+    )
     return summary

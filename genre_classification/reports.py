@@ -20,13 +20,22 @@ Evidently's internal layout), so that tests and the workflow can rely on them.
 
 from __future__ import annotations
 
+import json
 import logging
+import shutil
 from pathlib import Path
 
 import pandas as pd
 
+from genre_classification import tracking
 from genre_classification.fileio import write_json
-from genre_classification.track_table import PREDICTION_COLUMN, feature_columns
+from genre_classification.provenance import result_provenance
+from genre_classification.track_table import (
+    PREDICTION_COLUMN,
+    attach_predictions,
+    feature_columns,
+    read_table,
+)
 
 log = logging.getLogger(__name__)
 
@@ -440,3 +449,162 @@ def enforce_quality(summary: dict, json_path: str | Path, fail: bool) -> None:
             message + " -- set reports.fail_on_quality_issue: false to only warn"
         )
     log.warning("%s -- continuing because reports.fail_on_quality_issue is false", message)
+
+
+# --------------------------------------------------------------------------------------------
+# The workflow's report jobs: paths and parameters in, report files out
+# --------------------------------------------------------------------------------------------
+
+
+def check_tested_splits(tested: pd.DataFrame, expected: str | None) -> list[str]:
+    """The splits of the predicted tracks; a warning unless they are only ``expected`` (no check
+    for ``None``: pooled out-of-fold predictions cover every split)."""
+    splits = sorted(set(tested["split"]))
+    if expected and splits != [expected]:
+        log.warning("predicted tracks come from splits %s, expected only %s", splits, expected)
+    return splits
+
+
+def write_classification_report(
+    table_path: str | Path,
+    predictions_path: str | Path,
+    html_path: str | Path,
+    json_path: str | Path,
+    model: str,
+    data_version_path: str | Path,
+    split: str | None = None,
+    run_path: str | Path | None = None,
+    artifact_path: str = "evidently",
+    tracking_uri: str | None = None,
+    mlflow_timeout_s: float = 10,
+) -> dict:
+    """The classification report of a model's predictions (the rows of the track table that
+    have one; ``split``: the split they should all come from); attached to the MLflow run
+    recorded in ``run_path`` when given."""
+    tested = attach_predictions(read_table(table_path), predictions_path)
+    check_tested_splits(tested, split)
+    summary = classification_report(
+        tested,
+        html_path,
+        json_path,
+        model=model,
+        provenance=result_provenance(data_version_path),
+    )
+    log.info("%s: accuracy %.4f on %d tracks", model, summary["accuracy"], summary["n_tracks"])
+    if run_path:
+        tracking.attach_files(
+            run_path,
+            [html_path, json_path],
+            artifact_path=artifact_path,
+            tracking_uri=tracking_uri,
+            mlflow_timeout_s=mlflow_timeout_s,
+        )
+    return summary
+
+
+def drift_inputs(
+    tracks: pd.DataFrame,
+    reference_tracks: pd.DataFrame | None = None,
+    reference_info: dict | None = None,
+    reference_split: str = "train",
+    current_split: str = "test",
+) -> tuple[pd.DataFrame, pd.DataFrame, dict, dict]:
+    """What the data drift report compares: ``(reference, current, reference_info,
+    current_info)``. Without a reference data version (``reference_tracks``), the
+    ``reference_split`` tracks against the ``current_split`` tracks; with one, its tracks
+    (``reference_info``: its ``reference.json``, without the rejected files) against all current
+    tracks."""
+    if reference_tracks is not None:
+        info = {"name": "reference data version", **(reference_info or {})}
+        info.pop("rejected", None)
+        return reference_tracks, tracks, info, {"name": "current data (all splits)"}
+    return (
+        tracks[tracks["split"] == reference_split],
+        tracks[tracks["split"] == current_split],
+        {"name": f"{reference_split} tracks"},
+        {"name": f"{current_split} tracks"},
+    )
+
+
+def write_data_drift_report(
+    table_path: str | Path,
+    html_path: str | Path,
+    json_path: str | Path,
+    data_version_path: str | Path,
+    reference_path: str | Path | None = None,
+    reference_info_path: str | Path | None = None,
+    reference_split: str = "train",
+    current_split: str = "test",
+    drift_share: float = 0.5,
+    method: str | None = None,
+    threshold: float | None = None,
+) -> dict:
+    """The data drift report of the track table (see ``drift_inputs`` for what is compared)."""
+    reference_tracks = read_table(reference_path) if reference_path else None
+    reference_info = (
+        json.loads(Path(reference_info_path).read_text()) if reference_info_path else None
+    )
+    reference, current, reference_info, current_info = drift_inputs(
+        read_table(table_path), reference_tracks, reference_info, reference_split, current_split
+    )
+    summary = data_drift_report(
+        reference,
+        current,
+        html_path,
+        json_path,
+        drift_share=drift_share,
+        method=method,
+        threshold=threshold,
+        reference_info=reference_info,
+        current_info=current_info,
+        provenance=result_provenance(data_version_path),
+    )
+    log.info(
+        "%s vs %s: %d/%d columns drifted (share %.3f), dataset drift: %s; drifted: %s",
+        reference_info["name"],
+        current_info["name"],
+        summary["n_drifted"],
+        summary["n_features"],
+        summary["drifted_share"],
+        summary["dataset_drift"],
+        summary["drifted_features"],
+    )
+    return summary
+
+
+def keep_failed_quality_json(
+    summary: dict, json_path: str | Path, kept_path: str | Path, fail: bool
+) -> Path:
+    """The JSON a quality failure names: on a failure that stops the workflow, Snakemake removes
+    the job's outputs, so the JSON is first copied to ``kept_path`` (beside the job's log, which
+    is kept) and that copy is named; otherwise ``json_path``."""
+    if summary["passed"] or not fail:
+        return Path(json_path)
+    shutil.copyfile(json_path, kept_path)
+    return Path(kept_path)
+
+
+def write_data_quality_report(
+    table_path: str | Path,
+    html_path: str | Path,
+    json_path: str | Path,
+    data_version_path: str | Path,
+    kept_json_path: str | Path,
+    fail_on_quality_issue: bool = True,
+    min_class_ratio: float = 0.5,
+    ignore_constant: tuple[str, ...] | list[str] = ("duration_s",),
+) -> dict:
+    """The data quality report of the track table; a failed test raises ``DataQualityError``
+    (``fail_on_quality_issue``) naming a kept copy of the JSON (``keep_failed_quality_json``),
+    or only warns."""
+    summary = data_quality_report(
+        read_table(table_path),
+        html_path,
+        json_path,
+        min_class_ratio=min_class_ratio,
+        ignore_constant=ignore_constant,
+        provenance=result_provenance(data_version_path),
+    )
+    named = keep_failed_quality_json(summary, json_path, kept_json_path, fail_on_quality_issue)
+    enforce_quality(summary, named, fail=fail_on_quality_issue)
+    return summary

@@ -13,13 +13,10 @@ import time
 import urllib.request
 from pathlib import Path
 
-import numpy as np
 import pytest
-import soundfile as sf
 import yaml
 
-from genre_classification.demo_data import make_demo_dataset
-from genre_classification.dvc_repo import add_and_push, drop_local_copy, init_data_repo
+from genre_classification.demo_data import BAD_FILES, make_demo_repo  # noqa: F401 (tests import it)
 from genre_classification.features import FeatureParams
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,17 +40,6 @@ TINY_MODEL = {
 SMALL_FEATURES = FeatureParams(
     sample_rate=22050, n_fft=1024, hop_length=512, n_mels=64, segment_seconds=1.0
 )
-BAD_FILES = {
-    "classical/broken.wav": "cannot decode",
-    "disco/short.wav": "too short",
-    "metal/empty.wav": "empty",
-}
-
-
-def write_bad_files(root: Path) -> None:
-    (root / "classical" / "broken.wav").write_bytes(b"RIFF\x00\x01garbage" * 50)
-    sf.write(root / "disco" / "short.wav", np.zeros(22050, dtype=np.float32), 22050)
-    (root / "metal" / "empty.wav").write_bytes(b"")
 
 
 @pytest.fixture
@@ -61,11 +47,9 @@ def tiny_data_repo(tmp_path: Path) -> dict:
     """A git + DVC data repo holding a tiny data set (with 3 bad files) pushed to a local remote;
     the workspace copy and cache are dropped so the workflow's `dvc pull` really fetches."""
     repo, remote = tmp_path / "data-repo", tmp_path / "dvc-remote"
-    init_data_repo(repo, remote)
-    make_demo_dataset(repo / "genres", TINY_CLIPS, seconds=3.5, genres=TINY_GENRES)
-    write_bad_files(repo / "genres")
-    add_and_push(repo, "genres", "tiny data set")
-    drop_local_copy(repo, "genres")
+    make_demo_repo(
+        repo, remote, "genres", TINY_CLIPS, seconds=3.5, genres=TINY_GENRES, bad_files=True
+    )
     return {"repo": repo, "remote": remote, "target": "genres"}
 
 
