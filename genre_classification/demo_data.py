@@ -154,6 +154,15 @@ def make_demo_dataset(
     return paths
 
 
+# The tiny data set of the small test configuration (.test/config/config.yaml, the end-to-end
+# tests): seconds long enough for a few 1.5 s segments, and the files to quarantine.
+TINY_DATA = {
+    "clips_per_genre": 5,
+    "seconds": 3.5,
+    "genres": ["classical", "disco", "metal"],
+    "bad_files": True,
+}
+
 # Files the workflow must quarantine (never crash on): written by ``write_bad_files``.
 BAD_FILES = {
     "classical/broken.wav": "cannot decode",

@@ -16,14 +16,21 @@ from pathlib import Path
 import pytest
 import yaml
 
-from genre_classification.demo_data import BAD_FILES, make_demo_repo  # noqa: F401 (tests import it)
+from genre_classification.demo_data import (  # noqa: F401 (BAD_FILES: tests import it)
+    BAD_FILES,
+    TINY_DATA,
+    make_demo_repo,
+)
 from genre_classification.features import FeatureParams
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEFILE = REPO / "workflow" / "Snakefile"
 BIN = Path(sys.executable).parent
-TINY_GENRES = ["classical", "disco", "metal"]
-TINY_CLIPS = 5
+TINY_GENRES = TINY_DATA["genres"]
+TINY_CLIPS = TINY_DATA["clips_per_genre"]
+# The small test configuration (snakemake-workflows' .test/): an overlay on config/config.yaml
+# whose paths are relative to the working directory; its data set is made by tiny_data_repo.
+TEST_CONFIG = REPO / ".test" / "config" / "config.yaml"
 # A model small enough to train in seconds on the tiny data set.
 TINY_MODEL = {
     "architecture": "cnn",
@@ -44,29 +51,26 @@ SMALL_FEATURES = FeatureParams(
 
 @pytest.fixture
 def tiny_data_repo(tmp_path: Path) -> dict:
-    """A git + DVC data repo holding a tiny data set (with 3 bad files) pushed to a local remote;
-    the workspace copy and cache are dropped so the workflow's `dvc pull` really fetches."""
-    repo, remote = tmp_path / "data-repo", tmp_path / "dvc-remote"
-    make_demo_repo(
-        repo, remote, "genres", TINY_CLIPS, seconds=3.5, genres=TINY_GENRES, bad_files=True
-    )
-    return {"repo": repo, "remote": remote, "target": "genres"}
+    """The tiny data set (with 3 bad files) where TEST_CONFIG expects it in the working directory
+    ``tmp_path / "work"`` (as `make test-data` puts it in .test/): a git + DVC data repo pushed to
+    a local remote beside it; the workspace copy and cache are dropped so the workflow's
+    `dvc pull` really fetches."""
+    dvc = yaml.safe_load(TEST_CONFIG.read_text())["data"]["dvc"]
+    repo = tmp_path / "work" / dvc["repo"]
+    remote = repo.parent / "dvc-remote"
+    make_demo_repo(repo, remote, dvc["target"], **TINY_DATA)
+    return {"repo": repo, "remote": remote, "target": dvc["target"]}
 
 
 @pytest.fixture
 def workflow_dir(tmp_path: Path, tiny_data_repo: dict):
-    """A working directory whose config points at the tiny data repo; returns a runner."""
+    """A working directory with the tiny data set and the small test configuration: the config
+    files config/config.yaml (the repository's) and config/test.yaml (TEST_CONFIG); returns a
+    runner."""
     workdir = tmp_path / "work"
     (workdir / "config").mkdir(parents=True)
     shutil.copy(REPO / "config" / "config.yaml", workdir / "config" / "config.yaml")
-    overlay = {
-        "data": {
-            "source": "dvc",
-            "dvc": {"repo": str(tiny_data_repo["repo"]), "target": "genres"},
-        },
-        "features": {"segment_seconds": 1.5},
-    }
-    (workdir / "config" / "test.yaml").write_text(yaml.safe_dump(overlay))
+    shutil.copy(TEST_CONFIG, workdir / "config" / "test.yaml")
     return SnakemakeRunner(workdir, tiny_data_repo)
 
 
