@@ -28,7 +28,7 @@ from genre_classification.features import read_features
 from genre_classification.fileio import atomic_path, read_tsv, write_json
 from genre_classification.predict import Row, csv_row, load_model, predict_segments
 from genre_classification.provenance import result_provenance
-from genre_classification.reports import TARGET, data_drift_report
+from genre_classification.reports import TARGET, data_drift_report, log_drift
 from genre_classification.track_table import (
     PREDICTION_COLUMN,
     build_track_table,
@@ -149,69 +149,53 @@ def drift_report(
     return summary
 
 
-def extract_set_shard(
-    members: list,
-    root: str | Path,
-    features_dir: str | Path,
-    model_features_path: str | Path,
-    record_path: str | Path,
-    threads: int = 1,
-) -> list[dict]:
-    """One extraction shard of a set (``members``: its ``AudioFile``s), with the feature
-    parameters recorded with the model (``model_features_path``), not today's config."""
+def extract_set_shard(members: list, model_features_path: str | Path, **shard_options) -> list:
+    """One extraction shard of a set (``members``: its ``AudioFile``s) with the feature
+    parameters recorded with the model (``model_features_path``), not today's config;
+    ``shard_options``: ``shards.extract_shard``'s ``root``, ``features_dir``, ``record_path``,
+    ``threads``."""
     from genre_classification import model_info
     from genre_classification.shards import extract_shard
 
     params, _ = model_info.read(model_features_path)
-    return extract_shard(
-        members,
-        root=root,
-        features_dir=features_dir,
-        params=params,
-        record_path=record_path,
-        threads=threads,
-    )
+    return extract_shard(members, params=params, **shard_options)
 
 
 def write_drift_report(
     manifest_path: str | Path,
     predictions_path: str | Path,
     training_table_path: str | Path,
-    table_path: str | Path,
-    html_path: str | Path,
-    json_path: str | Path,
+    outputs: dict[str, str | Path],
+    *,
     data_version_path: str | Path,
     set_name: str,
     model: str,
-    n_bands: int,
-    n_mfcc: int,
-    drift_share: float = 0.5,
-    method: str | None = None,
-    threshold: float | None = None,
+    table_options: dict[str, int],
+    **drift_options,
 ) -> dict:
-    """The set's track table (``table_path``) and its drift report against the train tracks of
-    the training track table (``drift_report``)."""
-    table = set_track_table(manifest_path, predictions_path, n_bands, n_mfcc)
-    write_table(table, table_path)
+    """The set's track table (``outputs["table"]``, ``set_track_table`` with ``table_options``:
+    ``n_bands``, ``n_mfcc``) and its drift report (``outputs["html"]``, ``outputs["json"]``)
+    against the train tracks of the training track table (``drift_report`` with
+    ``drift_options``: ``drift_share``, ``method``, ``threshold``)."""
+    table = set_track_table(manifest_path, predictions_path, **table_options)
+    write_table(table, outputs["table"])
+    training = read_table(training_table_path)
+    provenance = result_provenance(data_version_path)
+    html_path, json_path = outputs["html"], outputs["json"]
     summary = drift_report(
         table,
-        read_table(training_table_path),
+        training,
         html_path,
         json_path,
-        set_name=set_name,
-        model=model,
-        drift_share=drift_share,
-        method=method,
-        threshold=threshold,
-        provenance=result_provenance(data_version_path),
-    )
-    log.info(
-        "%s: %d/%d columns drifted, dataset drift: %s; prediction drift: %s (%s)",
         set_name,
-        summary["n_drifted"],
-        summary["n_features"],
-        summary["dataset_drift"],
-        summary["prediction_drift"]["drifted"],
-        summary["prediction_drift"]["predicted_shares"],
+        model,
+        **drift_options,
+        provenance=provenance,
+    )
+    predicted = summary["prediction_drift"]
+    log_drift(
+        set_name,
+        summary,
+        f"; prediction drift: {predicted['drifted']} ({predicted['predicted_shares']})",
     )
     return summary

@@ -468,8 +468,8 @@ def check_tested_splits(tested: pd.DataFrame, expected: str | None) -> list[str]
 def write_classification_report(
     table_path: str | Path,
     predictions_path: str | Path,
-    html_path: str | Path,
-    json_path: str | Path,
+    outputs: dict[str, str | Path],
+    *,
     model: str,
     data_version_path: str | Path,
     split: str | None = None,
@@ -478,15 +478,15 @@ def write_classification_report(
     tracking_uri: str | None = None,
     mlflow_timeout_s: float = 10,
 ) -> dict:
-    """The classification report of a model's predictions (the rows of the track table that
-    have one; ``split``: the split they should all come from); attached to the MLflow run
-    recorded in ``run_path`` when given."""
+    """The classification report (``outputs["html"]``, ``outputs["json"]``) of a model's
+    predictions (the rows of the track table that have one; ``split``: the split they should all
+    come from); attached to the MLflow run recorded in ``run_path`` when given."""
     tested = attach_predictions(read_table(table_path), predictions_path)
     check_tested_splits(tested, split)
     summary = classification_report(
         tested,
-        html_path,
-        json_path,
+        outputs["html"],
+        outputs["json"],
         model=model,
         provenance=result_provenance(data_version_path),
     )
@@ -494,7 +494,7 @@ def write_classification_report(
     if run_path:
         tracking.attach_files(
             run_path,
-            [html_path, json_path],
+            [outputs["html"], outputs["json"]],
             artifact_path=artifact_path,
             tracking_uri=tracking_uri,
             mlflow_timeout_s=mlflow_timeout_s,
@@ -528,18 +528,18 @@ def drift_inputs(
 
 def write_data_drift_report(
     table_path: str | Path,
-    html_path: str | Path,
-    json_path: str | Path,
+    outputs: dict[str, str | Path],
+    *,
     data_version_path: str | Path,
     reference_path: str | Path | None = None,
     reference_info_path: str | Path | None = None,
     reference_split: str = "train",
     current_split: str = "test",
-    drift_share: float = 0.5,
-    method: str | None = None,
-    threshold: float | None = None,
+    **drift_options,
 ) -> dict:
-    """The data drift report of the track table (see ``drift_inputs`` for what is compared)."""
+    """The data drift report (``outputs["html"]``, ``outputs["json"]``) of the track table (see
+    ``drift_inputs`` for what is compared); ``drift_options``: ``data_drift_report``'s
+    ``drift_share``, ``method``, ``threshold``."""
     reference_tracks = read_table(reference_path) if reference_path else None
     reference_info = (
         json.loads(Path(reference_info_path).read_text()) if reference_info_path else None
@@ -550,26 +550,29 @@ def write_data_drift_report(
     summary = data_drift_report(
         reference,
         current,
-        html_path,
-        json_path,
-        drift_share=drift_share,
-        method=method,
-        threshold=threshold,
+        outputs["html"],
+        outputs["json"],
         reference_info=reference_info,
         current_info=current_info,
         provenance=result_provenance(data_version_path),
+        **drift_options,
     )
+    log_drift(f"{reference_info['name']} vs {current_info['name']}", summary)
+    return summary
+
+
+def log_drift(what: str, summary: dict, more: str = "") -> None:
+    """One log line of a data drift summary (``data_drift_report``), ``more`` appended."""
     log.info(
-        "%s vs %s: %d/%d columns drifted (share %.3f), dataset drift: %s; drifted: %s",
-        reference_info["name"],
-        current_info["name"],
+        "%s: %d/%d columns drifted (share %.3f), dataset drift: %s; drifted: %s%s",
+        what,
         summary["n_drifted"],
         summary["n_features"],
         summary["drifted_share"],
         summary["dataset_drift"],
         summary["drifted_features"],
+        more,
     )
-    return summary
 
 
 def keep_failed_quality_json(
@@ -586,25 +589,27 @@ def keep_failed_quality_json(
 
 def write_data_quality_report(
     table_path: str | Path,
-    html_path: str | Path,
-    json_path: str | Path,
+    outputs: dict[str, str | Path],
+    *,
     data_version_path: str | Path,
     kept_json_path: str | Path,
     fail_on_quality_issue: bool = True,
     min_class_ratio: float = 0.5,
     ignore_constant: tuple[str, ...] | list[str] = ("duration_s",),
 ) -> dict:
-    """The data quality report of the track table; a failed test raises ``DataQualityError``
-    (``fail_on_quality_issue``) naming a kept copy of the JSON (``keep_failed_quality_json``),
-    or only warns."""
+    """The data quality report (``outputs["html"]``, ``outputs["json"]``) of the track table; a
+    failed test raises ``DataQualityError`` (``fail_on_quality_issue``) naming a kept copy of
+    the JSON (``keep_failed_quality_json``), or only warns."""
     summary = data_quality_report(
         read_table(table_path),
-        html_path,
-        json_path,
+        outputs["html"],
+        outputs["json"],
         min_class_ratio=min_class_ratio,
         ignore_constant=ignore_constant,
         provenance=result_provenance(data_version_path),
     )
-    named = keep_failed_quality_json(summary, json_path, kept_json_path, fail_on_quality_issue)
+    named = keep_failed_quality_json(
+        summary, outputs["json"], kept_json_path, fail_on_quality_issue
+    )
     enforce_quality(summary, named, fail=fail_on_quality_issue)
     return summary

@@ -11,8 +11,7 @@ params = snakemake.params
 write_classification_report(
     snakemake.input.table,
     snakemake.input.predictions,
-    snakemake.output.html,
-    snakemake.output.json,
+    dict(snakemake.output.items()),
     model=snakemake.wildcards.model,
     data_version_path=snakemake.input.data_version,
     split=params.split,

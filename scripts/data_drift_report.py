@@ -12,8 +12,7 @@ log_to_file(snakemake.log[0])
 params = snakemake.params
 write_data_drift_report(
     snakemake.input.table,
-    snakemake.output.html,
-    snakemake.output.json,
+    dict(snakemake.output.items()),
     data_version_path=snakemake.input.data_version,
     reference_path=snakemake.input.get("reference"),
     reference_info_path=snakemake.input.get("reference_info"),

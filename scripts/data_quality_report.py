@@ -10,8 +10,7 @@ log_to_file(snakemake.log[0])
 params = snakemake.params
 write_data_quality_report(
     snakemake.input.table,
-    snakemake.output.html,
-    snakemake.output.json,
+    dict(snakemake.output.items()),
     data_version_path=snakemake.input.data_version,
     # on a failure the outputs are removed; a copy of the JSON stays beside the log
     kept_json_path=Path(snakemake.log[0]).with_suffix(".json"),

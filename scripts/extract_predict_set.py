@@ -9,9 +9,9 @@ snakemake = globals()["snakemake"]
 log_to_file(snakemake.log[0])
 extract_set_shard(
     [AudioFile(*member) for member in snakemake.params.members],
+    snakemake.input.model_features,
     root=snakemake.params.root,
     features_dir=snakemake.params.features_dir,
-    model_features_path=snakemake.input.model_features,
     record_path=snakemake.output.record,
     threads=snakemake.threads,
 )

@@ -485,19 +485,19 @@ def test_failed_quality_json_is_kept_beside_the_log_and_named(tables, tmp_path, 
     table_path, data_version = tmp_path / "tracks.tsv", tmp_path / "data_version.json"
     write_table(table, table_path)
     data_version.write_text(json.dumps({"md5": "abc"}))
-    out = {"html_path": tmp_path / "q.html", "json_path": tmp_path / "q.json"}
+    out = {"html": tmp_path / "q.html", "json": tmp_path / "q.json"}
     kept = tmp_path / "logs" / "quality.json"
     kept.parent.mkdir()
     with pytest.raises(DataQualityError, match="logs/quality.json"):
         write_data_quality_report(
-            table_path, **out, data_version_path=data_version, kept_json_path=kept
+            table_path, out, data_version_path=data_version, kept_json_path=kept
         )
-    assert json.loads(kept.read_text()) == json.loads(out["json_path"].read_text())
+    assert json.loads(kept.read_text()) == json.loads(out["json"].read_text())
     kept.unlink()
     with caplog.at_level(logging.WARNING):
         summary = write_data_quality_report(
             table_path,
-            **out,
+            out,
             data_version_path=data_version,
             kept_json_path=kept,
             fail_on_quality_issue=False,
