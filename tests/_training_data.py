@@ -9,10 +9,10 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from genre_classification.columns import SPLIT_COLUMNS
 from genre_classification.features import FeatureParams
 
 GENRES = ("blues", "metal", "pop")
-SPLIT_COLUMNS = ("genre", "track", "split", "features", "n_segments", "source_md5")
 
 
 def make_features(

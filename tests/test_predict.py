@@ -19,7 +19,7 @@ import yaml
 
 from _training_data import TINY_CONFIG
 from genre_classification import evaluate, model_info, predict, train
-from genre_classification.dataset import SPLIT_COLUMNS
+from genre_classification.columns import SPLIT_COLUMNS
 from genre_classification.demo_data import make_demo_dataset
 from genre_classification.features import FeatureParams, extract_audio
 
