@@ -7,7 +7,7 @@ CORES ?= 2
 UV_VERSION := 0.13.9
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: run test install system-deps demo-data lint dag report bench bench-predict clean lock
+.PHONY: run test install system-deps demo-data test-data test-config lint dag report bench bench-predict clean lock
 
 run: install demo-data
 	snakemake --cores $(CORES)
@@ -39,6 +39,15 @@ system-deps:
 
 demo-data: install
 	$(BIN)/python scripts/make_demo_data.py
+
+# The small test configuration (.test/config/config.yaml, as the end-to-end tests run it): its
+# tiny data set in .test/data (data.dvc.repo there is relative to the working directory .test),
+# then the workflow with outputs in .test/results.
+test-data: install
+	$(BIN)/python scripts/make_demo_data.py --tiny --repo .test/data/repo --remote .test/data/dvc-remote
+
+test-config: test-data
+	snakemake --cores $(CORES) --directory .test --configfile config/config.yaml .test/config/config.yaml
 
 lint: install
 	ruff check .

@@ -31,22 +31,11 @@ from stat import S_ISREG
 
 import yaml
 
+from genre_classification.columns import MANIFEST_COLUMNS
 from genre_classification.dvc_repo import dvc_executable
-from genre_classification.fileio import atomic_path, write_json
+from genre_classification.fileio import write_json
 
 log = logging.getLogger(__name__)
-
-MANIFEST_COLUMNS = (
-    "genre",
-    "track",
-    "path",
-    "md5",
-    "size_bytes",
-    "duration_s",
-    "features",
-    "n_segments",
-)
-REJECTED_COLUMNS = ("genre", "track", "path", "reason")
 
 
 class DataSourceError(RuntimeError):
@@ -477,23 +466,6 @@ def data_version(data: dict, collection: Collection | None = None) -> dict:
         both = f"{version['table_md5']}\n{version['listing_md5']}\n"
         version["md5"] = hashlib.md5(both.encode()).hexdigest()
     return version
-
-
-def read_tsv(path: str | Path | None) -> list[dict]:
-    if path is None:
-        return []
-    path = Path(path)
-    if not path.is_file():
-        return []
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle, delimiter="\t"))
-
-
-def write_tsv(path: str | Path, rows: list[dict], columns: tuple[str, ...]) -> None:
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns, delimiter="\t", lineterminator="\n")
-        writer.writeheader()
-        writer.writerows({key: row[key] for key in columns} for row in rows)
 
 
 # --- unlabelled audio: the workflow's predict sets (genre_classification.predict_set) ---------

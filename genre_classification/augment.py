@@ -172,27 +172,15 @@ class Augmenter:
     def batch(self, x: np.ndarray, y: np.ndarray, epoch: int, step: int):
         """Masks and mixup for step ``step`` of ``epoch``: ``(x[..., None], labels)``."""
         x = np.array(x, dtype=np.float32)
-        n, n_mels, frames = x.shape
+        n = len(x)
         mean = self.band_mean[None, :, None]
-        time, freq = self.augment["time_mask"], self.augment["freq_mask"]
-        if time["count"] and time["max_frames"]:
-            spans = mask_spans(
-                rng(self.seed, epoch, step, "time_mask"),
-                n,
-                time["count"],
-                time["max_frames"],
-                frames,
-            )
-            x = np.where(span_mask(*spans, frames)[:, None, :], mean, x)
-        if freq["count"] and freq["max_bands"]:
-            spans = mask_spans(
-                rng(self.seed, epoch, step, "freq_mask"),
-                n,
-                freq["count"],
-                freq["max_bands"],
-                n_mels,
-            )
-            x = np.where(span_mask(*spans, n_mels)[:, :, None], mean, x)
+        for key, width, axis in (("time_mask", "max_frames", 2), ("freq_mask", "max_bands", 1)):
+            settings, length = self.augment[key], x.shape[axis]
+            if settings["count"] and settings[width]:
+                generator = rng(self.seed, epoch, step, key)
+                spans = mask_spans(generator, n, settings["count"], settings[width], length)
+                masked = span_mask(*spans, length)  # (n, length) along ``axis``
+                x = np.where(np.expand_dims(masked, 3 - axis), mean, x)
         labels = np.asarray(y, dtype=np.int32)
         if self.soft_labels:
             generator = rng(self.seed, epoch, step, "mixup")

@@ -135,6 +135,13 @@ def cross_check(config: dict) -> list[str]:
         if not re.fullmatch(r"[A-Za-z0-9_]+", str(name)) or name == DEFAULT_SET
     ]
     predict = config.get("predict") or {}
+    if predict.get("sets") and config["split"]["method"] == "kfold":
+        problems.append(
+            "predict.sets need one trained model, but split.method kfold trains one per fold "
+            "(results/models/<model>/fold-<i>/): predict with a holdout or file split (e.g. "
+            "`--config split='{method: holdout}'` in a second working directory), or use "
+            "`genre-classification predict --model results/models/<model>/fold-<i>/model.keras`"
+        )
     model = predict.get("model")
     if model is not None and model not in known:
         problems.append(

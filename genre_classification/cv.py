@@ -89,8 +89,7 @@ def aggregate_folds(
     y_true = pooled["true"].map(labels.index).to_numpy()
     y_pred = pooled["predicted"].map(labels.index).to_numpy()
     result["pooled"] = compute_metrics(y_true, y_pred, labels)
-    Path(oof_path).parent.mkdir(parents=True, exist_ok=True)
-    pooled.to_csv(oof_path, index=False)
+    fileio.write_frame(oof_path, pooled, index=False)
     plot_confusion_matrix(
         y_true,
         y_pred,
@@ -207,7 +206,6 @@ def write_summary(
     plot_path: str | Path,
 ) -> pd.DataFrame:
     table = summary_table(cv_paths, model_configs)
-    Path(tsv_path).parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(tsv_path, sep="\t", index=False)
+    fileio.write_frame(tsv_path, table, sep="\t", index=False)
     plot_summary(table, plot_path)
     return table

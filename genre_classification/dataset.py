@@ -30,11 +30,10 @@ import numpy as np
 import pandas as pd
 
 from genre_classification.augment import Augmenter, crop_sources
+from genre_classification.columns import SPLIT_COLUMNS
 from genre_classification.features import DATASET, read_features
 
 log = logging.getLogger(__name__)
-
-SPLIT_COLUMNS = ("genre", "track", "split", "features", "n_segments", "source_md5")
 
 
 def read_split(path: str | Path, feature_records=None) -> pd.DataFrame:

@@ -7,6 +7,7 @@ Clips are written as 16-bit PCM WAV files in GTZAN's ``<genre>/<track>.wav`` lay
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -151,3 +152,61 @@ def make_demo_dataset(
             sf.write(path, clip, sample_rate, subtype="PCM_16")
             paths.append(path)
     return paths
+
+
+# The tiny data set of the small test configuration (.test/config/config.yaml, the end-to-end
+# tests): seconds long enough for a few 1.5 s segments, and the files to quarantine.
+TINY_DATA = {
+    "clips_per_genre": 5,
+    "seconds": 3.5,
+    "genres": ["classical", "disco", "metal"],
+    "bad_files": True,
+}
+
+# Files the workflow must quarantine (never crash on): written by ``write_bad_files``.
+BAD_FILES = {
+    "classical/broken.wav": "cannot decode",
+    "disco/short.wav": "too short",
+    "metal/empty.wav": "empty",
+}
+
+
+def write_bad_files(root: str | Path) -> None:
+    """The ``BAD_FILES`` below ``root``: an undecodable, a too short and an empty file."""
+    root = Path(root)
+    for name in BAD_FILES:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+    (root / "classical" / "broken.wav").write_bytes(b"RIFF\x00\x01garbage" * 50)
+    sf.write(root / "disco" / "short.wav", np.zeros(22050, dtype=np.float32), 22050)
+    (root / "metal" / "empty.wav").write_bytes(b"")
+
+
+def make_demo_repo(
+    repo: str | Path,
+    remote: str | Path,
+    target: str = "genres",
+    clips_per_genre: int = 20,
+    seconds: float = 6.0,
+    seed: int = 0,
+    genres: list[str] | None = None,
+    bad_files: bool = False,
+    force: bool = False,
+) -> str:
+    """A git + DVC data repository ``repo`` whose directory ``target`` holds demo clips (and the
+    ``BAD_FILES`` with ``bad_files``), pushed to the local DVC remote ``remote``, with the
+    workspace copy and cache dropped: the workflow's ``dvc pull`` really fetches. An existing
+    one is kept unless ``force``. Returns what was done, in one line."""
+    from genre_classification.dvc_repo import add_and_push, drop_local_copy, init_data_repo
+
+    repo, remote = Path(repo), Path(remote)
+    if (repo / f"{target}.dvc").exists() and remote.is_dir() and not force:
+        return f"demo data already versioned in {repo} (remote {remote}); --force recreates it"
+    shutil.rmtree(repo, ignore_errors=True)
+    shutil.rmtree(remote, ignore_errors=True)
+    init_data_repo(repo, remote)
+    paths = make_demo_dataset(repo / target, clips_per_genre, seconds, seed=seed, genres=genres)
+    if bad_files:
+        write_bad_files(repo / target)
+    commit = add_and_push(repo, target, f"Demo audio: {len(paths)} synthetic clips")
+    drop_local_copy(repo, target)
+    return f"{len(paths)} clips in {repo}/{target}.dvc (git {commit[:8]}), pushed to {remote}"

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from genre_classification import dataset, fileio, tracking
+from genre_classification.columns import EVAL_PREDICTION_COLUMNS
 
 log = logging.getLogger(__name__)
 
@@ -70,13 +71,8 @@ def compute_metrics(y_true, y_pred, labels: list[str]) -> dict:
 
 
 def predictions_table(tracks, y_true, y_pred, probs, labels: list[str]) -> pd.DataFrame:
-    table = pd.DataFrame(
-        {
-            "track": list(tracks),
-            "true": [labels[i] for i in y_true],
-            "predicted": [labels[i] for i in y_pred],
-        }
-    )
+    values = (list(tracks), [labels[i] for i in y_true], [labels[i] for i in y_pred])
+    table = pd.DataFrame(dict(zip(EVAL_PREDICTION_COLUMNS, values, strict=True)))
     for i, genre in enumerate(labels):
         table[f"prob_{genre}"] = np.round(probs[:, i], 6)
     return table
@@ -180,9 +176,8 @@ def evaluate(
 
     for path in (metrics_path, predictions_path, confusion_path):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-    predictions_table(tracks, y_true, y_pred, track_probs, labels).to_csv(
-        predictions_path, index=False
-    )
+    table = predictions_table(tracks, y_true, y_pred, track_probs, labels)
+    fileio.write_frame(predictions_path, table, index=False)
     plot_confusion_matrix(
         y_true,
         y_pred,
@@ -195,23 +190,54 @@ def evaluate(
     log.info("%s: accuracy %.3f macro-F1 %.3f", subset, metrics["accuracy"], metrics["macro_f1"])
 
     if run_info is not None:
-        log_to_mlflow(
-            uri, run_info["run_id"], metrics, [metrics_path, predictions_path, confusion_path]
+        tracking.log_to_run(
+            uri,
+            run_info["run_id"],
+            [metrics_path, predictions_path, confusion_path],
+            artifact_path="evaluation",
+            metrics=mlflow_metrics(metrics),
         )
     return metrics
 
 
-def log_to_mlflow(uri: str, run_id: str, metrics: dict, files, prefix: str = "test_") -> None:
-    """Add the test metrics and evaluation files to the training job's MLflow run."""
-    import mlflow
+def evaluate_and_register(
+    model_path: str | Path,
+    split_path: str | Path,
+    run_info_path: str | Path,
+    registry_name: str,
+    tracking_uri: str | None = None,
+    mlflow_timeout_s: float = 10,
+    **evaluate_options,
+) -> dict:
+    """``evaluate`` a trained model, then register it in the MLflow Model Registry under
+    ``registry_name`` and decide about the champion alias (``registry.register_and_promote``)."""
+    from genre_classification.registry import register_and_promote
 
+    metrics = evaluate(
+        model_path,
+        split_path,
+        run_info_path=run_info_path,
+        tracking_uri=tracking_uri,
+        mlflow_timeout_s=mlflow_timeout_s,
+        **evaluate_options,
+    )
+    register_and_promote(
+        run_info_path,
+        metrics,
+        registry_name,
+        tracking_uri=tracking_uri,
+        mlflow_timeout_s=mlflow_timeout_s,
+    )
+    return metrics
+
+
+def mlflow_metrics(metrics: dict, prefix: str = "test_") -> dict[str, float]:
+    """The test metrics logged to the training job's MLflow run: the macro scores and the
+    F1 of each genre."""
     values = {f"{prefix}{k}": metrics[k] for k in METRIC_KEYS}
     for genre, scores in metrics["per_genre"].items():
         values[f"{prefix}f1.{genre}"] = scores["f1"]
-    with tracking.tracked_run(uri, None, run_id=run_id):
-        mlflow.log_metrics(values)
-        for path in files:
-            mlflow.log_artifact(str(path), artifact_path="evaluation")
+    return values
 
 
 METRIC_KEYS = ("accuracy", "macro_precision", "macro_recall", "macro_f1")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import fcntl
 import json
 import os
@@ -31,6 +32,31 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 def write_json(path: str | Path, data: dict, default=None) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2, default=default) + "\n")
+
+
+def read_tsv(path: str | Path | None) -> list[dict]:
+    """The rows of a TSV as dicts of strings; none for no path or a missing file."""
+    if path is None:
+        return []
+    path = Path(path)
+    if not path.is_file():
+        return []
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle, delimiter="\t"))
+
+
+def write_tsv(path: str | Path, rows: list[dict], columns: tuple[str, ...]) -> None:
+    """Write ``rows`` (dicts with at least ``columns``) as a TSV of those columns, atomically."""
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns, delimiter="\t", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows({key: row[key] for key in columns} for row in rows)
+
+
+def write_frame(path: str | Path, frame, **to_csv) -> None:
+    """``frame.to_csv(path, **to_csv)`` (a pandas DataFrame), atomically."""
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, **to_csv)
 
 
 class LockedError(RuntimeError):

@@ -28,13 +28,13 @@ from pathlib import Path
 import numpy as np
 
 from genre_classification import model_info, tracking
+from genre_classification.columns import PREDICT_COLUMNS
 from genre_classification.dataset import overlap_windows
 from genre_classification.evaluate import aggregate_tracks
 from genre_classification.features import FeatureParams, load_audio, log_mel_segments
 
 # The workflow's default data.extensions (tests check they agree with config/config.yaml).
 AUDIO_EXTENSIONS = ("wav", "flac", "ogg", "opus", "mp3", "m4a", "aac", "aiff", "aif", "au")
-COLUMNS = ("path", "genre", "probability", "top_k", "n_segments", "error")
 BATCH_SEGMENTS = 256
 MODELS_DIR = Path("results/models")
 CONFIG_FILE = Path("config/config.yaml")
@@ -363,7 +363,7 @@ def predict(
         flush=True,
     )
     writer = csv.writer(output)
-    writer.writerow(COLUMNS)
+    writer.writerow(PREDICT_COLUMNS)
     progress = Progress(len(files), log)
     n_done = n_failed = 0
     for row in predict_rows(loaded, files, jobs, batch_segments, overlap):

@@ -23,16 +23,20 @@ from pathlib import Path
 
 import pandas as pd
 
-from genre_classification.audio_source import read_tsv
+from genre_classification.columns import PREDICT_SET_COLUMNS
 from genre_classification.features import read_features
-from genre_classification.fileio import atomic_path, write_json
-from genre_classification.predict import COLUMNS, Row, csv_row, load_model, predict_segments
-from genre_classification.reports import TARGET, data_drift_report
-from genre_classification.track_table import PREDICTION_COLUMN, build_track_table
+from genre_classification.fileio import atomic_path, read_tsv, write_json
+from genre_classification.predict import Row, csv_row, load_model, predict_segments
+from genre_classification.provenance import result_provenance
+from genre_classification.reports import TARGET, data_drift_report, log_drift
+from genre_classification.track_table import (
+    PREDICTION_COLUMN,
+    build_track_table,
+    read_table,
+    write_table,
+)
 
 log = logging.getLogger(__name__)
-
-PREDICTION_COLUMNS = ("track", *COLUMNS)
 
 
 def set_source(spec: str | dict, data: dict) -> dict:
@@ -75,7 +79,7 @@ def write_predictions(
     n_failed = 0
     with atomic_path(predictions_path) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(PREDICTION_COLUMNS)
+        writer.writerow(PREDICT_SET_COLUMNS)
         predicted: Iterator[Row] = predict_segments(loaded, _items(rows), overlap=overlap)
         for row, result in zip(rows, predicted, strict=True):
             writer.writerow([row["track"], *csv_row(result, loaded.labels, max(1, top_k))])
@@ -142,4 +146,56 @@ def drift_report(
     }
     summary.update(set=set_name, model=model)
     write_json(json_path, summary, default=str)
+    return summary
+
+
+def extract_set_shard(members: list, model_features_path: str | Path, **shard_options) -> list:
+    """One extraction shard of a set (``members``: its ``AudioFile``s) with the feature
+    parameters recorded with the model (``model_features_path``), not today's config;
+    ``shard_options``: ``shards.extract_shard``'s ``root``, ``features_dir``, ``record_path``,
+    ``threads``."""
+    from genre_classification import model_info
+    from genre_classification.shards import extract_shard
+
+    params, _ = model_info.read(model_features_path)
+    return extract_shard(members, params=params, **shard_options)
+
+
+def write_drift_report(
+    manifest_path: str | Path,
+    predictions_path: str | Path,
+    training_table_path: str | Path,
+    outputs: dict[str, str | Path],
+    *,
+    data_version_path: str | Path,
+    set_name: str,
+    model: str,
+    table_options: dict[str, int],
+    **drift_options,
+) -> dict:
+    """The set's track table (``outputs["table"]``, ``set_track_table`` with ``table_options``:
+    ``n_bands``, ``n_mfcc``) and its drift report (``outputs["html"]``, ``outputs["json"]``)
+    against the train tracks of the training track table (``drift_report`` with
+    ``drift_options``: ``drift_share``, ``method``, ``threshold``)."""
+    table = set_track_table(manifest_path, predictions_path, **table_options)
+    write_table(table, outputs["table"])
+    training = read_table(training_table_path)
+    provenance = result_provenance(data_version_path)
+    html_path, json_path = outputs["html"], outputs["json"]
+    summary = drift_report(
+        table,
+        training,
+        html_path,
+        json_path,
+        set_name,
+        model,
+        **drift_options,
+        provenance=provenance,
+    )
+    predicted = summary["prediction_drift"]
+    log_drift(
+        set_name,
+        summary,
+        f"; prediction drift: {predicted['drifted']} ({predicted['predicted_shares']})",
+    )
     return summary

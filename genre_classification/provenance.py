@@ -42,8 +42,8 @@ def git_commit(path: str | Path = ".") -> str | None:
     return f"{commit}-dirty" if status else commit
 
 
-def read_data_version(path: str | Path = "results/data/data_version.json") -> dict:
-    """The data version written by the ``fetch_audio`` checkpoint."""
+def read_data_version(path: str | Path) -> dict:
+    """The data version written by the ``collect_features`` rule (docs/CONTRACTS.md)."""
     return json.loads(Path(path).read_text())
 
 

@@ -111,7 +111,7 @@ def build_reference_table(
     features: dict,
     table_path: str | Path,
     info_path: str | Path,
-    work_dir: str | Path = "results/reference",
+    work_dir: str | Path,
     n_bands: int = 8,
     n_mfcc: int = 13,
     threads: int = 1,

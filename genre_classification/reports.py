@@ -20,14 +20,22 @@ Evidently's internal layout), so that tests and the workflow can rely on them.
 
 from __future__ import annotations
 
+import json
 import logging
+import shutil
 from pathlib import Path
 
 import pandas as pd
 
 from genre_classification import tracking
 from genre_classification.fileio import write_json
-from genre_classification.track_table import PREDICTION_COLUMN, feature_columns
+from genre_classification.provenance import result_provenance
+from genre_classification.track_table import (
+    PREDICTION_COLUMN,
+    attach_predictions,
+    feature_columns,
+    read_table,
+)
 
 log = logging.getLogger(__name__)
 
@@ -444,33 +452,164 @@ def enforce_quality(summary: dict, json_path: str | Path, fail: bool) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# MLflow
+# The workflow's report jobs: paths and parameters in, report files out
 # --------------------------------------------------------------------------------------------
 
 
-def log_to_mlflow(
-    run_json: str | Path,
-    paths: list[str | Path],
+def check_tested_splits(tested: pd.DataFrame, expected: str | None) -> list[str]:
+    """The splits of the predicted tracks; a warning unless they are only ``expected`` (no check
+    for ``None``: pooled out-of-fold predictions cover every split)."""
+    splits = sorted(set(tested["split"]))
+    if expected and splits != [expected]:
+        log.warning("predicted tracks come from splits %s, expected only %s", splits, expected)
+    return splits
+
+
+def write_classification_report(
+    table_path: str | Path,
+    predictions_path: str | Path,
+    outputs: dict[str, str | Path],
+    *,
+    model: str,
+    data_version_path: str | Path,
+    split: str | None = None,
+    run_path: str | Path | None = None,
     artifact_path: str = "evidently",
     tracking_uri: str | None = None,
     mlflow_timeout_s: float = 10,
-):
-    """Attach report files to the training run named in ``results/mlflow/runs/{model}.json``.
-
-    ``tracking_uri``: the configured URI (see ``tracking.run_tracking_uri``).
-    """
-    import mlflow
-
-    run = tracking.read_run_info(run_json)
-    uri = tracking.run_tracking_uri(run, tracking_uri)
-    tracking.connect(uri, mlflow_timeout_s)
-    client = mlflow.MlflowClient(tracking_uri=uri)
-    for path in paths:
-        client.log_artifact(run["run_id"], str(path), artifact_path=artifact_path)
-    log.info(
-        "logged %s to MLflow run %s (%s)",
-        [str(p) for p in paths],
-        run["run_id"],
-        run["tracking_uri"],
+) -> dict:
+    """The classification report (``outputs["html"]``, ``outputs["json"]``) of a model's
+    predictions (the rows of the track table that have one; ``split``: the split they should all
+    come from); attached to the MLflow run recorded in ``run_path`` when given."""
+    tested = attach_predictions(read_table(table_path), predictions_path)
+    check_tested_splits(tested, split)
+    summary = classification_report(
+        tested,
+        outputs["html"],
+        outputs["json"],
+        model=model,
+        provenance=result_provenance(data_version_path),
     )
-    return run["run_id"]
+    log.info("%s: accuracy %.4f on %d tracks", model, summary["accuracy"], summary["n_tracks"])
+    if run_path:
+        tracking.attach_files(
+            run_path,
+            [outputs["html"], outputs["json"]],
+            artifact_path=artifact_path,
+            tracking_uri=tracking_uri,
+            mlflow_timeout_s=mlflow_timeout_s,
+        )
+    return summary
+
+
+def drift_inputs(
+    tracks: pd.DataFrame,
+    reference_tracks: pd.DataFrame | None = None,
+    reference_info: dict | None = None,
+    reference_split: str = "train",
+    current_split: str = "test",
+) -> tuple[pd.DataFrame, pd.DataFrame, dict, dict]:
+    """What the data drift report compares: ``(reference, current, reference_info,
+    current_info)``. Without a reference data version (``reference_tracks``), the
+    ``reference_split`` tracks against the ``current_split`` tracks; with one, its tracks
+    (``reference_info``: its ``reference.json``, without the rejected files) against all current
+    tracks."""
+    if reference_tracks is not None:
+        info = {"name": "reference data version", **(reference_info or {})}
+        info.pop("rejected", None)
+        return reference_tracks, tracks, info, {"name": "current data (all splits)"}
+    return (
+        tracks[tracks["split"] == reference_split],
+        tracks[tracks["split"] == current_split],
+        {"name": f"{reference_split} tracks"},
+        {"name": f"{current_split} tracks"},
+    )
+
+
+def write_data_drift_report(
+    table_path: str | Path,
+    outputs: dict[str, str | Path],
+    *,
+    data_version_path: str | Path,
+    reference_path: str | Path | None = None,
+    reference_info_path: str | Path | None = None,
+    reference_split: str = "train",
+    current_split: str = "test",
+    **drift_options,
+) -> dict:
+    """The data drift report (``outputs["html"]``, ``outputs["json"]``) of the track table (see
+    ``drift_inputs`` for what is compared); ``drift_options``: ``data_drift_report``'s
+    ``drift_share``, ``method``, ``threshold``."""
+    reference_tracks = read_table(reference_path) if reference_path else None
+    reference_info = (
+        json.loads(Path(reference_info_path).read_text()) if reference_info_path else None
+    )
+    reference, current, reference_info, current_info = drift_inputs(
+        read_table(table_path), reference_tracks, reference_info, reference_split, current_split
+    )
+    summary = data_drift_report(
+        reference,
+        current,
+        outputs["html"],
+        outputs["json"],
+        reference_info=reference_info,
+        current_info=current_info,
+        provenance=result_provenance(data_version_path),
+        **drift_options,
+    )
+    log_drift(f"{reference_info['name']} vs {current_info['name']}", summary)
+    return summary
+
+
+def log_drift(what: str, summary: dict, more: str = "") -> None:
+    """One log line of a data drift summary (``data_drift_report``), ``more`` appended."""
+    log.info(
+        "%s: %d/%d columns drifted (share %.3f), dataset drift: %s; drifted: %s%s",
+        what,
+        summary["n_drifted"],
+        summary["n_features"],
+        summary["drifted_share"],
+        summary["dataset_drift"],
+        summary["drifted_features"],
+        more,
+    )
+
+
+def keep_failed_quality_json(
+    summary: dict, json_path: str | Path, kept_path: str | Path, fail: bool
+) -> Path:
+    """The JSON a quality failure names: on a failure that stops the workflow, Snakemake removes
+    the job's outputs, so the JSON is first copied to ``kept_path`` (beside the job's log, which
+    is kept) and that copy is named; otherwise ``json_path``."""
+    if summary["passed"] or not fail:
+        return Path(json_path)
+    shutil.copyfile(json_path, kept_path)
+    return Path(kept_path)
+
+
+def write_data_quality_report(
+    table_path: str | Path,
+    outputs: dict[str, str | Path],
+    *,
+    data_version_path: str | Path,
+    kept_json_path: str | Path,
+    fail_on_quality_issue: bool = True,
+    min_class_ratio: float = 0.5,
+    ignore_constant: tuple[str, ...] | list[str] = ("duration_s",),
+) -> dict:
+    """The data quality report (``outputs["html"]``, ``outputs["json"]``) of the track table; a
+    failed test raises ``DataQualityError`` (``fail_on_quality_issue``) naming a kept copy of
+    the JSON (``keep_failed_quality_json``), or only warns."""
+    summary = data_quality_report(
+        read_table(table_path),
+        outputs["html"],
+        outputs["json"],
+        min_class_ratio=min_class_ratio,
+        ignore_constant=ignore_constant,
+        provenance=result_provenance(data_version_path),
+    )
+    named = keep_failed_quality_json(
+        summary, outputs["json"], kept_json_path, fail_on_quality_issue
+    )
+    enforce_quality(summary, named, fail=fail_on_quality_issue)
+    return summary

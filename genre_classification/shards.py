@@ -28,13 +28,12 @@ from pathlib import Path
 
 from threadpoolctl import threadpool_limits
 
-from genre_classification.audio_source import (
+from genre_classification.audio_source import AudioFile, file_md5
+from genre_classification.columns import (
     MANIFEST_COLUMNS,
+    RECORD_COLUMNS,
+    RECORD_STATUSES,
     REJECTED_COLUMNS,
-    AudioFile,
-    file_md5,
-    read_tsv,
-    write_tsv,
 )
 from genre_classification.features import (
     AudioError,
@@ -43,10 +42,10 @@ from genre_classification.features import (
     extract_audio,
     feature_path,
 )
+from genre_classification.fileio import read_tsv, write_json, write_tsv
 
 log = logging.getLogger(__name__)
 
-RECORD_COLUMNS = (*MANIFEST_COLUMNS, "status", "reason")
 PROGRESS_SECONDS = 10.0
 
 
@@ -211,7 +210,7 @@ def extract_shard(
     with threadpool_limits(1):
         _preload(params)
         rows = sorted(_with_progress(tasks, threads), key=lambda r: (r["genre"], r["track"]))
-    counts = {s: sum(r["status"] == s for r in rows) for s in ("kept", "extracted", "rejected")}
+    counts = {s: sum(r["status"] == s for r in rows) for s in RECORD_STATUSES}
     log.info("shard done in %.1f s: %s", time.perf_counter() - start, counts)
     write_tsv(record_path, rows, RECORD_COLUMNS)
     return rows
@@ -239,8 +238,6 @@ def write_collection(
     """Manifest, rejected list and data version of the whole collection from its shard records;
     ``skipped``: files the listing could not use (rejected too, with their reason); ``labels``:
     a label table's other columns per track (``group``, ``split``, ...), added to the manifest."""
-    from genre_classification.fileio import write_json
-
     accepted, rejected = collect_records(record_paths)
     rejected = sorted([*rejected, *skipped], key=lambda r: (r["genre"], r["track"], r["path"]))
     label_columns = tuple(next(iter(labels.values()))) if labels else ()

@@ -22,10 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
+from genre_classification.columns import SPLIT_COLUMNS
+from genre_classification.fileio import read_tsv, write_json, write_tsv
+
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
-SPLIT_COLUMNS = ("genre", "track", "split", "features", "n_segments", "source_md5")
 AUDIO_SUFFIXES = (".wav", ".au", ".mp3", ".ogg", ".flac")
 # The column of split.tsv / fold tables holding a track's group (when split.group_by is set).
 GROUP_COLUMN = "group"
@@ -485,9 +487,6 @@ def write_split(
 
     With k folds ``split.tsv`` holds fold 0's assignment plus each track's test ``fold``.
     """
-    from genre_classification.audio_source import read_tsv, write_tsv
-    from genre_classification.fileio import write_json
-
     rows = [{**row, "source_md5": row["md5"]} for row in read_tsv(manifest_path)]
     result = make_split(
         rows, fractions=fractions, seed=seed, rejected=read_tsv(rejected_path), **options

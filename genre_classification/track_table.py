@@ -27,13 +27,15 @@ not features; :func:`feature_columns` lists the numeric summary columns.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from genre_classification.dataset import track_id
+from genre_classification import fileio
+from genre_classification.dataset import read_split, track_id
 from genre_classification.features import read_features
 
 log = logging.getLogger(__name__)
@@ -240,10 +242,27 @@ def tracks_in_dir(features_dir: str | Path, split: str = "") -> list[dict]:
 
 
 def write_table(table: pd.DataFrame, path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(path, sep="\t", index=False, float_format="%.8g")
+    fileio.write_frame(path, table, sep="\t", index=False, float_format="%.8g")
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
     return pd.read_csv(path, sep="\t", dtype={c: str for c in (*ID_COLUMNS, PREDICTION_COLUMN)})
+
+
+def write_track_table(
+    split_path: str | Path, table_path: str | Path, n_bands: int = 8, n_mfcc: int = 13
+) -> pd.DataFrame:
+    """The track table of every track of the split table, written to ``table_path``."""
+    start = time.perf_counter()
+    table = build_track_table(
+        read_split(split_path).to_dict("records"), n_bands=n_bands, n_mfcc=n_mfcc
+    )
+    write_table(table, table_path)
+    log.info(
+        "%d tracks x %d columns -> %s in %.2f s",
+        len(table),
+        table.shape[1],
+        table_path,
+        time.perf_counter() - start,
+    )
+    return table

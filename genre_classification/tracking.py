@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
 import time
@@ -28,6 +29,8 @@ from urllib.parse import urlsplit
 
 from genre_classification import fileio
 from genre_classification.redact import MASK, redact
+
+log = logging.getLogger(__name__)
 
 DEFAULT_STORE_DIR = Path("results/mlflow")
 DB_NAME = "mlflow.db"
@@ -353,3 +356,46 @@ def run_tracking_uri(info: dict, configured: str | None = None) -> str:
         f"MLflow run {info['run_id']} was logged to {recorded}, whose credentials are not "
         "stored: set MLFLOW_TRACKING_URI to that URI with its credentials."
     )
+
+
+def log_to_run(
+    uri: str, run_id: str, files, artifact_path: str, metrics: dict | None = None
+) -> None:
+    """Add ``metrics`` and ``files`` (under ``artifact_path``) to run ``run_id`` as a resumed
+    run (``tracked_run``: a lost server raises ``TrackingServerError``); ``connect`` first."""
+    import mlflow
+
+    with tracked_run(uri, None, run_id=run_id):
+        if metrics:
+            mlflow.log_metrics(metrics)
+        for path in files:
+            mlflow.log_artifact(str(path), artifact_path=artifact_path)
+
+
+def attach_files(
+    run_json: str | Path,
+    paths: list[str | Path],
+    artifact_path: str = "evidently",
+    tracking_uri: str | None = None,
+    mlflow_timeout_s: float = 10,
+) -> str:
+    """Attach files to the run recorded in ``run_json`` (``write_run_info``) without resuming
+    it (its status and end time stay as they are); returns the run id.
+
+    ``tracking_uri``: the configured URI (see ``run_tracking_uri``).
+    """
+    import mlflow
+
+    run = read_run_info(run_json)
+    uri = run_tracking_uri(run, tracking_uri)
+    connect(uri, mlflow_timeout_s)
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    for path in paths:
+        client.log_artifact(run["run_id"], str(path), artifact_path=artifact_path)
+    log.info(
+        "logged %s to MLflow run %s (%s)",
+        [str(p) for p in paths],
+        run["run_id"],
+        run["tracking_uri"],
+    )
+    return run["run_id"]

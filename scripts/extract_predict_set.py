@@ -1,19 +1,17 @@
 """Snakemake entry point of predict_extract_features: one shard of a predict set, with the
-feature parameters recorded with the model (genre_classification.shards.extract_shard)."""
+feature parameters recorded with the model (genre_classification.predict_set)."""
 
-from genre_classification import model_info
 from genre_classification.audio_source import AudioFile
+from genre_classification.predict_set import extract_set_shard
 from genre_classification.runlog import log_to_file
-from genre_classification.shards import extract_shard
 
 snakemake = globals()["snakemake"]
 log_to_file(snakemake.log[0])
-params, _ = model_info.read(snakemake.input.model_features)
-extract_shard(
+extract_set_shard(
     [AudioFile(*member) for member in snakemake.params.members],
+    snakemake.input.model_features,
     root=snakemake.params.root,
     features_dir=snakemake.params.features_dir,
-    params=params,
     record_path=snakemake.output.record,
     threads=snakemake.threads,
 )

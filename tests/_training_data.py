@@ -8,11 +8,12 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import pytest
 
+from genre_classification.columns import SPLIT_COLUMNS
 from genre_classification.features import FeatureParams
 
 GENRES = ("blues", "metal", "pop")
-SPLIT_COLUMNS = ("genre", "track", "split", "features", "n_segments", "source_md5")
 
 
 def make_features(
@@ -79,3 +80,28 @@ TINY_CONFIG = {
     "mixed_precision": False,
     "options": {"filters": [4, 8], "dropout": 0.3},
 }
+
+
+def train_tiny(config: dict, split_path: Path, out: Path, model_name: str, experiment: str):
+    """``train.train`` with its outputs in ``out/models/<model_name>`` and a local MLflow store
+    ``out/mlflow.db``; returns the run info and the tracking URI. mlflow.set_tracking_uri
+    exports MLFLOW_TRACKING_URI: it is kept out of later tests."""
+    from genre_classification import train
+
+    uri = f"sqlite:///{out / 'mlflow.db'}"
+    model_dir = out / "models" / model_name
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("MLFLOW_TRACKING_URI", uri)
+        info = train.train(
+            config,
+            split_path,
+            model_dir / "model.keras",
+            model_dir / "history.csv",
+            out / "run.json",
+            model_dir / "checkpoints",
+            experiment=experiment,
+            tracking_uri=uri,
+            model_name=model_name,
+            threads=2,
+        )
+    return info, uri

@@ -13,20 +13,24 @@ import time
 import urllib.request
 from pathlib import Path
 
-import numpy as np
 import pytest
-import soundfile as sf
 import yaml
 
-from genre_classification.demo_data import make_demo_dataset
-from genre_classification.dvc_repo import add_and_push, drop_local_copy, init_data_repo
+from genre_classification.demo_data import (  # noqa: F401 (BAD_FILES: tests import it)
+    BAD_FILES,
+    TINY_DATA,
+    make_demo_repo,
+)
 from genre_classification.features import FeatureParams
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEFILE = REPO / "workflow" / "Snakefile"
 BIN = Path(sys.executable).parent
-TINY_GENRES = ["classical", "disco", "metal"]
-TINY_CLIPS = 5
+TINY_GENRES = TINY_DATA["genres"]
+TINY_CLIPS = TINY_DATA["clips_per_genre"]
+# The small test configuration (snakemake-workflows' .test/): an overlay on config/config.yaml
+# whose paths are relative to the working directory; its data set is made by tiny_data_repo.
+TEST_CONFIG = REPO / ".test" / "config" / "config.yaml"
 # A model small enough to train in seconds on the tiny data set.
 TINY_MODEL = {
     "architecture": "cnn",
@@ -43,46 +47,30 @@ TINY_MODEL = {
 SMALL_FEATURES = FeatureParams(
     sample_rate=22050, n_fft=1024, hop_length=512, n_mels=64, segment_seconds=1.0
 )
-BAD_FILES = {
-    "classical/broken.wav": "cannot decode",
-    "disco/short.wav": "too short",
-    "metal/empty.wav": "empty",
-}
-
-
-def write_bad_files(root: Path) -> None:
-    (root / "classical" / "broken.wav").write_bytes(b"RIFF\x00\x01garbage" * 50)
-    sf.write(root / "disco" / "short.wav", np.zeros(22050, dtype=np.float32), 22050)
-    (root / "metal" / "empty.wav").write_bytes(b"")
 
 
 @pytest.fixture
 def tiny_data_repo(tmp_path: Path) -> dict:
-    """A git + DVC data repo holding a tiny data set (with 3 bad files) pushed to a local remote;
-    the workspace copy and cache are dropped so the workflow's `dvc pull` really fetches."""
-    repo, remote = tmp_path / "data-repo", tmp_path / "dvc-remote"
-    init_data_repo(repo, remote)
-    make_demo_dataset(repo / "genres", TINY_CLIPS, seconds=3.5, genres=TINY_GENRES)
-    write_bad_files(repo / "genres")
-    add_and_push(repo, "genres", "tiny data set")
-    drop_local_copy(repo, "genres")
-    return {"repo": repo, "remote": remote, "target": "genres"}
+    """The tiny data set (with 3 bad files) where TEST_CONFIG expects it in the working directory
+    ``tmp_path / "work"`` (as `make test-data` puts it in .test/): a git + DVC data repo pushed to
+    a local remote beside it; the workspace copy and cache are dropped so the workflow's
+    `dvc pull` really fetches."""
+    dvc = yaml.safe_load(TEST_CONFIG.read_text())["data"]["dvc"]
+    repo = tmp_path / "work" / dvc["repo"]
+    remote = repo.parent / "dvc-remote"
+    make_demo_repo(repo, remote, dvc["target"], **TINY_DATA)
+    return {"repo": repo, "remote": remote, "target": dvc["target"]}
 
 
 @pytest.fixture
 def workflow_dir(tmp_path: Path, tiny_data_repo: dict):
-    """A working directory whose config points at the tiny data repo; returns a runner."""
+    """A working directory with the tiny data set and the small test configuration: the config
+    files config/config.yaml (the repository's) and config/test.yaml (TEST_CONFIG); returns a
+    runner."""
     workdir = tmp_path / "work"
     (workdir / "config").mkdir(parents=True)
     shutil.copy(REPO / "config" / "config.yaml", workdir / "config" / "config.yaml")
-    overlay = {
-        "data": {
-            "source": "dvc",
-            "dvc": {"repo": str(tiny_data_repo["repo"]), "target": "genres"},
-        },
-        "features": {"segment_seconds": 1.5},
-    }
-    (workdir / "config" / "test.yaml").write_text(yaml.safe_dump(overlay))
+    shutil.copy(TEST_CONFIG, workdir / "config" / "test.yaml")
     return SnakemakeRunner(workdir, tiny_data_repo)
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from _training_data import TINY_CONFIG, make_features
+from _training_data import TINY_CONFIG, make_features, train_tiny
 from genre_classification import augment, dataset, train
 
 ALL_ON = {
@@ -247,25 +247,12 @@ def test_overlap_windows():
 # --- training ---------------------------------------------------------------------------------
 
 
-def test_short_training_run_with_every_augmentation(data_dir, tmp_path, monkeypatch):
+def test_short_training_run_with_every_augmentation(data_dir, tmp_path):
     import mlflow
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     config = {**TINY_CONFIG, "epochs": 3, "augment": ALL_ON}
-    info = train.train(
-        config,
-        data_dir,
-        tmp_path / "model.keras",
-        tmp_path / "history.csv",
-        tmp_path / "run.json",
-        tmp_path / "checkpoints",
-        experiment="augment-test",
-        tracking_uri=uri,
-        model_name="augmented",
-        threads=2,
-    )
-    history = pd.read_csv(tmp_path / "history.csv")
+    info, uri = train_tiny(config, data_dir, tmp_path, "augmented", "augment-test")
+    history = pd.read_csv(tmp_path / "models/augmented/history.csv")
     assert history["epoch"].tolist() == [1, 2, 3]
     for column in ("loss", "accuracy", "val_loss", "val_accuracy"):
         assert np.isfinite(history[column]).all()
@@ -278,11 +265,9 @@ def test_short_training_run_with_every_augmentation(data_dir, tmp_path, monkeypa
     assert json.loads(params["augment.freq_mask.max_bands"]) == 3
 
 
-def test_musicnn_trains_with_augmentation(tmp_path, monkeypatch):
+def test_musicnn_trains_with_augmentation(tmp_path):
     """musicnn has no band-normalisation layer: masks take the training files' band means."""
     split = make_features(tmp_path, n_segments=2, n_mels=96, frames=187)
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     config = {
         **TINY_CONFIG,
         "architecture": "musicnn",
@@ -290,16 +275,6 @@ def test_musicnn_trains_with_augmentation(tmp_path, monkeypatch):
         "epochs": 1,
         "augment": ALL_ON,
     }
-    train.train(
-        config,
-        split,
-        tmp_path / "model.keras",
-        tmp_path / "history.csv",
-        tmp_path / "run.json",
-        tmp_path / "checkpoints",
-        experiment="augment-test",
-        tracking_uri=uri,
-        model_name="musicnn-augmented",
-        threads=2,
-    )
-    assert np.isfinite(pd.read_csv(tmp_path / "history.csv")["loss"]).all()
+    train_tiny(config, split, tmp_path, "musicnn-augmented", "augment-test")
+    history = pd.read_csv(tmp_path / "models/musicnn-augmented/history.csv")
+    assert np.isfinite(history["loss"]).all()

@@ -141,3 +141,13 @@ def test_dry_run_rejects_before_any_job(tmp_path, overlay, expected):
     assert "ConfigError" in output and expected in output, output
     assert "Job stats" not in output and "fetch_audio" not in output
     assert not (tmp_path / "results").exists()
+
+
+def test_predict_sets_with_kfold_name_the_keys_and_the_way_out(config):
+    config = copy.deepcopy(config)
+    config["split"]["method"] = "kfold"
+    assert cross_check(config) == []  # no predict set
+    config["predict"]["sets"] = {"new": "new-audio"}
+    (problem,) = cross_check(config)
+    assert problem.startswith("predict.sets need one trained model, but split.method kfold")
+    assert "fold-<i>/model.keras" in problem

@@ -13,7 +13,7 @@ import pytest
 
 from conftest import TINY_MODEL, planned_jobs
 from genre_classification import dataset, models, musicnn
-from genre_classification.audio_source import write_tsv
+from genre_classification.columns import RECORD_COLUMNS
 from genre_classification.config_check import cross_check
 from genre_classification.demo_data import synthesize_clip
 from genre_classification.features import (
@@ -28,7 +28,7 @@ from genre_classification.features import (
     log_mel_segments,
     params_from_attrs,
 )
-from genre_classification.shards import RECORD_COLUMNS
+from genre_classification.fileio import write_tsv
 
 
 def test_set_params_are_the_default_with_the_set_keys_on_top(config):

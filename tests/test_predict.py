@@ -17,9 +17,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from _training_data import TINY_CONFIG
-from genre_classification import evaluate, model_info, predict, train
-from genre_classification.dataset import SPLIT_COLUMNS
+from _training_data import TINY_CONFIG, train_tiny
+from genre_classification import evaluate, model_info, predict
+from genre_classification.columns import SPLIT_COLUMNS
 from genre_classification.demo_data import make_demo_dataset
 from genre_classification.features import FeatureParams, extract_audio
 
@@ -47,31 +47,16 @@ def trained(tmp_path_factory):
     split_path = root / "split.tsv"
     pd.DataFrame(rows, columns=SPLIT_COLUMNS).to_csv(split_path, sep="\t", index=False)
 
-    uri = f"sqlite:///{root / 'mlflow.db'}"
+    info, uri = train_tiny(TINY_CONFIG, split_path, root, "tiny", "predict-test")
     model_dir = root / "models" / "tiny"
     eval_dir = root / "eval"
-    # mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI: keep it out of later tests.
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("MLFLOW_TRACKING_URI", uri)
-        info = train.train(
-            TINY_CONFIG,
-            split_path,
-            model_dir / "model.keras",
-            model_dir / "history.csv",
-            root / "run.json",
-            model_dir / "checkpoints",
-            experiment="predict-test",
-            tracking_uri=uri,
-            model_name="tiny",
-            threads=2,
-        )
-        metrics = evaluate.evaluate(
-            model_dir / "model.keras",
-            split_path,
-            eval_dir / "metrics.json",
-            eval_dir / "predictions.csv",
-            eval_dir / "confusion.png",
-        )
+    metrics = evaluate.evaluate(
+        model_dir / "model.keras",
+        split_path,
+        eval_dir / "metrics.json",
+        eval_dir / "predictions.csv",
+        eval_dir / "confusion.png",
+    )
     yield {
         "root": root,
         "audio": audio,

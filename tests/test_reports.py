@@ -21,11 +21,14 @@ from genre_classification.demo_data import synthesize_clip
 from genre_classification.features import FeatureParams, log_mel_segments, write_features
 from genre_classification.reports import (
     DataQualityError,
+    check_tested_splits,
     classification_report,
     data_drift_report,
     data_quality_report,
+    drift_inputs,
     enforce_quality,
-    log_to_mlflow,
+    keep_failed_quality_json,
+    write_data_quality_report,
 )
 from genre_classification.track_table import (
     ID_COLUMNS,
@@ -35,6 +38,7 @@ from genre_classification.track_table import (
     read_table,
     write_table,
 )
+from genre_classification.tracking import attach_files
 
 SR = 22050
 PARAMS = FeatureParams(sample_rate=SR, segment_seconds=3.0)
@@ -403,7 +407,7 @@ def test_classification_report_logged_to_mlflow(tables, tmp_path):
     )
     data = predictions_for(tables["reference"])
     classification_report(data, tmp_path / "classification.html", tmp_path / "c.json")
-    log_to_mlflow(run_json, [tmp_path / "classification.html", tmp_path / "c.json"])
+    attach_files(run_json, [tmp_path / "classification.html", tmp_path / "c.json"])
     logged = {a.path for a in client.list_artifacts(run.info.run_id, "evidently")}
     assert logged == {"evidently/classification.html", "evidently/c.json"}
 
@@ -443,3 +447,60 @@ def test_html_is_self_contained_and_renders(tables, tmp_path):
     # the dashboard is drawn by the inlined JS: its text only exists after rendering
     assert "Dataset Drift" in dom and "Drifted Columns" in dom, dom[-2000:]
     assert "rms_mean" in dom
+
+
+# ------------------------------------------------------------------------------ report jobs
+
+
+def test_drift_inputs_train_vs_test_or_reference_version():
+    tracks = pd.DataFrame({"split": ["train", "test", "val", "test"], "x": [1, 2, 3, 4]})
+    reference, current, ref_info, cur_info = drift_inputs(tracks)
+    assert reference["x"].tolist() == [1] and current["x"].tolist() == [2, 4]
+    assert (ref_info, cur_info) == ({"name": "train tracks"}, {"name": "test tracks"})
+    reference, current, *_ = drift_inputs(tracks, reference_split="val", current_split="train")
+    assert reference["x"].tolist() == [3] and current["x"].tolist() == [1]
+
+    older = pd.DataFrame({"split": ["", ""], "x": [9, 8]})
+    info = {"rev": "v1", "n_tracks": 2, "rejected": [{"path": "a.wav"}]}
+    reference, current, ref_info, cur_info = drift_inputs(tracks, older, info)
+    assert reference is older and current is tracks  # all current tracks, every split
+    assert ref_info == {"name": "reference data version", "rev": "v1", "n_tracks": 2}
+    assert cur_info == {"name": "current data (all splits)"}
+
+
+def test_check_tested_splits_warns_about_other_splits(caplog):
+    tested = pd.DataFrame({"split": ["test", "val", "test"]})
+    with caplog.at_level(logging.WARNING):
+        assert check_tested_splits(tested, None) == ["test", "val"]  # pooled folds: no check
+        assert check_tested_splits(tested[tested.split == "test"], "test") == ["test"]
+    assert caplog.text == ""
+    with caplog.at_level(logging.WARNING):
+        check_tested_splits(tested, "test")
+    assert "['test', 'val'], expected only test" in caplog.text
+
+
+def test_failed_quality_json_is_kept_beside_the_log_and_named(tables, tmp_path, caplog):
+    table = tables["reference"].copy()
+    table["tempo_bpm"] = 120.0  # a constant column fails the quality tests
+    table_path, data_version = tmp_path / "tracks.tsv", tmp_path / "data_version.json"
+    write_table(table, table_path)
+    data_version.write_text(json.dumps({"md5": "abc"}))
+    out = {"html": tmp_path / "q.html", "json": tmp_path / "q.json"}
+    kept = tmp_path / "logs" / "quality.json"
+    kept.parent.mkdir()
+    with pytest.raises(DataQualityError, match="logs/quality.json"):
+        write_data_quality_report(
+            table_path, out, data_version_path=data_version, kept_json_path=kept
+        )
+    assert json.loads(kept.read_text()) == json.loads(out["json"].read_text())
+    kept.unlink()
+    with caplog.at_level(logging.WARNING):
+        summary = write_data_quality_report(
+            table_path,
+            out,
+            data_version_path=data_version,
+            kept_json_path=kept,
+            fail_on_quality_issue=False,
+        )
+    assert not summary["passed"] and not kept.exists() and "q.json" in caplog.text
+    assert keep_failed_quality_json({"passed": True}, "a.json", kept, fail=True).name == "a.json"

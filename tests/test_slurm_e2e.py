@@ -116,8 +116,11 @@ def fake_apptainer_calls(log: Path) -> list[dict]:
 
 
 def clone_runner(src: SnakemakeRunner, workdir: Path) -> SnakemakeRunner:
-    """A second working directory with the same config files (same data repo)."""
+    """A second working directory with the same config files (same data repo: the config's
+    relative data path is linked to the first one's)."""
     shutil.copytree(src.workdir / "config", workdir / "config")
+    data = src.data["repo"].parent
+    (workdir / data.relative_to(src.workdir)).symlink_to(data, target_is_directory=True)
     other = SnakemakeRunner(workdir, src.data)
     other.configfiles = list(src.configfiles)
     return other

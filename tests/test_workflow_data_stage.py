@@ -325,13 +325,15 @@ def test_label_table_in_the_dvc_project(workflow_dir):
         p.relative_to(repo / "genres").as_posix() for p in (repo / "genres").rglob("*.wav")
     )
     assert pulled == sorted(line.split("\t")[0] for line in lines[1:-1])  # only the listed files
+    # paths as configured: data.dvc.repo is relative to the working directory (.test/config)
+    configured = repo.relative_to(work)
     rejected = {r["path"]: r["reason"] for r in read_rows(work / "results/qc/rejected.tsv")}
-    assert rejected[str(repo / "genres/classical/broken.wav")].startswith("cannot decode")
-    assert rejected[str(repo / "genres/metal/gone.wav")] == (
-        f"not in the DVC-tracked genres (line 12 of {repo}/labels.tsv)"
+    assert rejected[f"{configured}/genres/classical/broken.wav"].startswith("cannot decode")
+    assert rejected[f"{configured}/genres/metal/gone.wav"] == (
+        f"not in the DVC-tracked genres (line 12 of {configured}/labels.tsv)"
     )
     version = json.loads((work / "results/data/data_version.json").read_text())
-    assert version["source"] == "table" and version["table"] == f"{repo}/labels.tsv"
+    assert version["source"] == "table" and version["table"] == f"{configured}/labels.tsv"
     assert len(version["md5"]) == len(version["listing_md5"]) == 32
     dry_run = workflow_dir("--dry-run", *TARGETS)
     assert "Nothing to be done" in dry_run.stdout + dry_run.stderr

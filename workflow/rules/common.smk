@@ -55,10 +55,63 @@ def release_scheduler_timers():
             thread.cancel()
 
 
+# --- Output paths, named once: the rules' outputs, inputs and the targets use these names
+# (docs/CONTRACTS.md describes the files). "{run}" stands for RUN (below): a model, or a model's
+# fold with k folds.
 FEATURES_DIR = "results/features"
 # One directory per feature set: results/features (the default set), results/features-<set>.
-SHARD_RECORD = str(shard_record_path("results/{feature_dir}", "{shard}"))
+FEATURE_SET_DIR = "results/{feature_dir}"
+SHARD_RECORD = str(shard_record_path(FEATURE_SET_DIR, "{shard}"))
 FETCHED = "results/data/fetched/{shard}.json"
+MANIFEST = "results/data/manifest.tsv"
+REJECTED = "results/qc/rejected.tsv"
+DATA_VERSION = "results/data/data_version.json"
+SPLIT = "results/split/split.tsv"
+SPLIT_INFO = "results/split/split_info.json"
+FOLD_SPLIT = "results/split/folds/fold-{fold}.tsv"
+MODEL_DIR = "results/models/{run}"
+MODEL = f"{MODEL_DIR}/model.keras"
+MODEL_FEATURES = f"{MODEL_DIR}/features.json"
+HISTORY = f"{MODEL_DIR}/history.csv"
+# Not an output (rules/train.smk says why): the training job's epoch checkpoints.
+CHECKPOINT_DIR = f"{MODEL_DIR}/checkpoints"
+RUN_RECORD = "results/mlflow/runs/{run}.json"
+PARENT_RUN = "results/mlflow/runs/{model}/parent.json"
+EVAL_DIR = "results/eval/{run}"
+METRICS = f"{EVAL_DIR}/metrics.json"
+PREDICTIONS = f"{EVAL_DIR}/predictions.csv"
+CONFUSION = f"{EVAL_DIR}/confusion_matrix.png"
+CV_METRICS = "results/eval/{model}/cv_metrics.json"
+OOF_PREDICTIONS = "results/eval/{model}/oof_predictions.csv"
+OOF_CONFUSION = "results/eval/{model}/oof_confusion_matrix.png"
+SUMMARY_TABLE = "results/eval/summary.tsv"
+SUMMARY_PLOT = "results/eval/summary.png"
+TRACK_TABLE = "results/tables/tracks.tsv"
+REFERENCE_TABLE = "results/reference/tracks.tsv"
+REFERENCE_INFO = "results/reference/reference.json"
+CLASSIFICATION_REPORT = "results/reports/{model}/classification.{ext}"
+DATA_DRIFT_REPORT = "results/reports/data_drift.{ext}"
+DATA_QUALITY_REPORT = "results/reports/data_quality.{ext}"
+PREDICT_DIR = "results/predict/{set}"
+PREDICT_FEATURES = f"{PREDICT_DIR}/features"
+PREDICT_RECORD = str(shard_record_path(PREDICT_FEATURES, "{shard}"))
+PREDICT_FETCHED = f"{PREDICT_DIR}/fetched/{{shard}}.json"
+PREDICT_MANIFEST = f"{PREDICT_DIR}/manifest.tsv"
+PREDICT_REJECTED = f"{PREDICT_DIR}/rejected.tsv"
+PREDICT_VERSION = f"{PREDICT_DIR}/data_version.json"
+PREDICT_PREDICTIONS = f"{PREDICT_DIR}/predictions.csv"
+PREDICT_TRACKS = f"{PREDICT_DIR}/tracks.tsv"
+PREDICT_DRIFT_REPORT = "results/reports/predict/{set}/drift.{ext}"
+
+
+def report_path(pattern, ext):
+    """A report's html or json path: ``pattern`` with ``{ext}`` filled, other wildcards kept."""
+    return pattern.replace("{ext}", ext)
+
+
+def run_path(pattern, run):
+    """A per-run path (``MODEL``, ``METRICS``, ...) of ``run``: RUN for a rule, or a run name."""
+    return pattern.replace("{run}", run)
 
 
 @functools.cache
@@ -128,10 +181,10 @@ def model_feature_records(wildcards):
 
 def final_targets(wildcards):
     return [
-        "results/data/data_version.json",
-        "results/qc/rejected.tsv",
-        "results/data/manifest.tsv",
-        "results/split/split.tsv",
+        DATA_VERSION,
+        REJECTED,
+        MANIFEST,
+        SPLIT,
         *training_targets(),
         *report_targets(),
         *predict_targets(),
@@ -190,8 +243,6 @@ def training_models():
 KFOLD = config["split"]["method"] == "kfold"
 N_FOLDS = config["split"]["folds"] if KFOLD else 1
 RUN = "{model}/fold-{fold}" if KFOLD else "{model}"
-FOLD_SPLIT = "results/split/folds/fold-{fold}.tsv"
-PARENT_RUN = "results/mlflow/runs/{model}/parent.json"
 
 
 def fold_runs(model):
@@ -205,9 +256,7 @@ def run_of(wildcards):
 
 def run_split(wildcards):
     """The split table a run trains and tests on."""
-    return (
-        FOLD_SPLIT.format(fold=wildcards.fold) if KFOLD else "results/split/split.tsv"
-    )
+    return FOLD_SPLIT.format(fold=wildcards.fold) if KFOLD else SPLIT
 
 
 def parent_run(wildcards):
@@ -215,23 +264,25 @@ def parent_run(wildcards):
     return {"parent": PARENT_RUN.format(model=wildcards.model)} if KFOLD else {}
 
 
-def eval_per_fold(name):
+def eval_per_fold(pattern):
+    """The ``pattern`` (``METRICS``, ``PREDICTIONS``) path of each fold of a model."""
     return lambda wildcards: [
-        f"results/eval/{run}/{name}" for run in fold_runs(wildcards.model)
+        run_path(pattern, run) for run in fold_runs(wildcards.model)
     ]
 
 
 def model_predictions(wildcards):
     """A model's test predictions: pooled out of fold with k folds."""
-    name = "oof_predictions.csv" if KFOLD else "predictions.csv"
-    return f"results/eval/{wildcards.model}/{name}"
+    if KFOLD:
+        return OOF_PREDICTIONS.format(model=wildcards.model)
+    return run_path(PREDICTIONS, wildcards.model)
 
 
 def model_run_record(wildcards):
     """The MLflow run that gets a model's reports: the parent run with k folds."""
     if KFOLD:
         return PARENT_RUN.format(model=wildcards.model)
-    return f"results/mlflow/runs/{wildcards.model}.json"
+    return run_path(RUN_RECORD, wildcards.model)
 
 
 def training_targets(wildcards=None):
@@ -242,28 +293,20 @@ def training_targets(wildcards=None):
         for model in training_models()
         for run in fold_runs(model)
         for path in (
-            f"results/models/{run}/model.keras",
-            f"results/models/{run}/history.csv",
-            f"results/mlflow/runs/{run}.json",
-            f"results/eval/{run}/metrics.json",
-            f"results/eval/{run}/predictions.csv",
-            f"results/eval/{run}/confusion_matrix.png",
+            run_path(MODEL, run),
+            run_path(HISTORY, run),
+            run_path(RUN_RECORD, run),
+            run_path(METRICS, run),
+            run_path(PREDICTIONS, run),
+            run_path(CONFUSION, run),
         )
     ]
     per_model = [
-        f"results/eval/{model}/{name}"
+        pattern.format(model=model)
         for model in training_models()
-        for name in CV_OUTPUTS
+        for pattern in (CV_METRICS, OOF_PREDICTIONS, OOF_CONFUSION)
     ]
-    return [
-        *per_run,
-        *per_model,
-        "results/eval/summary.tsv",
-        "results/eval/summary.png",
-    ]
-
-
-CV_OUTPUTS = ("cv_metrics.json", "oof_predictions.csv", "oof_confusion_matrix.png")
+    return [*per_run, *per_model, SUMMARY_TABLE, SUMMARY_PLOT]
 
 
 # --- split (rule in rules/split.smk)
@@ -274,10 +317,10 @@ def split_inputs(wildcards):
     split.file and split.groups when set (without split.file, method file uses the label
     table's split column, in the manifest)."""
     split = config["split"]
-    inputs = {"manifest": "results/data/manifest.tsv"}
+    inputs = {"manifest": MANIFEST}
     if split["method"] == "file" and split["file"]:
         inputs["table"] = split["file"]
-        inputs["rejected"] = "results/qc/rejected.tsv"
+        inputs["rejected"] = REJECTED
     if split["group_by"] and split["groups"]:
         inputs["groups"] = split["groups"]
     return inputs
@@ -287,7 +330,7 @@ def split_inputs(wildcards):
 # results); other methods add a summary (counts, left-out tracks), k-fold the fold tables.
 SPLIT_EXTRA, SPLIT_OPTIONS = {}, {}
 if config["split"]["method"] != "holdout" or config["split"]["group_by"]:
-    SPLIT_EXTRA["info"] = "results/split/split_info.json"
+    SPLIT_EXTRA["info"] = SPLIT_INFO
     SPLIT_OPTIONS = {
         key: config["split"][key] for key in ("method", "folds", "group_by")
     }
@@ -301,22 +344,17 @@ if KFOLD:
 def drift_reference_inputs(wildcards):
     if config["reports"]["reference"] is None:
         return {}
-    return {
-        "reference": "results/reference/tracks.tsv",
-        "reference_info": "results/reference/reference.json",
-    }
+    return {"reference": REFERENCE_TABLE, "reference_info": REFERENCE_INFO}
 
 
 def report_targets(wildcards=None):
     """Track table, data drift and quality reports, and a classification report per model."""
     return [
-        "results/tables/tracks.tsv",
-        "results/reports/data_drift.html",
-        "results/reports/data_drift.json",
-        "results/reports/data_quality.html",
-        "results/reports/data_quality.json",
+        TRACK_TABLE,
+        *(report_path(DATA_DRIFT_REPORT, ext) for ext in ("html", "json")),
+        *(report_path(DATA_QUALITY_REPORT, ext) for ext in ("html", "json")),
         *(
-            f"results/reports/{model}/classification.{ext}"
+            CLASSIFICATION_REPORT.format(model=model, ext=ext)
             for model in training_models()
             for ext in ("html", "json")
         ),
@@ -324,12 +362,6 @@ def report_targets(wildcards=None):
 
 
 # --- predict sets (rules in rules/predict.smk; logic in genre_classification.predict_set) ---
-
-
-PREDICT_DIR = "results/predict/{set}"
-PREDICT_FEATURES = f"{PREDICT_DIR}/features"
-PREDICT_RECORD = str(shard_record_path(PREDICT_FEATURES, "{shard}"))
-PREDICT_FETCHED = f"{PREDICT_DIR}/fetched/{{shard}}.json"
 
 
 def predict_model():
@@ -340,8 +372,8 @@ def predict_model():
 def predict_model_files(wildcards=None):
     model = predict_model()
     return {
-        "model": f"results/models/{model}/model.keras",
-        "model_features": f"results/models/{model}/features.json",
+        "model": run_path(MODEL, model),
+        "model_features": run_path(MODEL_FEATURES, model),
     }
 
 
@@ -391,8 +423,8 @@ def predict_targets(wildcards=None):
         path
         for name in config["predict"]["sets"]
         for path in (
-            f"results/predict/{name}/predictions.csv",
-            f"results/reports/predict/{name}/drift.html",
-            f"results/reports/predict/{name}/drift.json",
+            PREDICT_PREDICTIONS.format(set=name),
+            PREDICT_DRIFT_REPORT.format(set=name, ext="html"),
+            PREDICT_DRIFT_REPORT.format(set=name, ext="json"),
         )
     ]

@@ -25,7 +25,7 @@ rule extract_features:
         features=extraction_params,
         # damaged feature files reported by readers: a new report reruns the shard
         repairs=lambda wildcards: repair_requests(
-            f"results/{wildcards.feature_dir}", wildcards.shard
+            FEATURE_SET_DIR.format(feature_dir=wildcards.feature_dir), wildcards.shard
         ),
     script:
         "../../scripts/extract_features.py"
@@ -35,13 +35,13 @@ rule collect_features:
     input:
         records=shard_records,
     output:
-        manifest="results/data/manifest.tsv",
+        manifest=MANIFEST,
         rejected=report(
-            "results/qc/rejected.tsv",
+            REJECTED,
             caption="../report/rejected.rst",
             category="Data",
         ),
-        version="results/data/data_version.json",
+        version=DATA_VERSION,
     log:
         "logs/collect_features.log",
     localrule: True
@@ -63,6 +63,6 @@ rule collect_features:
 rule extract_all:
     # Target for extraction alone: snakemake --cores 8 extract_all
     input:
-        "results/data/manifest.tsv",
-        "results/qc/rejected.tsv",
+        MANIFEST,
+        REJECTED,
     localrule: True

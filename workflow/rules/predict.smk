@@ -53,9 +53,9 @@ use rule collect_features as predict_collect_features with:
     input:
         records=predict_shard_records,
     output:
-        manifest=f"{PREDICT_DIR}/manifest.tsv",
-        rejected=f"{PREDICT_DIR}/rejected.tsv",
-        version=f"{PREDICT_DIR}/data_version.json",
+        manifest=PREDICT_MANIFEST,
+        rejected=PREDICT_REJECTED,
+        version=PREDICT_VERSION,
     log:
         "logs/predict/{set}/collect_features.log",
     params:
@@ -65,11 +65,11 @@ use rule collect_features as predict_collect_features with:
 rule predict_set:
     input:
         unpack(predict_model_files),
-        manifest=f"{PREDICT_DIR}/manifest.tsv",
-        rejected=f"{PREDICT_DIR}/rejected.tsv",
+        manifest=PREDICT_MANIFEST,
+        rejected=PREDICT_REJECTED,
     output:
         predictions=report(
-            f"{PREDICT_DIR}/predictions.csv",
+            PREDICT_PREDICTIONS,
             caption="../report/predict_set.rst",
             category="Predictions",
             subcategory="{set}",
@@ -93,20 +93,20 @@ rule predict_set:
 
 rule predict_drift_report:
     input:
-        training_table="results/tables/tracks.tsv",
-        manifest=f"{PREDICT_DIR}/manifest.tsv",
-        predictions=f"{PREDICT_DIR}/predictions.csv",
-        data_version=f"{PREDICT_DIR}/data_version.json",
+        training_table=TRACK_TABLE,
+        manifest=PREDICT_MANIFEST,
+        predictions=PREDICT_PREDICTIONS,
+        data_version=PREDICT_VERSION,
     output:
-        table=f"{PREDICT_DIR}/tracks.tsv",
+        table=PREDICT_TRACKS,
         html=report(
-            "results/reports/predict/{set}/drift.html",
+            report_path(PREDICT_DRIFT_REPORT, "html"),
             caption="../report/predict_drift.rst",
             category="Predictions",
             subcategory="{set}",
             labels={"set": "{set}", "file": "drift report"},
         ),
-        json="results/reports/predict/{set}/drift.json",
+        json=report_path(PREDICT_DRIFT_REPORT, "json"),
     log:
         "logs/predict/{set}/drift_report.log",
     container:

@@ -6,9 +6,9 @@
 
 rule track_table:
     input:
-        split="results/split/split.tsv",
+        split=SPLIT,
     output:
-        table="results/tables/tracks.tsv",
+        table=TRACK_TABLE,
     log:
         "logs/track_table/tracks.log",
     container:
@@ -25,8 +25,8 @@ rule track_table:
 
 rule reference_track_table:
     output:
-        table="results/reference/tracks.tsv",
-        info="results/reference/reference.json",
+        table=REFERENCE_TABLE,
+        info=REFERENCE_INFO,
     log:
         "logs/reference_track_table/reference.log",
     container:
@@ -48,19 +48,19 @@ rule reference_track_table:
 
 rule classification_report:
     input:
-        table="results/tables/tracks.tsv",
-        data_version="results/data/data_version.json",
+        table=TRACK_TABLE,
+        data_version=DATA_VERSION,
         predictions=model_predictions,
         run=model_run_record,
     output:
         html=report(
-            "results/reports/{model}/classification.html",
+            report_path(CLASSIFICATION_REPORT, "html"),
             caption="../report/classification_report.rst",
             category="Reports",
             subcategory="{model}",
             labels={"model": "{model}", "report": "classification"},
         ),
-        json="results/reports/{model}/classification.json",
+        json=report_path(CLASSIFICATION_REPORT, "json"),
     log:
         "logs/classification_report/{model}.log",
     container:
@@ -80,17 +80,17 @@ rule classification_report:
 rule data_drift_report:
     input:
         unpack(drift_reference_inputs),
-        table="results/tables/tracks.tsv",
-        data_version="results/data/data_version.json",
+        table=TRACK_TABLE,
+        data_version=DATA_VERSION,
     output:
         html=report(
-            "results/reports/data_drift.html",
+            report_path(DATA_DRIFT_REPORT, "html"),
             caption="../report/data_drift.rst",
             category="Reports",
             subcategory="Data",
             labels={"model": "-", "report": "data drift"},
         ),
-        json="results/reports/data_drift.json",
+        json=report_path(DATA_DRIFT_REPORT, "json"),
     log:
         "logs/data_drift_report/data_drift.log",
     container:
@@ -111,17 +111,17 @@ rule data_drift_report:
 
 rule data_quality_report:
     input:
-        table="results/tables/tracks.tsv",
-        data_version="results/data/data_version.json",
+        table=TRACK_TABLE,
+        data_version=DATA_VERSION,
     output:
         html=report(
-            "results/reports/data_quality.html",
+            report_path(DATA_QUALITY_REPORT, "html"),
             caption="../report/data_quality.rst",
             category="Reports",
             subcategory="Data",
             labels={"model": "-", "report": "data quality"},
         ),
-        json="results/reports/data_quality.json",
+        json=report_path(DATA_QUALITY_REPORT, "json"),
     log:
         "logs/data_quality_report/data_quality.log",
     container:

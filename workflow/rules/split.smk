@@ -8,7 +8,7 @@ rule split_tracks:
     output:
         **SPLIT_EXTRA,
         split=report(
-            "results/split/split.tsv",
+            SPLIT,
             caption="../report/split.rst",
             category="Data",
         ),

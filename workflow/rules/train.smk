@@ -41,19 +41,19 @@ rule train_model:
     input:
         unpack(parent_run),
         split=run_split,
-        data_version="results/data/data_version.json",
+        data_version=DATA_VERSION,
         feature_records=model_feature_records,
     output:
-        model=f"results/models/{RUN}/model.keras",
-        features=f"results/models/{RUN}/features.json",
+        model=run_path(MODEL, RUN),
+        features=run_path(MODEL_FEATURES, RUN),
         history=report(
-            f"results/models/{RUN}/history.csv",
+            run_path(HISTORY, RUN),
             caption="../report/history.rst",
             category="Training",
             subcategory="{model}",
             labels={"model": RUN, "file": "history"},
         ),
-        run=f"results/mlflow/runs/{RUN}.json",
+        run=run_path(RUN_RECORD, RUN),
     log:
         f"logs/train_model/{RUN}.log",
     retries: config["training"].get("retries", 0)
@@ -70,7 +70,7 @@ rule train_model:
         gres=training_gres,
     params:
         model_config=training_model_config,
-        checkpoint_dir=lambda wildcards: f"results/models/{run_of(wildcards)}/checkpoints",
+        checkpoint_dir=lambda wildcards: run_path(CHECKPOINT_DIR, run_of(wildcards)),
         experiment=config["training"]["experiment"],
         tracking_uri=config["training"].get("tracking_uri"),
     script:
@@ -79,28 +79,28 @@ rule train_model:
 
 rule evaluate_model:
     input:
-        model=f"results/models/{RUN}/model.keras",
-        run=f"results/mlflow/runs/{RUN}.json",
+        model=run_path(MODEL, RUN),
+        run=run_path(RUN_RECORD, RUN),
         split=run_split,
-        data_version="results/data/data_version.json",
+        data_version=DATA_VERSION,
         feature_records=model_feature_records,
     output:
         metrics=report(
-            f"results/eval/{RUN}/metrics.json",
+            run_path(METRICS, RUN),
             caption="../report/metrics.rst",
             category="Evaluation",
             subcategory="{model}",
             labels={"model": RUN, "file": "metrics"},
         ),
         predictions=report(
-            f"results/eval/{RUN}/predictions.csv",
+            run_path(PREDICTIONS, RUN),
             caption="../report/predictions.rst",
             category="Evaluation",
             subcategory="{model}",
             labels={"model": RUN, "file": "predictions"},
         ),
         confusion=report(
-            f"results/eval/{RUN}/confusion_matrix.png",
+            run_path(CONFUSION, RUN),
             caption="../report/confusion_matrix.rst",
             category="Evaluation",
             subcategory="{model}",
@@ -124,19 +124,19 @@ rule evaluate_model:
 rule aggregate_folds:
     input:
         unpack(parent_run),
-        metrics=eval_per_fold("metrics.json"),
-        predictions=eval_per_fold("predictions.csv"),
+        metrics=eval_per_fold(METRICS),
+        predictions=eval_per_fold(PREDICTIONS),
     output:
         cv=report(
-            "results/eval/{model}/cv_metrics.json",
+            CV_METRICS,
             caption="../report/cv_metrics.rst",
             category="Evaluation",
             subcategory="{model}",
             labels={"model": "{model}", "file": "cv metrics"},
         ),
-        predictions="results/eval/{model}/oof_predictions.csv",
+        predictions=OOF_PREDICTIONS,
         confusion=report(
-            "results/eval/{model}/oof_confusion_matrix.png",
+            OOF_CONFUSION,
             caption="../report/cv_metrics.rst",
             category="Evaluation",
             subcategory="{model}",
@@ -156,11 +156,11 @@ rule aggregate_folds:
 
 rule cv_summary:
     input:
-        cv=expand("results/eval/{model}/cv_metrics.json", model=training_models()),
+        cv=expand(CV_METRICS, model=training_models()),
     output:
-        table="results/eval/summary.tsv",
+        table=SUMMARY_TABLE,
         plot=report(
-            "results/eval/summary.png",
+            SUMMARY_PLOT,
             caption="../report/summary.rst",
             category="Evaluation",
             subcategory="Summary",

@@ -1,0 +1,29 @@
+"""The columns of every TSV/CSV contract between workflow stages (docs/CONTRACTS.md), defined
+once here and imported wherever such a file is written or read; ``tests/test_contracts.py``
+checks that docs/CONTRACTS.md lists the same columns."""
+
+from __future__ import annotations
+
+# results/data/manifest.tsv (and a predict set's): one row per accepted audio file.
+MANIFEST_COLUMNS = (
+    "genre",
+    "track",
+    "path",
+    "md5",
+    "size_bytes",
+    "duration_s",
+    "features",
+    "n_segments",
+)
+# results/qc/rejected.tsv: quarantined audio and why.
+REJECTED_COLUMNS = ("genre", "track", "path", "reason")
+# results/features[-<set>]/.shards/<shard>.tsv: one row per file of an extraction shard.
+RECORD_COLUMNS = (*MANIFEST_COLUMNS, "status", "reason")
+RECORD_STATUSES = ("kept", "extracted", "rejected")
+# results/split/split.tsv and the k-fold tables (plus "group" with split.group_by).
+SPLIT_COLUMNS = ("genre", "track", "split", "features", "n_segments", "source_md5")
+# results/eval/{model}/predictions.csv: then one prob_<genre> column per genre.
+EVAL_PREDICTION_COLUMNS = ("track", "true", "predicted")
+# The `predict` command's CSV; results/predict/{set}/predictions.csv has "track" before them.
+PREDICT_COLUMNS = ("path", "genre", "probability", "top_k", "n_segments", "error")
+PREDICT_SET_COLUMNS = ("track", *PREDICT_COLUMNS)
