@@ -111,14 +111,12 @@ def _decode_with_ffmpeg(path, excerpt_seconds: float, sndfile_error) -> tuple[np
 
 def load_audio(path: str | Path, params: FeatureParams) -> np.ndarray:
     """Decode ``path`` to mono float32 at the target sample rate; raise AudioError if unusable."""
-    import librosa
-
     if Path(path).stat().st_size == 0:
         raise AudioError("empty: file has 0 bytes")
     try:
         audio, rate = _decode_mono(path, params.excerpt_seconds)
         if rate != params.sample_rate and audio.size:
-            audio = librosa.resample(audio, orig_sr=rate, target_sr=params.sample_rate)
+            audio = resample(audio, rate, params.sample_rate)
     except AudioError:
         raise
     except Exception as error:  # decoders raise many types for undecodable files
@@ -132,26 +130,79 @@ def load_audio(path: str | Path, params: FeatureParams) -> np.ndarray:
     return np.nan_to_num(audio, nan=0.0, posinf=0.0, neginf=0.0)
 
 
-@functools.lru_cache(maxsize=8)
-def _mel_filter_bank(sample_rate: int, n_fft: int, n_mels: int) -> np.ndarray:
-    import librosa
+# The spectrogram math of librosa (0.11: stft with a periodic Hann window, centred frames and
+# zero padding; Slaney mel filter bank; power_to_db with ref 1.0), written with numpy: importing
+# librosa.core pulls in scipy.signal and numba, about 1.5 s per extraction job.
+# tests/test_features.py compares every function here with librosa's.
 
-    return librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels)
+
+def resample(audio: np.ndarray, rate: int, target_rate: int) -> np.ndarray:
+    """``librosa.resample``'s default (soxr, high quality), length ceil(n * target / rate)."""
+    import soxr
+
+    resampled = soxr.resample(audio, rate, target_rate, quality="HQ")
+    length = int(np.ceil(audio.size * target_rate / rate))
+    if resampled.size < length:
+        resampled = np.pad(resampled, (0, length - resampled.size))
+    return np.asarray(resampled[:length], dtype=audio.dtype)
+
+
+def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
+    """Slaney's mel scale: linear below 1 kHz, logarithmic above."""
+    hz = np.asarray(hz, dtype=np.float64)
+    mels = hz * 3.0 / 200.0
+    above = hz >= 1000.0
+    mels[above] = 15.0 + np.log(hz[above] / 1000.0) / (np.log(6.4) / 27.0)
+    return mels
+
+
+def _mel_to_hz(mels: np.ndarray) -> np.ndarray:
+    mels = np.asarray(mels, dtype=np.float64)
+    hz = mels * 200.0 / 3.0
+    above = mels >= 15.0
+    hz[above] = 1000.0 * np.exp((np.log(6.4) / 27.0) * (mels[above] - 15.0))
+    return hz
+
+
+@functools.lru_cache(maxsize=8)
+def mel_filter_bank(sample_rate: int, n_fft: int, n_mels: int) -> np.ndarray:
+    """``librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels)``: triangles on the
+    Slaney mel scale from 0 Hz to Nyquist, area-normalised; ``(n_mels, 1 + n_fft // 2)``."""
+    fft_hz = np.fft.rfftfreq(n_fft, 1.0 / sample_rate)
+    edges = _mel_to_hz(np.linspace(0.0, _hz_to_mel(np.array([sample_rate / 2.0]))[0], n_mels + 2))
+    widths = np.diff(edges)
+    ramps = edges[:, None] - fft_hz[None, :]
+    rising = -ramps[:-2] / widths[:-1, None]
+    falling = ramps[2:] / widths[1:, None]
+    weights = np.maximum(0.0, np.minimum(rising, falling))
+    weights *= (2.0 / (edges[2:] - edges[:-2]))[:, None]
+    return weights.astype(np.float32)
+
+
+def mel_power(audio: np.ndarray, params: FeatureParams, block_frames: int = 2048) -> np.ndarray:
+    """Mel power spectrogram ``(n_mels, frames)`` of ``audio``, frames of the centred STFT; the
+    STFT is taken block by block, so memory stays a few block sizes plus the mel output."""
+    n_fft, hop = params.n_fft, params.hop_length
+    padded = np.pad(audio.astype(np.float32, copy=False), n_fft // 2)
+    n_frames = 1 + (padded.size - n_fft) // hop
+    window = (0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n_fft) / n_fft)).astype(np.float32)
+    bank = mel_filter_bank(params.sample_rate, n_fft, params.n_mels)
+    frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[::hop][:n_frames]
+    mel = np.empty((params.n_mels, n_frames), dtype=np.float32)
+    for start in range(0, n_frames, block_frames):
+        spectrum = np.fft.rfft(frames[start : start + block_frames] * window, axis=1)
+        power = np.square(spectrum.real) + np.square(spectrum.imag)
+        mel[:, start : start + block_frames] = bank @ power.T.astype(np.float32, copy=False)
+    return mel
 
 
 def log_mel_segments(audio: np.ndarray, params: FeatureParams) -> np.ndarray:
-    """Log-mel (dB) of the whole clip cut into ``(n_segments, n_mels, frames)`` float32."""
-    import librosa
-
-    # librosa.feature.melspectrogram's math, with the filter bank built once per process and
-    # applied as one matrix product (it rebuilds the bank and uses einsum on every call).
-    power = np.abs(librosa.stft(audio, n_fft=params.n_fft, hop_length=params.hop_length))
-    np.square(power, out=power)  # in place: a 10-minute track's spectrogram is ~100 MB
-    mel = _mel_filter_bank(params.sample_rate, params.n_fft, params.n_mels) @ power
+    """Log-mel of the whole clip cut into ``(n_segments, n_mels, frames)`` float32."""
+    mel = mel_power(audio, params)
     if params.scale == "log1p":
         logmel = np.log10(1 + 10000 * mel).astype(np.float32)
-    else:
-        logmel = librosa.power_to_db(mel, ref=1.0, amin=AMIN, top_db=None).astype(np.float32)
+    else:  # librosa.power_to_db(mel, ref=1.0, amin=AMIN, top_db=None)
+        logmel = (10.0 * np.log10(np.maximum(AMIN, mel))).astype(np.float32)
     frames = params.frames_per_segment
     n_segments = logmel.shape[1] // frames
     segments = logmel[:, : n_segments * frames].reshape(params.n_mels, n_segments, frames)

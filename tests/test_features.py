@@ -85,3 +85,52 @@ def test_from_config_ignores_nothing_it_needs():
         {"sample_rate": 16000, "n_fft": 512, "hop_length": 160, "n_mels": 40, "segment_seconds": 2}
     )
     assert params.frames_per_segment == 200
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        FeatureParams(),
+        FeatureParams(sample_rate=16000, n_fft=512, hop_length=256, n_mels=96, scale="log1p"),
+        FeatureParams(sample_rate=8000, n_fft=1024, hop_length=300, n_mels=40),
+    ],
+)
+def test_numpy_spectrogram_equals_librosa(params):
+    """The extraction's numpy STFT, filter bank and dB/log1p are librosa's math (it avoids
+    importing librosa.core in every extraction job)."""
+    import librosa
+
+    from genre_classification.features import mel_filter_bank, mel_power
+
+    rng = np.random.default_rng(0)
+    audio = (0.3 * rng.standard_normal(int(params.sample_rate * 7.3))).astype(np.float32)
+    bank = librosa.filters.mel(sr=params.sample_rate, n_fft=params.n_fft, n_mels=params.n_mels)
+    np.testing.assert_allclose(
+        mel_filter_bank(params.sample_rate, params.n_fft, params.n_mels), bank, atol=1e-7
+    )
+    reference = librosa.feature.melspectrogram(
+        y=audio, sr=params.sample_rate, n_fft=params.n_fft, hop_length=params.hop_length,
+        n_mels=params.n_mels,
+    )  # fmt: skip
+    ours = mel_power(audio, params, block_frames=50)  # several blocks
+    np.testing.assert_allclose(ours, reference, rtol=1e-4, atol=1e-6 * reference.max())
+    if params.scale == "db":
+        reference_log = librosa.power_to_db(reference, ref=1.0, amin=1e-10, top_db=None)
+    else:
+        reference_log = np.log10(1 + 10000 * reference)
+    frames = params.frames_per_segment
+    n = reference_log.shape[1] // frames
+    expected = reference_log[:, : n * frames].reshape(params.n_mels, n, frames).transpose(1, 0, 2)
+    np.testing.assert_allclose(log_mel_segments(audio, params), expected, atol=1e-3)
+
+
+def test_resample_equals_librosa():
+    import librosa
+
+    from genre_classification.features import resample
+
+    audio = np.random.default_rng(1).standard_normal(44100 * 2 + 17).astype(np.float32)
+    expected = librosa.resample(audio, orig_sr=44100, target_sr=22050)
+    ours = resample(audio, 44100, 22050)
+    assert ours.shape == expected.shape and ours.dtype == np.float32
+    np.testing.assert_allclose(ours, expected, atol=1e-6)
