@@ -142,7 +142,7 @@ def process_member(task: ShardTask) -> dict:
 
 def _preload(params: FeatureParams) -> None:
     """Import the decoders and run one tiny spectrogram before the pool forks: the workers
-    inherit librosa's lazily loaded modules instead of each importing them again."""
+    inherit the imported modules and the cached mel filter bank instead of each building them."""
     import numpy as np
 
     from genre_classification.features import log_mel_segments
