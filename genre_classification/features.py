@@ -179,6 +179,15 @@ def mel_filter_bank(sample_rate: int, n_fft: int, n_mels: int) -> np.ndarray:
     return weights.astype(np.float32)
 
 
+@functools.lru_cache(maxsize=8)
+def _sparse_mel_filter_bank(sample_rate: int, n_fft: int, n_mels: int):
+    """``mel_filter_bank`` as a CSR matrix: each band covers a few bins, so the product with a
+    power spectrum takes ~2,000 multiplications per frame instead of ~130,000."""
+    import scipy.sparse
+
+    return scipy.sparse.csr_array(mel_filter_bank(sample_rate, n_fft, n_mels))
+
+
 def mel_power(audio: np.ndarray, params: FeatureParams, block_frames: int = 2048) -> np.ndarray:
     """Mel power spectrogram ``(n_mels, frames)`` of ``audio``, frames of the centred STFT; the
     STFT is taken block by block, so memory stays a few block sizes plus the mel output."""
@@ -188,7 +197,7 @@ def mel_power(audio: np.ndarray, params: FeatureParams, block_frames: int = 2048
     padded = np.pad(audio.astype(np.float32, copy=False), n_fft // 2)
     n_frames = 1 + (padded.size - n_fft) // hop
     window = (0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n_fft) / n_fft)).astype(np.float32)
-    bank = mel_filter_bank(params.sample_rate, n_fft, params.n_mels)
+    bank = _sparse_mel_filter_bank(params.sample_rate, n_fft, params.n_mels)
     frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[::hop][:n_frames]
     mel = np.empty((params.n_mels, n_frames), dtype=np.float32)
     for start in range(0, n_frames, block_frames):
