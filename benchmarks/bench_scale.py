@@ -5,16 +5,18 @@
 
 For each size N x seconds (plain-directory source, audio present, 2 cores by default):
   bare loop     `cores` Python processes, each importing librosa once and running
-                librosa.load -> melspectrogram -> power_to_db -> h5py write over its share
-                (BLAS threads as the library sets them; --bare-blas-threads 1 gives a tuned
-                baseline: the workflow's workers run with one BLAS thread each)
+                librosa.load -> melspectrogram -> power_to_db -> h5py write over its share,
+                twice: with BLAS threads as the library sets them (the issue's loop, `bare_s`)
+                and with one BLAS thread per process (a tuned loop, `tuned_s`, as the
+                workflow's workers run); --baselines picks one or both
   workflow      `snakemake --cores N extract_all` in a fresh working directory: listing, fetch,
                 every shard job, the collected manifest (i.e. fetch to the last HDF5)
   no-op rerun   the same command again ("Nothing to be done")
   dry run       `snakemake -n extract_all`
   1 changed     every file's mtime touched (as a `dvc pull` does) and one file rewritten; the
                 rerun must rewrite exactly one HDF5 (counted by mtimes)
-Prints each row as it is measured; `ratio` = bare seconds / workflow seconds (target >= 0.7).
+Prints each row as it is measured; `ratio` = bare seconds / workflow seconds (target >= 0.7),
+`tuned_ratio` = tuned seconds / workflow seconds.
 With --plot, draws time against N (log-log) for both, and --json keeps the figures.
 """
 
@@ -119,7 +121,7 @@ def feature_mtimes(workdir: Path) -> dict[Path, int]:
     return {p: p.stat().st_mtime_ns for p in (workdir / "results/features").glob("*/*.h5")}
 
 
-def measure(root: Path, n: int, seconds: float, cores: int, blas_threads: int | None) -> dict:
+def measure(root: Path, n: int, seconds: float, cores: int, baselines: list[str]) -> dict:
     import soundfile as sf
 
     from genre_classification.demo_data import synthesize_clip
@@ -129,8 +131,10 @@ def measure(root: Path, n: int, seconds: float, cores: int, blas_threads: int | 
     files = make_clips(audio, n, seconds, cores)
     print(f"  ({n} clips written in {time.perf_counter() - start:.0f} s)", flush=True)
     result = {"files": n, "seconds": seconds, "cores": cores}
-    result["bare_s"] = bare_loop(files, root / "bare", cores, blas_threads)
-    shutil.rmtree(root / "bare")
+    for name, blas_threads in BASELINES.items():
+        if name in baselines:
+            result[f"{name}_s"] = bare_loop(files, root / "bare", cores, blas_threads)
+            shutil.rmtree(root / "bare")
 
     workdir = root / "work"
     (workdir / "config").mkdir(parents=True)
@@ -139,7 +143,8 @@ def measure(root: Path, n: int, seconds: float, cores: int, blas_threads: int | 
     (workdir / "config/bench.yaml").write_text(yaml.safe_dump(overlay))
     cores_arg = ("--cores", str(cores))
     result["workflow_s"], _ = snakemake(workdir, *cores_arg)
-    result["ratio"] = result["bare_s"] / result["workflow_s"]
+    for name in baselines:
+        result[RATIO[name]] = result[f"{name}_s"] / result["workflow_s"]
     built = feature_mtimes(workdir)
     assert len(built) == n, f"{len(built)} HDF5 files, expected {n}"
     result["shards"] = len(list((workdir / "results/features/.shards").glob("*.tsv")))
@@ -157,18 +162,26 @@ def measure(root: Path, n: int, seconds: float, cores: int, blas_threads: int | 
     return result
 
 
+# Baseline name -> BLAS threads of each bare process (None: the library's default).
+BASELINES = {"bare": None, "tuned": 1}
+RATIO = {"bare": "ratio", "tuned": "tuned_ratio"}
 # (name, format): each column is as wide as its name.
 COLUMNS = [
-    ("files", "d"), ("seconds", ".1f"), ("shards", "d"), ("bare_s", ".1f"),
-    ("workflow_s", ".1f"), ("ratio", ".2f"), ("noop_s", ".1f"), ("dry_run_s", ".1f"),
-    ("one_changed_s", ".1f"), ("rewritten", "d"),
+    ("files", "d"), ("seconds", ".1f"), ("shards", "d"), ("bare_s", ".1f"), ("tuned_s", ".1f"),
+    ("workflow_s", ".1f"), ("ratio", ".2f"), ("tuned_ratio", ".2f"), ("noop_s", ".1f"),
+    ("dry_run_s", ".1f"), ("one_changed_s", ".1f"), ("rewritten", "d"),
 ]  # fmt: skip
 
 
 def table_row(values: dict | None = None) -> str:
     if values is None:
         return "  ".join(f"{name:>{max(len(name), 7)}}" for name, _ in COLUMNS)
-    return "  ".join(f"{values[name]:>{max(len(name), 7)}{fmt}}" for name, fmt in COLUMNS)
+    return "  ".join(
+        f"{values[name]:>{max(len(name), 7)}{fmt}}"
+        if name in values
+        else f"{'-':>{max(len(name), 7)}}"
+        for name, fmt in COLUMNS
+    )
 
 
 def plot(results: list[dict], path: Path) -> None:
@@ -179,7 +192,9 @@ def plot(results: list[dict], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(6, 4))
     n = [r["files"] for r in results]
-    ax.loglog(n, [r["bare_s"] for r in results], "o-", label="bare loop (2 processes)")
+    for name, label in (("bare", "bare loop (2 processes)"), ("tuned", "tuned bare loop")):
+        if all(f"{name}_s" in r for r in results):
+            ax.loglog(n, [r[f"{name}_s"] for r in results], "o-", label=label)
     ax.loglog(n, [r["workflow_s"] for r in results], "s-", label="snakemake -c2 extract_all")
     ax.loglog(n, [r["noop_s"] for r in results], "^--", label="no-op rerun")
     for r in results:
@@ -200,9 +215,11 @@ def main() -> None:
     parser.add_argument("--plot", type=Path, help="write time against N to this SVG/PNG")
     parser.add_argument("--json", type=Path, help="write the figures to this JSON file")
     parser.add_argument(
-        "--bare-blas-threads",
-        type=int,
-        help="BLAS threads of each bare process (default: the library's; 1 = a tuned baseline)",
+        "--baselines",
+        nargs="+",
+        choices=sorted(BASELINES),
+        default=sorted(BASELINES),
+        help="bare: BLAS threads as the library sets them; tuned: one BLAS thread per process",
     )
     args = parser.parse_args()
 
@@ -212,7 +229,7 @@ def main() -> None:
         n, seconds = size.split("x")
         root = Path(tempfile.mkdtemp(prefix=f"bench-scale-{n}-"))
         try:
-            result = measure(root, int(n), float(seconds), args.cores, args.bare_blas_threads)
+            result = measure(root, int(n), float(seconds), args.cores, args.baselines)
         finally:
             shutil.rmtree(root, ignore_errors=True)
         results.append(result)
