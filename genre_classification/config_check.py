@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import copy
 import difflib
 import re
 from collections.abc import Iterable
@@ -178,6 +179,45 @@ def _split_file_problems(data: dict, split: dict) -> list[str]:
             "table's split column is used (its paths are relative to the audio root)"
         ]
     return []
+
+
+# The schema in a checkout of the workflow (tests, an editable install); the workflow itself
+# validates with snakemake.utils.validate (rules/common.smk), which fills the same defaults.
+SCHEMA_PATH = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
+MODEL_SCHEMA = "/properties/training/properties/models/additionalProperties"
+
+
+def with_defaults(instance, pointer: str = "", schema_path: str | Path = SCHEMA_PATH):
+    """A copy of ``instance`` validated against the schema, or its part at the JSON pointer
+    ``pointer`` (``MODEL_SCHEMA``: a model entry), with every absent key's ``default:`` filled
+    in as ``snakemake.utils.validate`` does. For code that runs without Snakemake."""
+    import jsonschema
+    from referencing import Registry, Resource
+
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    schema["$id"] = "urn:genre-classification:config"
+    registry = Registry().with_resource(schema["$id"], Resource.from_contents(schema))
+    base = jsonschema.Draft202012Validator
+    validate_properties = base.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, value, subschema):
+        if isinstance(value, dict):
+            for key, property_schema in properties.items():
+                if "default" in property_schema:
+                    value.setdefault(key, copy.deepcopy(property_schema["default"]))
+        yield from validate_properties(validator, properties, value, subschema)
+
+    validator = jsonschema.validators.extend(base, {"properties": set_defaults})
+    instance = copy.deepcopy(instance)
+    validator({"$ref": f"{schema['$id']}#{pointer}"}, registry=registry).validate(instance)
+    return instance
+
+
+def model_entry(config: dict, model: str) -> dict:
+    """What model ``model`` trains with: its entry of a validated config (every default
+    filled in), without ``resources``."""
+    entry = config["training"]["models"][model]
+    return {key: value for key, value in entry.items() if key != "resources"}
 
 
 def raise_problems(problems: list[str]) -> None:

@@ -142,9 +142,10 @@ def start_parent_run(
     model: str,
     model_config: dict,
     n_folds: int,
-    experiment: str = "genre-classification",
-    tracking_uri: str | None = None,
-    timeout_s: float = 10,
+    *,
+    experiment: str,
+    tracking_uri: str | None,
+    timeout_s: float,
 ) -> dict:
     """Create the MLflow parent run of a model's fold runs (left RUNNING until the aggregate
     job finishes it) and record it in ``run_path``; fold jobs tag their runs as its children."""

@@ -30,6 +30,7 @@ import os
 import shutil
 import signal
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from genre_classification import augment, dataset, tracking
@@ -38,35 +39,64 @@ from genre_classification.redact import redact
 
 log = logging.getLogger(__name__)
 
-DEFAULTS = {
-    "architecture": "cnn",
-    "optimizer": "adam",
-    "learning_rate": 1e-3,
-    "epochs": 20,
-    "batch_size": 32,
-    "early_stopping": {"patience": 5, "min_delta": 0.0, "restore_best_weights": True},
-    "seed": 42,
-    "mixed_precision": False,
-    "deterministic": True,
-    "streaming": False,
-    "keep_checkpoints": False,
-    "options": {},  # architecture keyword options: filters, dropout, weights (backbones)
-    "augment": augment.OFF,  # crop, time_mask, freq_mask, mixup (genre_classification.augment)
-}
+# Every key of a model entry that training reads: the workflow's validation fills the schema's
+# defaults in (workflow/schemas/config.schema.yaml, the one place they are written down);
+# outside Snakemake use config_check.with_defaults(entry, config_check.MODEL_SCHEMA).
+MODEL_KEYS = (
+    "architecture",
+    "optimizer",
+    "learning_rate",
+    "epochs",
+    "batch_size",
+    "early_stopping",
+    "seed",
+    "mixed_precision",
+    "deterministic",
+    "streaming",
+    "keep_checkpoints",
+    "options",
+    "augment",
+)
 MONITOR = "val_loss"
 # Test hook: SIGKILL this process right after the checkpoint of this epoch (1-based) is written.
 KILL_AFTER_EPOCH_ENV = "GENRE_CLASSIFICATION_KILL_AFTER_EPOCH"
 
 
-def merge_config(config: dict) -> dict:
-    merged = {**DEFAULTS, **config}
-    merged["early_stopping"] = {
-        **DEFAULTS["early_stopping"],
-        **(config.get("early_stopping") or {}),
-    }
-    merged["options"] = dict(config.get("options") or {})
-    merged["augment"] = augment.settings(config.get("augment"))
-    return merged
+@dataclass(frozen=True)
+class TrainingPaths:
+    """What a training job reads and writes (docs/CONTRACTS.md)."""
+
+    split: str | Path
+    model: str | Path
+    history: str | Path
+    run_info: str | Path
+    # Not an output: cleared on a fingerprint mismatch, removed after the job (keep_checkpoints).
+    checkpoint_dir: str | Path
+    # The feature parameters and labels of the model (model_info); default: next to the model.
+    features: str | Path | None = None
+    # A cross-validation fold: the record of the model's parent run (cv.start_parent_run).
+    parent_run: str | Path | None = None
+    # The shard records of the model's feature set when it is not the default one.
+    feature_records: list[str] | None = None
+
+
+@dataclass(frozen=True)
+class MlflowSettings:
+    experiment: str
+    tracking_uri: str | None  # None: MLFLOW_TRACKING_URI, else the local store
+    timeout_s: float  # how long a tracking server may take to answer at the start
+
+
+def model_config(config: dict) -> dict:
+    """A model entry as training uses it: every key of ``MODEL_KEYS`` (the schema's defaults
+    filled in), ``augment`` with every key (``augment.settings``)."""
+    missing = [key for key in MODEL_KEYS if key not in config]
+    if missing:
+        raise ValueError(
+            f"model config without {missing}: pass the entry with the schema's defaults "
+            "filled in (the validated workflow config, or config_check.with_defaults)"
+        )
+    return {**config, "augment": augment.settings(config["augment"])}
 
 
 def fingerprint(config: dict, split_path: str | Path) -> str:
@@ -217,195 +247,227 @@ def _parent_tag(parent_run_path: str | Path | None, uri: str) -> dict:
     return {PARENT_TAG: parent["run_id"]}
 
 
-def train(
-    config: dict,
-    split_path: str | Path,
-    model_path: str | Path,
-    history_path: str | Path,
-    run_info_path: str | Path,
-    checkpoint_dir: str | Path,
-    experiment: str = "genre-classification",
-    tracking_uri: str | None = None,
-    data_version_path: str | Path | None = None,
-    model_name: str | None = None,
-    snakemake_rule: str | None = None,
-    wildcards: dict | None = None,
-    threads: int | None = None,
-    mlflow_timeout_s: float = 10,
-    lock_timeout_s: float = 30,
-    features_path: str | Path | None = None,
-    fold: int | None = None,
-    parent_run_path: str | Path | None = None,
-    feature_records: list[str] | None = None,
-) -> dict:
-    """Train (or resume) one model; returns the MLflow run info written to ``run_info_path``.
+# --- the training job, step by step ----------------------------------------------------------
 
-    ``mlflow_timeout_s``: how long a tracking server may take to answer at the start;
-    ``lock_timeout_s``: how long to wait for another job using the same checkpoint directory;
-    ``features_path`` (default: ``features.json`` next to the model) records the feature
-    parameters and labels the model was trained with (``genre_classification.model_info``).
-    ``fold``/``parent_run_path``: a cross-validation fold, its run a child of the model's
-    parent run (``cv.start_parent_run``). ``feature_records``: the shard records of the model's
-    feature set when it is not the default (``dataset.read_split``).
-    """
-    import keras
+
+@dataclass
+class _Data:
+    labels: list[str]
+    train_rows: object  # pandas rows of the split table
+    val: object  # dataset.Segments of the validation tracks
+    train: object | None  # the training segments in memory (None: streaming)
+
+
+def load_data(paths: TrainingPaths, cfg: dict) -> _Data:
+    """The split's train and val tracks: validation segments in memory, training segments
+    too unless ``streaming``."""
+    split = dataset.read_split(paths.split, paths.feature_records)
+    labels = dataset.genre_labels(split)
+    train_rows, val_rows = split[split.split == "train"], split[split.split == "val"]
+    if train_rows.empty or val_rows.empty:
+        raise ValueError(f"{paths.split}: need train and val tracks")
+    val = dataset.load_segments(val_rows, labels)
+    augment.check(cfg["augment"], *val.x.shape[1:])
+    train = None if cfg["streaming"] else dataset.load_segments(train_rows, labels)
+    return _Data(labels, train_rows, val, train)
+
+
+def _soft_labels(cfg: dict) -> bool:
+    return cfg["augment"]["mixup"] > 0
+
+
+def model_and_state(cfg: dict, ckpt_dir: Path, fp: str, data: _Data):
+    """``(model, state)``: resumed from the checkpoint of fingerprint ``fp``, else a new
+    model (band statistics of the training set) and an empty state in a cleared directory."""
+    from genre_classification import models
+
+    model, state = load_checkpoint(ckpt_dir, fp)
+    if model is not None:
+        log.info("Resuming from checkpoint after epoch %d (%s)", state["epochs_done"], ckpt_dir)
+        return model, state
+    _clear_dir(ckpt_dir)
+    if data.train is None:
+        mean, var = dataset.band_stats_from_files(data.train_rows)
+    else:
+        mean, var = dataset.band_stats(data.train.x)
+    model = models.build_model(
+        cfg["architecture"], data.val.input_shape, len(data.labels), mean, var, **cfg["options"]
+    )
+    models.compile_model(model, cfg["optimizer"], cfg["learning_rate"], _soft_labels(cfg))
+    state = {
+        "fingerprint": fp,
+        "epochs_done": 0,
+        "history": [],
+        "best": None,
+        "best_epoch": None,
+        "wait": 0,
+        "stopped_early": False,
+    }
+    return model, state
+
+
+def _resumable_run_id(ckpt_dir: Path, state: dict, uri: str) -> str | None:
+    """The MLflow run of the interrupted job, recorded in the checkpoint directory."""
+    run_file = ckpt_dir / "mlflow_run.json"
+    if state["epochs_done"] and run_file.is_file():
+        saved = tracking.read_run_info(run_file)
+        if saved.get("tracking_uri") == redact(uri):
+            return saved["run_id"]
+    return None
+
+
+def log_run_start(run_id, cfg, data, model, state, model_name, policy, tags) -> None:
+    """Params (once per run, also when a killed job had not logged them), tags, and the epochs
+    of a killed job that MLflow did not get."""
     import mlflow
 
-    from genre_classification import model_info, models
+    if not state["epochs_done"] or not mlflow.get_run(run_id).data.params:
+        mlflow.log_params(
+            {
+                **tracking.flatten_params(cfg),
+                "model_name": model_name,
+                "dtype_policy": policy,
+                "n_classes": len(data.labels),
+                "labels": json.dumps(data.labels),
+                "n_train_segments": int(data.train_rows["n_segments"].sum()),
+                "n_val_segments": len(data.val),
+                "n_params": model.count_params(),
+            }
+        )
+    mlflow.set_tags(tags)
+    tracking.log_epochs(run_id, state["history"])
 
-    cfg = merge_config(config)
-    model_name = model_name or cfg["architecture"]
-    ckpt_dir = Path(checkpoint_dir)
+
+def fit(model, cfg: dict, data: _Data, state: dict, ckpt_dir: Path, run_id: str) -> None:
+    """The epochs after ``state["epochs_done"]``, each ending in a checkpoint (the callback)."""
+    from genre_classification import models
+
+    epochs, initial_epoch, bs = cfg["epochs"], state["epochs_done"], cfg["batch_size"]
+    if initial_epoch >= epochs or state["stopped_early"]:
+        return
+    augmenter = None
+    if augment.is_active(cfg["augment"]):
+        band_mean = models.band_mean(model)
+        if band_mean is None:  # the same files in the same order on resume
+            band_mean, _ = dataset.band_stats_from_files(data.train_rows)
+        augmenter = augment.Augmenter(cfg["augment"], cfg["seed"], band_mean, len(data.labels))
+    if data.train is None:
+        train_ds, steps = dataset.streaming_train_dataset(
+            data.train_rows,
+            data.labels,
+            bs,
+            cfg["seed"],
+            initial_epoch,
+            epochs,
+            augmenter=augmenter,
+        )
+    else:
+        train_ds = dataset.train_dataset(
+            data.train, bs, cfg["seed"], initial_epoch, epochs, augmenter
+        )
+        steps = dataset.steps_per_epoch(len(data.train), bs)
+    n_classes = len(data.labels) if _soft_labels(cfg) else None
+    model.fit(
+        train_ds,
+        validation_data=dataset.eval_dataset(data.val, bs, n_classes),
+        epochs=epochs,
+        initial_epoch=initial_epoch,
+        steps_per_epoch=steps,
+        shuffle=False,
+        callbacks=[_epoch_callback(ckpt_dir, state, run_id, cfg["early_stopping"], _kill_hook)],
+        verbose=2,
+    )
+
+
+def finalize(model, cfg, data, state, paths: TrainingPaths, ckpt_dir: Path) -> None:
+    """Best weights back, then the outputs: model, history, feature description (also as
+    MLflow artifacts), summary metrics and the logged Keras model."""
+    import mlflow
+
+    from genre_classification import model_info
+
+    if state["stopped_early"]:
+        log.info("Early stopping after epoch %d", state["epochs_done"])
+    best = ckpt_dir / "best.weights.h5"
+    if cfg["early_stopping"]["restore_best_weights"] and best.is_file():
+        model.load_weights(best)
+        log.info("Restored weights of best epoch %s", state["best_epoch"])
+    with atomic_path(paths.model) as tmp:
+        model.save(tmp)
+    write_history(paths.history, state["history"])
+    mlflow.log_artifact(str(paths.history))
+    description = model_info.describe(data.train_rows, data.labels)
+    features_path = paths.features or Path(paths.model).with_name(model_info.FILE_NAME)
+    model_info.write(features_path, description)
+    mlflow.log_artifact(str(features_path))
+    mlflow.log_metrics(
+        {"best_epoch": float(state["best_epoch"] or 0), "epochs_trained": state["epochs_done"]}
+    )
+    tracking.log_keras_model(model, example=data.val.x[:1, ..., None], metadata=description)
+
+
+def train(
+    config: dict,
+    paths: TrainingPaths,
+    mlflow_settings: MlflowSettings,
+    *,
+    model_name: str,
+    lock_timeout_s: float,
+    threads: int | None = None,
+    fold: int | None = None,
+    tags: dict[str, str] | None = None,
+) -> dict:
+    """Train (or resume) one model; returns the MLflow run info written to ``paths.run_info``.
+
+    ``config``: the model entry with the schema's defaults filled in (``model_config``);
+    ``lock_timeout_s``: how long to wait for another job using the same checkpoint directory;
+    ``fold``: a cross-validation fold, its run a child of the model's parent run
+    (``paths.parent_run``); ``tags``: provenance tags of the run (the caller knows where the
+    job comes from: ``tracking.provenance_tags``).
+    """
+    import keras
+
+    from genre_classification import models
+
+    cfg = model_config(config)
+    ckpt_dir = Path(paths.checkpoint_dir)
     # Beside the directory, which is cleared and removed; two jobs must not share it.
     lock = ckpt_dir.with_name(f".{ckpt_dir.name}.lock")
     with exclusive_lock(lock, lock_timeout_s, what=f"checkpoint directory {ckpt_dir}"):
-        uri = tracking.resolve_tracking_uri(tracking_uri)
-        tracking.connect(uri, mlflow_timeout_s)
+        uri = tracking.resolve_tracking_uri(mlflow_settings.tracking_uri)
+        tracking.connect(uri, mlflow_settings.timeout_s)
         ckpt_dir.mkdir(parents=True, exist_ok=True)
-        fp = fingerprint(cfg, split_path)
-
         device = configure_tensorflow(cfg["seed"], threads, cfg["deterministic"])
-        log.info("training %s on device: %s", model_name, device)
-        print(f"Device: {device}", flush=True)
+        log.info("Device: %s (training %s)", device, model_name)
         policy = models.set_precision(cfg["mixed_precision"])
+        data = load_data(paths, cfg)
+        model, state = model_and_state(cfg, ckpt_dir, fingerprint(cfg, paths.split), data)
 
-        split = dataset.read_split(split_path, feature_records)
-        labels = dataset.genre_labels(split)
-        train_rows, val_rows = split[split.split == "train"], split[split.split == "val"]
-        if train_rows.empty or val_rows.empty:
-            raise ValueError(f"{split_path}: need train and val tracks")
-        val = dataset.load_segments(val_rows, labels)
-        augment.check(cfg["augment"], *val.x.shape[1:])
-        soft_labels = cfg["augment"]["mixup"] > 0
-
-        model, state = load_checkpoint(ckpt_dir, fp)
-        if model is None:
-            _clear_dir(ckpt_dir)
-            if cfg["streaming"]:
-                mean, var = dataset.band_stats_from_files(train_rows)
-            else:
-                train_data = dataset.load_segments(train_rows, labels)
-                mean, var = dataset.band_stats(train_data.x)
-            model = models.build_model(
-                cfg["architecture"], val.input_shape, len(labels), mean, var, **cfg["options"]
-            )
-            models.compile_model(model, cfg["optimizer"], cfg["learning_rate"], soft_labels)
-            state = {
-                "fingerprint": fp,
-                "epochs_done": 0,
-                "history": [],
-                "best": None,
-                "best_epoch": None,
-                "wait": 0,
-                "stopped_early": False,
-            }
-        else:
-            log.info("resuming from %s after epoch %d", ckpt_dir, state["epochs_done"])
-            print(f"Resuming from checkpoint after epoch {state['epochs_done']}", flush=True)
-            if not cfg["streaming"]:
-                train_data = dataset.load_segments(train_rows, labels)
-
-        # MLflow: one run per job; the run id lives in the checkpoint dir so a rerun resumes it.
+        # One MLflow run per job; its id lives in the checkpoint dir so a rerun resumes it.
+        experiment = mlflow_settings.experiment
         experiment_id = tracking.setup_experiment(experiment, uri)
-        run_file = ckpt_dir / "mlflow_run.json"
-        run_id = None
-        if state["epochs_done"] and run_file.is_file():
-            saved = tracking.read_run_info(run_file)
-            if saved.get("tracking_uri") == redact(uri):
-                run_id = saved["run_id"]
-        on_outage = f"The epoch checkpoints in {ckpt_dir} are kept. {tracking.WHAT_TO_DO}"
         run_name = model_name if fold is None else f"{model_name}/fold-{fold}"
+        on_outage = f"The epoch checkpoints in {ckpt_dir} are kept. {tracking.WHAT_TO_DO}"
+        run_id = _resumable_run_id(ckpt_dir, state, uri)
+        timeout_s = mlflow_settings.timeout_s
         with tracking.tracked_run(
-            uri, experiment_id, run_id, run_name, mlflow_timeout_s, on_outage
+            uri, experiment_id, run_id, run_name, timeout_s, on_outage
         ) as run:
             run_id = run.info.run_id
+            run_tags = {
+                **(tags or {}),
+                "device": device,
+                **models.weights_provenance(cfg),
+                "model_name": model_name,
+            }
             if fold is not None:
-                mlflow.set_tags({"fold": str(fold), **_parent_tag(parent_run_path, uri)})
-            tracking.write_run_info(run_file, run_id, experiment_id, uri)
-            print(f"MLflow run {run_id} (experiment {experiment!r}, {redact(uri)})", flush=True)
-            n_train = int(train_rows["n_segments"].sum())
-            if not state["epochs_done"] or not mlflow.get_run(run_id).data.params:
-                mlflow.log_params(
-                    {
-                        **tracking.flatten_params({k: v for k, v in cfg.items()}),
-                        "model_name": model_name,
-                        "dtype_policy": policy,
-                        "n_classes": len(labels),
-                        "labels": json.dumps(labels),
-                        "n_train_segments": n_train,
-                        "n_val_segments": len(val),
-                        "n_params": model.count_params(),
-                    }
-                )
-            tags = tracking.provenance_tags(data_version_path, snakemake_rule, wildcards, device)
-            mlflow.set_tags({**tags, **models.weights_provenance(cfg), "model_name": model_name})
-            tracking.log_epochs(run_id, state["history"])  # epochs a killed job did not log
-
-            epochs = cfg["epochs"]
-            initial_epoch = state["epochs_done"]
-            if initial_epoch < epochs and not state["stopped_early"]:
-                bs = cfg["batch_size"]
-                augmenter = None
-                if augment.is_active(cfg["augment"]):
-                    band_mean = models.band_mean(model)
-                    if band_mean is None:  # the same files in the same order on resume
-                        band_mean, _ = dataset.band_stats_from_files(train_rows)
-                    augmenter = augment.Augmenter(
-                        cfg["augment"], cfg["seed"], band_mean, len(labels)
-                    )
-                if cfg["streaming"]:
-                    train_ds, steps = dataset.streaming_train_dataset(
-                        train_rows,
-                        labels,
-                        bs,
-                        cfg["seed"],
-                        initial_epoch,
-                        epochs,
-                        augmenter=augmenter,
-                    )
-                else:
-                    train_ds = dataset.train_dataset(
-                        train_data, bs, cfg["seed"], initial_epoch, epochs, augmenter
-                    )
-                    steps = dataset.steps_per_epoch(len(train_data), bs)
-                callback = _epoch_callback(
-                    ckpt_dir, state, run_id, cfg["early_stopping"], _kill_hook
-                )
-                model.fit(
-                    train_ds,
-                    validation_data=dataset.eval_dataset(
-                        val, bs, len(labels) if soft_labels else None
-                    ),
-                    epochs=epochs,
-                    initial_epoch=initial_epoch,
-                    steps_per_epoch=steps,
-                    shuffle=False,
-                    callbacks=[callback],
-                    verbose=2,
-                )
-            if state["stopped_early"]:
-                print(f"Early stopping after epoch {state['epochs_done']}", flush=True)
-            best = ckpt_dir / "best.weights.h5"
-            if cfg["early_stopping"]["restore_best_weights"] and best.is_file():
-                model.load_weights(best)
-                print(f"Restored weights of best epoch {state['best_epoch']}", flush=True)
-
-            with atomic_path(model_path) as tmp:
-                model.save(tmp)
-            write_history(history_path, state["history"])
-            mlflow.log_artifact(str(history_path))
-            description = model_info.describe(train_rows, labels)
-            features_path = features_path or Path(model_path).with_name(model_info.FILE_NAME)
-            model_info.write(features_path, description)
-            mlflow.log_artifact(str(features_path))
-            mlflow.log_metrics(
-                {
-                    "best_epoch": float(state["best_epoch"] or 0),
-                    "epochs_trained": state["epochs_done"],
-                }
-            )
-            tracking.log_keras_model(model, example=val.x[:1, ..., None], metadata=description)
-            info = tracking.write_run_info(run_info_path, run_id, experiment_id, uri)
+                run_tags.update({"fold": str(fold), **_parent_tag(paths.parent_run, uri)})
+            tracking.write_run_info(ckpt_dir / "mlflow_run.json", run_id, experiment_id, uri)
+            log.info("MLflow run %s (experiment %r, %s)", run_id, experiment, redact(uri))
+            log_run_start(run_id, cfg, data, model, state, model_name, policy, run_tags)
+            fit(model, cfg, data, state, ckpt_dir, run_id)
+            finalize(model, cfg, data, state, paths, ckpt_dir)
+            info = tracking.write_run_info(paths.run_info, run_id, experiment_id, uri)
         keras.backend.clear_session()
         if not cfg["keep_checkpoints"]:
             shutil.rmtree(ckpt_dir, ignore_errors=True)

@@ -1,5 +1,6 @@
 """Snakemake entry point of mlflow_parent_run (logic: genre_classification.cv)."""
 
+from genre_classification.config_check import model_entry
 from genre_classification.cv import start_parent_run
 from genre_classification.runlog import log_to_file
 
@@ -9,7 +10,8 @@ params = snakemake.params
 start_parent_run(
     snakemake.output.run,
     snakemake.wildcards.model,
-    params.model_config,
+    # the validated entry (defaults filled in); params.model_config is the entry as written
+    model_entry(snakemake.config, snakemake.wildcards.model),
     params.n_folds,
     experiment=params.experiment,
     tracking_uri=params.tracking_uri,

@@ -12,7 +12,7 @@ HERE = Path(__file__).resolve().parent
 
 
 def start(job: dict, workdir: Path, env: dict | None = None) -> subprocess.Popen:
-    """Start ``train(**job)`` in ``workdir``; stdout and stderr together, as text."""
+    """Start ``run(job)`` in ``workdir``; stdout and stderr together, as text."""
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "job.json").write_text(json.dumps(job))
     full_env = {**os.environ, **(env or {})}
@@ -28,9 +28,39 @@ def start(job: dict, workdir: Path, env: dict | None = None) -> subprocess.Popen
     )
 
 
-if __name__ == "__main__":
-    from genre_classification.train import train
+def run(job: dict) -> dict:
+    """``train.train`` of a job as the tests write it: the model entry (schema defaults filled
+    in), the paths and the MLflow settings as flat keys."""
+    from _training_data import full_config
+    from genre_classification import train
 
+    job = dict(job)
+    paths = train.TrainingPaths(
+        **{
+            field: job.pop(f"{field}_path" if field != "checkpoint_dir" else field)
+            for field in ("split", "model", "history", "run_info", "checkpoint_dir")
+        }
+    )
+    mlflow_settings = train.MlflowSettings(
+        job.pop("experiment"), job.pop("tracking_uri", None), job.pop("mlflow_timeout_s", 10)
+    )
+    return train.train(
+        full_config(job.pop("config")),
+        paths,
+        mlflow_settings,
+        lock_timeout_s=job.pop("lock_timeout_s", 30),
+        tags=train_tags(job.pop("data_version_path", None)),
+        **job,
+    )
+
+
+def train_tags(data_version_path):
+    from genre_classification.tracking import provenance_tags
+
+    return provenance_tags(data_version_path)
+
+
+if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO)
-    info = train(**json.loads(Path(sys.argv[1]).read_text()))
+    info = run(json.loads(Path(sys.argv[1]).read_text()))
     print("RUN_INFO", json.dumps(info), flush=True)

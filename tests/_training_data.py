@@ -82,6 +82,13 @@ TINY_CONFIG = {
 }
 
 
+def full_config(entry: dict) -> dict:
+    """A model entry with the schema's defaults filled in, as the workflow validates it."""
+    from genre_classification.config_check import MODEL_SCHEMA, with_defaults
+
+    return with_defaults(entry, MODEL_SCHEMA)
+
+
 def train_tiny(config: dict, split_path: Path, out: Path, model_name: str, experiment: str):
     """``train.train`` with its outputs in ``out/models/<model_name>`` and a local MLflow store
     ``out/mlflow.db``; returns the run info and the tracking URI. mlflow.set_tracking_uri
@@ -90,18 +97,21 @@ def train_tiny(config: dict, split_path: Path, out: Path, model_name: str, exper
 
     uri = f"sqlite:///{out / 'mlflow.db'}"
     model_dir = out / "models" / model_name
+    paths = train.TrainingPaths(
+        split=split_path,
+        model=model_dir / "model.keras",
+        history=model_dir / "history.csv",
+        run_info=out / "run.json",
+        checkpoint_dir=model_dir / "checkpoints",
+    )
     with pytest.MonkeyPatch.context() as env:
         env.setenv("MLFLOW_TRACKING_URI", uri)
         info = train.train(
-            config,
-            split_path,
-            model_dir / "model.keras",
-            model_dir / "history.csv",
-            out / "run.json",
-            model_dir / "checkpoints",
-            experiment=experiment,
-            tracking_uri=uri,
+            full_config(config),
+            paths,
+            train.MlflowSettings(experiment, uri, timeout_s=10),
             model_name=model_name,
+            lock_timeout_s=30,
             threads=2,
         )
     return info, uri

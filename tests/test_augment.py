@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from _training_data import TINY_CONFIG, make_features, train_tiny
+from _training_data import TINY_CONFIG, full_config, make_features, train_tiny
 from genre_classification import augment, dataset, train
 
 ALL_ON = {
@@ -57,7 +57,10 @@ def assert_same(a, b):
 
 
 def test_settings_default_off_and_fingerprint_unchanged(tmp_path):
-    assert train.merge_config(TINY_CONFIG)["augment"] == augment.OFF
+    def effective(config):
+        return train.model_config(full_config(config))
+
+    assert effective(TINY_CONFIG)["augment"] == augment.OFF
     assert not augment.is_active(None) and not augment.is_active({"mixup": 0})
     assert augment.is_active({"crop": True})
     with pytest.raises(ValueError, match="unknown augment keys"):
@@ -67,10 +70,10 @@ def test_settings_default_off_and_fingerprint_unchanged(tmp_path):
     split = tmp_path / "split.tsv"
     split.write_text("genre\ttrack\nblues\tb1\n")
     before = "6cba02f8f0e6b60b262e005f8c2c6b205abd5e11b24763dddbba5fad40ecc89f"
-    assert train.fingerprint(train.merge_config(TINY_CONFIG), split) == before
-    off = train.merge_config({**TINY_CONFIG, "augment": {"crop": False, "mixup": 0}})
+    assert train.fingerprint(effective(TINY_CONFIG), split) == before
+    off = effective({**TINY_CONFIG, "augment": {"crop": False, "mixup": 0}})
     assert train.fingerprint(off, split) == before
-    on = train.merge_config({**TINY_CONFIG, "augment": {"mixup": 0.2}})
+    on = effective({**TINY_CONFIG, "augment": {"mixup": 0.2}})
     assert train.fingerprint(on, split) != before
 
 

@@ -10,11 +10,13 @@ import yaml
 
 from conftest import REPO, SnakemakeRunner
 from genre_classification.config_check import (
+    MODEL_SCHEMA,
     ConfigError,
     check_keys,
     check_values,
     cross_check,
     unknown_keys,
+    with_defaults,
 )
 
 SCHEMA_PATH = REPO / "workflow" / "schemas" / "config.schema.yaml"
@@ -151,3 +153,131 @@ def test_predict_sets_with_kfold_name_the_keys_and_the_way_out(config):
     (problem,) = cross_check(config)
     assert problem.startswith("predict.sets need one trained model, but split.method kfold")
     assert "fold-<i>/model.keras" in problem
+
+
+# --- the schema is the one source of defaults (issue 14) --------------------------------------
+
+# Keys without a `default:` that are not in their object's `required`, each with the reason.
+NO_DEFAULT = {
+    # absent: db (features.FeatureParams); a filled-in scale would change the extraction params
+    # of existing results and re-extract every feature
+    "features.scale",
+    # derived: the feature set the model's architecture needs, else the default set
+    "training.models.*.features",
+    # absent: training.resources (the model's own resources override single keys)
+    "training.models.*.resources",
+    # only in a sweep (training.sweep is null by default; validate would set keys on null)
+    "training.sweep.name",
+    "training.sweep.grid",
+    "training.sweep.list",
+}
+
+
+def _resolve_ref(node: dict, root: dict) -> dict:
+    target = root
+    for part in node["$ref"].removeprefix("#/").split("/"):
+        target = target[part]
+    return target
+
+
+def schema_keys_without_default(node: dict, root: dict, path: str = "") -> list[str]:
+    """Dotted keys below ``node`` with neither a default nor a place in ``required``. An
+    object's keys: its own ``properties`` and those of its ``$ref`` (whose defaults, if any,
+    are the sibling ``properties``: a feature set or a model's resources override keys)."""
+    referenced = _resolve_ref(node, root) if "$ref" in node else {}
+    own = node.get("properties", {})
+    keys = {**referenced.get("properties", {}), **own}
+    required = set(node.get("required", [])) | set(referenced.get("required", []))
+    missing = []
+    for key, sub in keys.items():
+        where = f"{path}{key}"
+        if "default" not in own.get(key, {}) and "default" not in sub and key not in required:
+            missing.append(where)
+        if "$ref" not in sub or sub.get("properties"):
+            missing += schema_keys_without_default(sub, root, f"{where}.")
+    extra = node.get("additionalProperties")
+    if isinstance(extra, dict) and ("properties" in extra):
+        missing += schema_keys_without_default(extra, root, f"{path}*.")
+    return missing
+
+
+def test_every_schema_key_has_a_default_or_is_required(schema):
+    missing = set(schema_keys_without_default(schema, schema))
+    assert missing == NO_DEFAULT
+
+
+def test_no_default_in_code():
+    """The copies of the defaults that the schema replaced stay gone."""
+    from genre_classification import train
+
+    assert not hasattr(train, "DEFAULTS") and not hasattr(train, "merge_config")
+    rules = "\n".join(p.read_text() for p in (REPO / "workflow" / "rules").glob("*.smk"))
+    assert "TRAINING_RESOURCE_DEFAULTS" not in rules
+    assert 'config["training"].get(' not in rules
+
+
+def test_feature_params_defaults_are_the_schemas(schema):
+    """FeatureParams keeps defaults for code outside the workflow (tests, benchmarks, old
+    feature files); they must be the schema's."""
+    from dataclasses import fields
+
+    from genre_classification.features import FeatureParams
+
+    defaults = with_defaults({}, "/properties/features")
+    assert defaults == {
+        f.name: f.default for f in fields(FeatureParams) if f.name != "scale"
+    }  # scale: NO_DEFAULT
+    assert FeatureParams().scale == "db"
+
+
+def test_model_entry_defaults_are_the_ones_training_had():
+    """A minimal model entry, validated, trains with what train.DEFAULTS gave before."""
+    from genre_classification import augment, train
+
+    effective = train.model_config(with_defaults({"architecture": "cnn"}, MODEL_SCHEMA))
+    assert effective == {
+        "architecture": "cnn",
+        "optimizer": "adam",
+        "learning_rate": 1e-3,
+        "epochs": 20,
+        "batch_size": 32,
+        "early_stopping": {"patience": 5, "min_delta": 0.0, "restore_best_weights": True},
+        "seed": 42,
+        "mixed_precision": False,
+        "deterministic": True,
+        "streaming": False,
+        "keep_checkpoints": False,
+        "options": {},
+        "augment": augment.OFF,
+    }
+    partial = with_defaults(
+        {"architecture": "cnn", "early_stopping": {"patience": 8}}, MODEL_SCHEMA
+    )
+    assert partial["early_stopping"] == {
+        "patience": 8,
+        "min_delta": 0.0,
+        "restore_best_weights": True,
+    }
+    with pytest.raises(ValueError, match="schema's defaults"):
+        train.model_config({"architecture": "cnn"})
+
+
+def test_workflow_defaults(config):
+    """What a config that leaves the keys out gets (the values the code had as fallbacks)."""
+    training = with_defaults(
+        {"run": ["cnn"], "models": {"cnn": {"architecture": "cnn"}}}, "/properties/training"
+    )
+    assert training["threads"] == 2 and training["retries"] == 0
+    assert training["tracking_uri"] is None and training["experiment"] == "genre-classification"
+    assert training["resources"] == {
+        "partition": None,
+        "gpu": 0,
+        "gres": None,
+        "mem_mb": 4000,
+        "runtime": 60,
+    }
+    assert "resources" not in training["models"]["cnn"]  # training.resources applies
+    # the shipped config validates to itself plus defaults: nothing it sets changes
+    filled = with_defaults(config)
+    assert filled["training"]["resources"] == config["training"]["resources"]
+    assert filled["features"] == {**config["features"]}

@@ -6,14 +6,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from _training_data import TINY_CONFIG, make_features
+from _training_data import TINY_CONFIG, full_config, make_features
 
 
 def test_training_run_logged_to_server(mlflow_server, tmp_path, monkeypatch):
     import mlflow
 
     from genre_classification.evaluate import evaluate
-    from genre_classification.train import train
+    from genre_classification.tracking import provenance_tags
+    from genre_classification.train import MlflowSettings, TrainingPaths, train
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
     monkeypatch.chdir(tmp_path)
@@ -21,19 +22,20 @@ def test_training_run_logged_to_server(mlflow_server, tmp_path, monkeypatch):
     data_version = tmp_path / "data" / "data_version.json"
     epochs = 3
     info = train(
-        {**TINY_CONFIG, "epochs": epochs},
-        split_path,
-        "results/models/tiny/model.keras",
-        "results/models/tiny/history.csv",
-        "results/mlflow/runs/tiny.json",
-        "results/models/tiny/checkpoints",
-        experiment="server-test",
-        tracking_uri="sqlite:///must-not-be-used.db",  # the environment variable wins
-        data_version_path=data_version,
+        full_config({**TINY_CONFIG, "epochs": epochs}),
+        TrainingPaths(
+            split=split_path,
+            model="results/models/tiny/model.keras",
+            history="results/models/tiny/history.csv",
+            run_info="results/mlflow/runs/tiny.json",
+            checkpoint_dir="results/models/tiny/checkpoints",
+        ),
+        # the environment variable wins over tracking_uri
+        MlflowSettings("server-test", "sqlite:///must-not-be-used.db", timeout_s=10),
         model_name="tiny",
-        snakemake_rule="train_model",
-        wildcards={"model": "tiny"},
+        lock_timeout_s=30,
         threads=1,
+        tags=provenance_tags(data_version, "train_model", {"model": "tiny"}),
     )
     assert info["tracking_uri"] == mlflow_server
     assert json.loads(Path("results/mlflow/runs/tiny.json").read_text()) == info

@@ -1,3 +1,4 @@
+import copy
 import functools
 import os
 import threading
@@ -30,11 +31,17 @@ from genre_classification.shards import (
 )
 from genre_classification.sweep import expand_sweep
 
+# The schema is the one source of defaults: `validate` fills every absent key with its
+# `default:` (config/README.md lists them).
 CONFIG_SCHEMA = workflow.source_path("../schemas/config.schema.yaml")
 check_keys(config, CONFIG_SCHEMA)
-validate(config, CONFIG_SCHEMA)
+validate(config, CONFIG_SCHEMA, set_default=False)
 # Sweep points become ordinary model entries, validated like the ones written out.
 config["training"] = expand_sweep(config["training"])
+# The model entries as written (plus sweep points), before the defaults are filled in: the
+# params of the training jobs (training_model_config), so that a default moving between code
+# and schema, or a new model key with a default, does not rerun every trained model.
+WRITTEN_MODELS = copy.deepcopy(config["training"]["models"])
 validate(config, CONFIG_SCHEMA)
 check_values(config)
 
@@ -194,34 +201,38 @@ def final_targets(wildcards):
 # --- training / evaluation (rules in rules/train.smk; maintained with the training stage) ---
 
 
-TRAINING_RESOURCE_DEFAULTS = {
-    "partition": None,
-    "gpu": 0,
-    "gres": None,
-    "mem_mb": 4000,
-    "runtime": 60,
-}
+def written_model(name):
+    """Model ``name``'s entry as written (WRITTEN_MODELS). Until the schema held every default,
+    the first validation filled augment.crop and augment.mixup in: still so, so that models
+    with augment do not rerun."""
+    entry = WRITTEN_MODELS[name]
+    if isinstance(entry.get("augment"), dict):
+        augment = dict(entry["augment"])
+        augment.setdefault("crop", False)
+        augment.setdefault("mixup", 0)
+        entry = {**entry, "augment": augment}
+    return entry
 
 
 def training_model_config(wildcards):
-    models = config["training"]["models"]
-    if wildcards.model not in models:
+    """The ``params.model_config`` of a model's jobs (a rerun trigger): its entry as written,
+    without resources. The jobs train on the validated entry, every default filled in
+    (``config_check.model_entry``)."""
+    if wildcards.model not in WRITTEN_MODELS:
         raise ValueError(
-            f"model {wildcards.model!r} is not in training.models ({sorted(models)})"
+            f"model {wildcards.model!r} is not in training.models ({sorted(WRITTEN_MODELS)})"
         )
-    return {k: v for k, v in models[wildcards.model].items() if k != "resources"}
+    entry = written_model(wildcards.model)
+    return {k: v for k, v in entry.items() if k != "resources"}
 
 
 def training_resource(name):
-    """Resource ``name`` of a model: training.models.<m>.resources > training.resources."""
+    """Resource ``name`` of a model: training.models.<m>.resources > training.resources
+    (whose schema defaults are filled in; a model's own resources have none)."""
 
     def get(wildcards):
-        merged = {
-            **TRAINING_RESOURCE_DEFAULTS,
-            **config["training"].get("resources", {}),
-            **config["training"]["models"][wildcards.model].get("resources", {}),
-        }
-        return merged[name]
+        own = config["training"]["models"][wildcards.model].get("resources", {})
+        return own.get(name, config["training"]["resources"][name])
 
     return get
 

@@ -79,7 +79,7 @@ rule predict_set:
         "logs/predict/{set}/predict.log",
     container:
         config["container"]["image"]
-    threads: config["training"].get("threads", 2)
+    threads: config["training"]["threads"]
     resources:
         mem_mb=lambda wildcards, attempt: 3000 * attempt,
         runtime=lambda wildcards, attempt: 30 * attempt,

@@ -27,7 +27,7 @@ rule mlflow_parent_run:
         model_config=training_model_config,
         n_folds=N_FOLDS,
         experiment=config["training"]["experiment"],
-        tracking_uri=config["training"].get("tracking_uri"),
+        tracking_uri=config["training"]["tracking_uri"],
     script:
         "../../scripts/mlflow_parent_run.py"
 
@@ -56,10 +56,10 @@ rule train_model:
         run=run_path(RUN_RECORD, RUN),
     log:
         f"logs/train_model/{RUN}.log",
-    retries: config["training"].get("retries", 0)
+    retries: config["training"]["retries"]
     container:
         config["container"]["image"]
-    threads: config["training"].get("threads", 2)
+    threads: config["training"]["threads"]
     resources:
         mem_mb=lambda wildcards, attempt: training_resource("mem_mb")(wildcards)
         * attempt,
@@ -69,10 +69,11 @@ rule train_model:
         or "",
         gres=training_gres,
     params:
+        # the entry as written (a rerun trigger); the job trains on the validated entry
         model_config=training_model_config,
         checkpoint_dir=lambda wildcards: run_path(CHECKPOINT_DIR, run_of(wildcards)),
         experiment=config["training"]["experiment"],
-        tracking_uri=config["training"].get("tracking_uri"),
+        tracking_uri=config["training"]["tracking_uri"],
     script:
         "../../scripts/train_model.py"
 
@@ -110,7 +111,7 @@ rule evaluate_model:
         f"logs/evaluate_model/{RUN}.log",
     container:
         config["container"]["image"]
-    threads: config["training"].get("threads", 2)
+    threads: config["training"]["threads"]
     resources:
         mem_mb=lambda wildcards, attempt: 3000 * attempt,
         runtime=lambda wildcards, attempt: 20 * attempt,
@@ -176,8 +177,9 @@ rule cv_summary:
         runtime=10,
     params:
         models=training_models(),
+        # as written, like the training jobs' params (training_model_config)
         model_configs={
-            model: config["training"]["models"][model] for model in training_models()
+            model: written_model(model) for model in training_models()
         },
     script:
         "../../scripts/cv_summary.py"
