@@ -192,7 +192,10 @@ def plot(results: list[dict], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(6, 4))
     n = [r["files"] for r in results]
-    for name, label in (("bare", "bare loop (2 processes)"), ("tuned", "tuned bare loop")):
+    for name, label in (
+        ("bare", "issue's bare loop (2 processes)"),
+        ("tuned", "tuned bare loop (1 BLAS thread)"),
+    ):
         if all(f"{name}_s" in r for r in results):
             ax.loglog(n, [r[f"{name}_s"] for r in results], "o-", label=label)
     ax.loglog(n, [r["workflow_s"] for r in results], "s-", label="snakemake -c2 extract_all")
