@@ -178,8 +178,6 @@ rule cv_summary:
     params:
         models=training_models(),
         # as written, like the training jobs' params (training_model_config)
-        model_configs={
-            model: written_model(model) for model in training_models()
-        },
+        model_configs={model: written_model(model) for model in training_models()},
     script:
         "../../scripts/cv_summary.py"
