@@ -3,6 +3,7 @@ files inside a shard, a crashed worker, and a shard killed midway."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import signal
@@ -71,10 +72,18 @@ def run_shard(root, files, tmp_path, threads=2, params=PARAMS) -> dict[str, dict
 
 
 def feature_mtimes(tmp_path: Path) -> dict[str, int]:
-    return {
-        p.relative_to(tmp_path).as_posix(): p.stat().st_mtime_ns
-        for p in (tmp_path / "features").glob("*/*.h5")
-    }
+    """Finished HDF5 files; not the ``.tmp-`` file of a write in progress (it may vanish
+    between listing and stat, renamed to its final name)."""
+    mtimes = {}
+    for path in (tmp_path / "features").glob("*/*.h5"):
+        if not path.name.startswith(".tmp-"):
+            with contextlib.suppress(FileNotFoundError):
+                mtimes[path.relative_to(tmp_path).as_posix()] = path.stat().st_mtime_ns
+    return mtimes
+
+
+def temporary_files(tmp_path: Path) -> list[Path]:
+    return list((tmp_path / "features").glob("*/.tmp-*"))
 
 
 def test_rerun_recomputes_only_what_changed(collection, tmp_path):
@@ -196,6 +205,7 @@ def test_shard_killed_midway_keeps_finished_files_and_completes_on_rerun(tmp_pat
     assert len(rows) == 40 and all(r["status"] != "rejected" for r in rows.values())
     kept = {f"features/{k}.h5" for k, r in rows.items() if r["status"] == "kept"}
     assert kept == set(finished)  # nothing finished before the kill was recomputed
+    assert not temporary_files(tmp_path)  # a write cut by the kill is cleaned up
     after = feature_mtimes(tmp_path)
     assert all(after[k] == v for k, v in finished.items())
     for path in (tmp_path / "features").glob("*/*.h5"):
