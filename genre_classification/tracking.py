@@ -255,10 +255,10 @@ def provenance_tags(
     data_version_path: str | Path | None = None,
     snakemake_rule: str | None = None,
     wildcards: dict | None = None,
-    device: str | None = None,
     repo: str | Path = ".",
 ) -> dict[str, str]:
-    """Tags: data version (DVC md5), git commit, Snakemake rule/wildcards, packages, device."""
+    """Tags: data version (DVC md5), git commit, Snakemake rule/wildcards, packages (the
+    training job adds the device it ran on)."""
     from genre_classification import provenance
 
     tags: dict[str, str] = {}
@@ -279,8 +279,6 @@ def provenance_tags(
         tags[f"snakemake.wildcard.{key}"] = str(value)
     for name, version in provenance.package_versions().items():
         tags[f"pkg.{name}"] = version
-    if device:
-        tags["device"] = device
     return tags
 
 

@@ -58,6 +58,8 @@ MODEL_KEYS = (
     "augment",
 )
 MONITOR = "val_loss"
+# In the checkpoint directory: the MLflow run of the job, so that a rerun resumes it.
+RUN_FILE = "mlflow_run.json"
 # Test hook: SIGKILL this process right after the checkpoint of this epoch (1-based) is written.
 KILL_AFTER_EPOCH_ENV = "GENRE_CLASSIFICATION_KILL_AFTER_EPOCH"
 
@@ -308,7 +310,7 @@ def model_and_state(cfg: dict, ckpt_dir: Path, fp: str, data: _Data):
 
 def _resumable_run_id(ckpt_dir: Path, state: dict, uri: str) -> str | None:
     """The MLflow run of the interrupted job, recorded in the checkpoint directory."""
-    run_file = ckpt_dir / "mlflow_run.json"
+    run_file = ckpt_dir / RUN_FILE
     if state["epochs_done"] and run_file.is_file():
         saved = tracking.read_run_info(run_file)
         if saved.get("tracking_uri") == redact(uri):
@@ -462,7 +464,7 @@ def train(
             }
             if fold is not None:
                 run_tags.update({"fold": str(fold), **_parent_tag(paths.parent_run, uri)})
-            tracking.write_run_info(ckpt_dir / "mlflow_run.json", run_id, experiment_id, uri)
+            tracking.write_run_info(ckpt_dir / RUN_FILE, run_id, experiment_id, uri)
             log.info("MLflow run %s (experiment %r, %s)", run_id, experiment, redact(uri))
             log_run_start(run_id, cfg, data, model, state, model_name, policy, run_tags)
             fit(model, cfg, data, state, ckpt_dir, run_id)
