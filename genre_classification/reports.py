@@ -533,8 +533,8 @@ def write_data_drift_report(
     data_version_path: str | Path,
     reference_path: str | Path | None = None,
     reference_info_path: str | Path | None = None,
-    reference_split: str = "train",
-    current_split: str = "test",
+    reference_split: str,
+    current_split: str,
     **drift_options,
 ) -> dict:
     """The data drift report (``outputs["html"]``, ``outputs["json"]``) of the track table (see
@@ -593,20 +593,19 @@ def write_data_quality_report(
     *,
     data_version_path: str | Path,
     kept_json_path: str | Path,
-    fail_on_quality_issue: bool = True,
-    min_class_ratio: float = 0.5,
-    ignore_constant: tuple[str, ...] | list[str] = ("duration_s",),
+    fail_on_quality_issue: bool,
+    **quality_options,
 ) -> dict:
     """The data quality report (``outputs["html"]``, ``outputs["json"]``) of the track table; a
     failed test raises ``DataQualityError`` (``fail_on_quality_issue``) naming a kept copy of
-    the JSON (``keep_failed_quality_json``), or only warns."""
+    the JSON (``keep_failed_quality_json``), or only warns. ``quality_options``:
+    ``data_quality_report``'s ``min_class_ratio``, ``ignore_constant``."""
     summary = data_quality_report(
         read_table(table_path),
         outputs["html"],
         outputs["json"],
-        min_class_ratio=min_class_ratio,
-        ignore_constant=ignore_constant,
         provenance=result_provenance(data_version_path),
+        **quality_options,
     )
     named = keep_failed_quality_json(
         summary, outputs["json"], kept_json_path, fail_on_quality_issue

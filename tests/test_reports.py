@@ -490,7 +490,11 @@ def test_failed_quality_json_is_kept_beside_the_log_and_named(tables, tmp_path, 
     kept.parent.mkdir()
     with pytest.raises(DataQualityError, match="logs/quality.json"):
         write_data_quality_report(
-            table_path, out, data_version_path=data_version, kept_json_path=kept
+            table_path,
+            out,
+            data_version_path=data_version,
+            kept_json_path=kept,
+            fail_on_quality_issue=True,
         )
     assert json.loads(kept.read_text()) == json.loads(out["json"].read_text())
     kept.unlink()
