@@ -163,12 +163,6 @@ class Augmenter:
         draws = rng(self.seed, epoch, step, "crop").integers(0, x.shape[-1], size=len(index))
         return crop(x, first, second, direction, draws)
 
-    def crop_track(self, segments: np.ndarray, epoch: int, file_index: int) -> np.ndarray:
-        """Windows of every segment of one track (streaming: drawn per epoch and file)."""
-        index = np.arange(len(segments))
-        sources = crop_sources(np.zeros(len(segments), dtype=np.int64))
-        return self.crop_examples(segments, index, sources, epoch, file_index)
-
     def batch(self, x: np.ndarray, y: np.ndarray, epoch: int, step: int):
         """Masks and mixup for step ``step`` of ``epoch``: ``(x[..., None], labels)``."""
         x = np.array(x, dtype=np.float32)

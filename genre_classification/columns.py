@@ -20,6 +20,9 @@ REJECTED_COLUMNS = ("genre", "track", "path", "reason")
 # results/features[-<set>]/.shards/<shard>.tsv: one row per file of an extraction shard.
 RECORD_COLUMNS = (*MANIFEST_COLUMNS, "status", "reason")
 RECORD_STATUSES = ("kept", "extracted", "rejected")
+# results/features[-<set>]/.packs/<shard>.tsv: the rows of each file's segments in the shard's
+# packed array (genre_classification.packs).
+PACK_INDEX_COLUMNS = ("genre", "track", "features", "n_segments", "first_row")
 # results/split/split.tsv and the k-fold tables (plus "group" with split.group_by).
 SPLIT_COLUMNS = ("genre", "track", "split", "features", "n_segments", "source_md5")
 # results/eval/{model}/predictions.csv: then one prob_<genre> column per genre.

@@ -1,17 +1,18 @@
 """Input pipeline: per-file HDF5 log-mel segments (see docs/CONTRACTS.md) into ``tf.data``.
 
-Two paths:
+Training and validation batches come from one pipeline (``train_dataset``, ``eval_dataset``)
+over either of two stores of the same segments in the same order:
 
-* in memory (default): every segment of a split is read once with h5py into one float32 array,
-  then batches are gathered from it; fast for GTZAN-size data (1000 tracks x 10 segments x
-  128 x 129 x 4 bytes = 660 MB).
-* streaming (``streaming_train_dataset``): a ``from_generator`` pipeline that reads the HDF5 files
-  of each epoch in shuffled order, for data larger than RAM.
+* ``PackedSegments`` (default, ``streaming: true``): read per batch from the shards' packed
+  arrays (``genre_classification.packs``) by parallel reader threads; memory is a few batches,
+  whatever the size of the collection.
+* ``Segments`` (``streaming: false``): every training segment read into one float32 array first
+  (1,000 tracks x 10 segments x 128 x 129 x 4 bytes = 660 MB).
 
 Shuffling is a pure function of ``(seed, epoch)`` (not of how many epochs this process has run),
-so a training job resumed at epoch k sees exactly the batches an uninterrupted job would see.
-Both paths take an optional ``augment.Augmenter`` (crops, masks, mixup), whose draws are
-functions of (seed, epoch, step) too.
+so a training job resumed at epoch k sees exactly the batches an uninterrupted job would see, and
+both stores give the same batches. An optional ``augment.Augmenter`` (crops, masks, mixup) draws
+from (seed, epoch, step) too.
 Normalisation statistics are per mel band, computed on the training split only; the model
 applies them in its first layer (``keras.layers.Normalization``), so a saved model is
 self-contained.
@@ -130,22 +131,88 @@ def load_segments(rows: pd.DataFrame, labels: list[str]) -> Segments:
     )
 
 
-def band_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-mel-band mean and variance over segments and frames of ``x`` (n, n_mels, frames)."""
-    x64 = x.astype(np.float64)
-    return x64.mean(axis=(0, 2)), x64.var(axis=(0, 2))
+class PackedSegments:
+    """The segments of a set of tracks (rows of the split table) read on demand from the
+    shards' packs (``packs.PackReader``): the same order as ``load_segments`` (tracks in row
+    order, each track's segments in file order), without holding them. ``x[index]`` reads
+    segments; ``tracks`` numbers the tracks (``track_ids`` names them); ``load()`` reads them
+    all into a ``Segments``."""
+
+    def __init__(self, rows: pd.DataFrame, labels: list[str], packs):
+        from genre_classification.packs import PackReader, read_index
+
+        index = read_index(packs).set_index("features")
+        missing = sorted(set(rows["features"]) - set(index.index))
+        if missing:
+            raise ValueError(
+                f"{len(missing)} feature files of the split are in no pack, e.g. {missing[:3]}: "
+                "their shard's pack is older than its features (rerun snakemake)"
+            )
+        found = index.loc[rows["features"]]
+        counts = found["n_segments"].to_numpy(dtype=np.int64)
+        expected = rows["n_segments"].to_numpy(dtype=np.int64)
+        if not np.array_equal(counts, expected):
+            bad = rows["features"].to_numpy()[counts != expected][:3]
+            raise ValueError(f"split and packs disagree on the segment count of {list(bad)}")
+        starts = np.repeat(found["first_row"].to_numpy(dtype=np.int64), counts)
+        within = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+        self._packs = np.repeat(found["pack"].to_numpy(dtype=np.int32), counts)
+        self._rows = starts + within
+        class_of = {genre: i for i, genre in enumerate(labels)}
+        self.y = np.repeat(np.array([class_of[g] for g in rows["genre"]], np.int32), counts)
+        self.tracks = np.repeat(np.arange(len(rows), dtype=np.int32), counts)
+        self.track_ids = [track_id(g, t) for g, t in zip(rows["genre"], rows["track"], strict=True)]
+        self.labels = labels
+        self._reader = PackReader(packs)
+        self.x = _PackedArray(self)
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return (*self._reader.segment_shape, 1)
+
+    @property
+    def nbytes(self) -> int:
+        return len(self) * int(np.prod(self._reader.segment_shape)) * 4
+
+    def read(self, index) -> np.ndarray:
+        index = np.asarray(index, dtype=np.int64)
+        return self._reader.read(self._packs[index], self._rows[index])
+
+    def load(self) -> Segments:
+        x = self.read(np.arange(len(self)))
+        return Segments(
+            x, self.y, np.asarray(self.track_ids, dtype=object)[self.tracks], self.labels
+        )
 
 
-def band_stats_from_files(rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """Same as ``band_stats`` but streamed file by file (constant memory)."""
-    total = total_sq = None
-    count = 0
-    for row in rows.itertuples(index=False):
-        x = _read_file(row.features, row.genre).astype(np.float64)
-        s, sq = x.sum(axis=(0, 2)), (x**2).sum(axis=(0, 2))
-        total = s if total is None else total + s
-        total_sq = sq if total_sq is None else total_sq + sq
-        count += x.shape[0] * x.shape[2]
+class _PackedArray:
+    """``x[index]`` and ``x.shape`` of packed segments (what ``augment`` needs of an array)."""
+
+    def __init__(self, segments: PackedSegments):
+        self._segments = segments
+
+    def __getitem__(self, index) -> np.ndarray:
+        if isinstance(index, slice):
+            index = np.arange(len(self._segments))[index]
+        return self._segments.read(index)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self._segments), *self._segments.input_shape[:-1])
+
+
+def band_stats(data, chunk: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+    """Per-mel-band mean and variance over segments and frames of ``data`` (``Segments`` or
+    ``PackedSegments``), read ``chunk`` segments at a time (memory: one chunk)."""
+    total = total_sq = 0.0
+    for start in range(0, len(data), chunk):
+        x = data.x[np.arange(start, min(start + chunk, len(data)))].astype(np.float64)
+        total = total + x.sum(axis=(0, 2))
+        total_sq = total_sq + (x**2).sum(axis=(0, 2))
+    count = len(data) * data.input_shape[1]
     mean = total / count
     return mean, np.maximum(total_sq / count - mean**2, 0.0)
 
@@ -159,153 +226,106 @@ def steps_per_epoch(n: int, batch_size: int) -> int:
     return math.ceil(n / batch_size)
 
 
-def train_dataset(
-    data: Segments,
-    batch_size: int,
-    seed: int,
-    initial_epoch: int,
-    epochs: int,
-    augmenter: Augmenter | None = None,
-):
-    """Shuffled batches for epochs ``initial_epoch .. epochs-1`` as one dataset.
-
-    Use with ``model.fit(ds, epochs=epochs, initial_epoch=initial_epoch,
-    steps_per_epoch=steps_per_epoch(len(data), batch_size))``. With ``augmenter`` the batches
-    are built in NumPy (same example order) and augmented.
-    """
+def _batches(read, index_batches, n_batches, signature, readers):
+    """``read(index, epoch, step)`` (NumPy) of each of the ``n_batches`` ``(index, epoch,
+    step)`` of ``index_batches``, ``readers`` batches at a time in parallel threads, in order."""
     import tensorflow as tf
 
-    if augmenter is not None:
-        return _augmented_train_dataset(data, batch_size, seed, initial_epoch, epochs, augmenter)
-
-    perms = np.stack(
-        [epoch_permutation(len(data), seed, e) for e in range(initial_epoch, epochs)]
-    ).astype(np.int64)
-    x = tf.constant(data.x)
-    y = tf.constant(data.y)
-
-    def gather(idx):
-        return tf.expand_dims(tf.gather(x, idx), -1), tf.gather(y, idx)
-
-    ds = tf.data.Dataset.from_tensor_slices(perms).flat_map(
-        lambda p: tf.data.Dataset.from_tensor_slices(p).batch(batch_size)
+    specs = (
+        tf.TensorSpec((None,), tf.int64),
+        tf.TensorSpec((), tf.int64),
+        tf.TensorSpec((), tf.int64),
     )
-    return ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(
-        tf.data.AUTOTUNE
-    )
+    ds = tf.data.Dataset.from_generator(index_batches, output_signature=specs)
+    # a known length: Keras then stops at the last batch instead of asking for one more
+    ds = ds.apply(tf.data.experimental.assert_cardinality(n_batches))
 
+    def call(index, epoch, step):
+        x, y = tf.numpy_function(
+            lambda i, e, s: read(i, int(e), int(s)),
+            [index, epoch, step],
+            [s.dtype for s in signature],
+        )
+        return tf.ensure_shape(x, signature[0].shape), tf.ensure_shape(y, signature[1].shape)
 
-def _augmented_train_dataset(
-    data: Segments,
-    batch_size: int,
-    seed: int,
-    initial_epoch: int,
-    epochs: int,
-    augmenter: Augmenter,
-):
-    import tensorflow as tf
-
-    n = len(data)
-    sources = crop_sources(data.tracks) if augmenter.crops else None
-
-    def batches():
-        for epoch in range(initial_epoch, epochs):
-            order = epoch_permutation(n, seed, epoch)
-            for step in range(steps_per_epoch(n, batch_size)):
-                index = order[step * batch_size : (step + 1) * batch_size]
-                if sources is None:
-                    x = data.x[index]
-                else:
-                    x = augmenter.crop_examples(data.x, index, sources, epoch, step)
-                yield augmenter.batch(x, data.y[index], epoch, step)
-
-    signature = augmenter.signature(*data.x.shape[1:])
-    ds = tf.data.Dataset.from_generator(batches, output_signature=signature)
+    ds = ds.map(call, num_parallel_calls=readers, deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def eval_dataset(data: Segments, batch_size: int, n_classes: int | None = None):
-    """Batches in file order, no shuffling (validation, test). ``n_classes``: one-hot labels
-    (for a model trained with soft labels, see ``augment.mixup``)."""
+def _signature(data, n_classes: int | None):
     import tensorflow as tf
 
-    y = data.y if n_classes is None else np.eye(n_classes, dtype=np.float32)[data.y]
-    ds = tf.data.Dataset.from_tensor_slices((data.x, y)).batch(batch_size)
-    return ds.map(lambda x, y: (tf.expand_dims(x, -1), y)).prefetch(tf.data.AUTOTUNE)
+    labels = (
+        tf.TensorSpec((None,), tf.int32)
+        if n_classes is None
+        else tf.TensorSpec((None, n_classes), tf.float32)
+    )
+    return tf.TensorSpec((None, *data.input_shape), tf.float32), labels
 
 
-def streaming_train_dataset(
-    rows: pd.DataFrame,
-    labels: list[str],
+def _readers(readers: int | None):
+    import tensorflow as tf
+
+    return readers or tf.data.AUTOTUNE
+
+
+def train_dataset(
+    data,
     batch_size: int,
     seed: int,
     initial_epoch: int,
     epochs: int,
-    shuffle_buffer: int = 2048,
     augmenter: Augmenter | None = None,
+    readers: int | None = None,
 ):
-    """Like ``train_dataset`` but reads the HDF5 files while iterating (memory ~ shuffle_buffer).
+    """Shuffled batches for epochs ``initial_epoch .. epochs-1`` as one dataset, from
+    ``Segments`` in memory or ``PackedSegments`` on disk (the same batches from both).
 
-    Each epoch visits the files in an order drawn from (seed, epoch) and shuffles segments in a
-    buffer of ``shuffle_buffer`` with the same RNG, so it is as reproducible as the in-memory path
-    (but a different order from it). Returns ``(dataset, steps_per_epoch)``.
-
-    ``augmenter``: every augmentation is supported; crops are cut when a file is read (their
-    offsets drawn from (seed, epoch, file index)), masks and mixup per batch (seed, epoch, step).
+    Use with ``model.fit(ds, epochs=epochs, initial_epoch=initial_epoch,
+    steps_per_epoch=steps_per_epoch(len(data), batch_size))``. The order of epoch e is
+    ``epoch_permutation(len(data), seed, e)``; ``augmenter`` crops, masks and mixes each batch
+    with draws from (seed, epoch, step). Batches are read by ``readers`` threads (default:
+    tf.data's autotuning), in order; memory holds a few batches, not the data.
     """
-    import tensorflow as tf
+    n = len(data)
+    steps = steps_per_epoch(n, batch_size)
+    sources = crop_sources(data.tracks) if augmenter is not None and augmenter.crops else None
 
-    index = {genre: i for i, genre in enumerate(labels)}
-    files = list(rows[["features", "genre"]].itertuples(index=False, name=None))
-    n_segments = int(rows["n_segments"].sum())
-    seg_shape = _read_file(*files[0]).shape[1:]
-
-    def epoch_segments(epoch: int):
-        rng = np.random.default_rng([seed, epoch])
-        buffer_x: list[np.ndarray] = []
-        buffer_y: list[int] = []
-        for f in rng.permutation(len(files)):
-            path, genre = files[f]
-            segments = _read_file(path, genre)
-            if augmenter is not None and augmenter.crops:
-                segments = augmenter.crop_track(segments, epoch, int(f))
-            for segment in segments:
-                buffer_x.append(segment)
-                buffer_y.append(index[genre])
-                if len(buffer_x) >= shuffle_buffer:
-                    j = int(rng.integers(len(buffer_x)))
-                    buffer_x[j], buffer_x[-1] = buffer_x[-1], buffer_x[j]
-                    buffer_y[j], buffer_y[-1] = buffer_y[-1], buffer_y[j]
-                    yield buffer_x.pop(), buffer_y.pop()
-        for j in rng.permutation(len(buffer_x)):
-            yield buffer_x[j], buffer_y[j]
-
-    def batch(xb, yb, epoch, step):
-        if augmenter is None:
-            return np.stack(xb)[..., None], np.asarray(yb, dtype=np.int32)
-        return augmenter.batch(np.stack(xb), np.asarray(yb), epoch, step)
-
-    def batches():
+    def index_batches():
         for epoch in range(initial_epoch, epochs):
-            xb, yb, step = [], [], 0
-            for x, y in epoch_segments(epoch):
-                xb.append(x)
-                yb.append(y)
-                if len(xb) == batch_size:
-                    yield batch(xb, yb, epoch, step)
-                    xb, yb, step = [], [], step + 1
-            if xb:
-                yield batch(xb, yb, epoch, step)
+            order = epoch_permutation(n, seed, epoch)
+            for step in range(steps):
+                yield order[step * batch_size : (step + 1) * batch_size], epoch, step
 
-    if augmenter is None:
-        signature = (
-            tf.TensorSpec((None, *seg_shape, 1), tf.float32),
-            tf.TensorSpec((None,), tf.int32),
-        )
-    else:
-        signature = augmenter.signature(*seg_shape)
-    ds = tf.data.Dataset.from_generator(batches, output_signature=signature)
-    return ds.prefetch(tf.data.AUTOTUNE), steps_per_epoch(n_segments, batch_size)
+    def read(index, epoch, step):
+        if augmenter is None:
+            return data.x[index][..., None], data.y[index]
+        if sources is None:
+            x = data.x[index]
+        else:
+            x = augmenter.crop_examples(data.x, index, sources, epoch, step)
+        return augmenter.batch(x, data.y[index], epoch, step)
+
+    n_classes = augmenter.n_classes if augmenter is not None and augmenter.soft_labels else None
+    n_batches = (epochs - initial_epoch) * steps
+    return _batches(read, index_batches, n_batches, _signature(data, n_classes), _readers(readers))
+
+
+def eval_dataset(data, batch_size: int, n_classes: int | None = None, readers: int | None = None):
+    """Batches in order, no shuffling (validation), from ``Segments`` or ``PackedSegments``.
+    ``n_classes``: one-hot labels (for a model trained with soft labels, see ``augment.mixup``)."""
+    eye = None if n_classes is None else np.eye(n_classes, dtype=np.float32)
+
+    def index_batches():
+        for step, start in enumerate(range(0, len(data), batch_size)):
+            yield np.arange(start, min(start + batch_size, len(data))), 0, step
+
+    def read(index, epoch, step):
+        y = data.y[index]
+        return data.x[index][..., None], y if eye is None else eye[y]
+
+    n_batches = steps_per_epoch(len(data), batch_size)
+    return _batches(read, index_batches, n_batches, _signature(data, n_classes), _readers(readers))
 
 
 # --- test-time windows ------------------------------------------------------------------------

@@ -18,6 +18,9 @@ from genre_classification.columns import EVAL_PREDICTION_COLUMNS
 
 log = logging.getLogger(__name__)
 
+# Segments read and predicted at a time: 4096 x 128 x 129 float32 = 270 MB (plus the windows).
+CHUNK_SEGMENTS = 4096
+
 
 def aggregate_tracks(probs: np.ndarray, tracks) -> tuple[list[str], np.ndarray]:
     """Mean segment probabilities per track, tracks in order of first appearance."""
@@ -105,6 +108,33 @@ def plot_confusion_matrix(y_true, y_pred, labels: list[str], path: str | Path, t
     return cm
 
 
+def predict_tracks(
+    model,
+    rows: pd.DataFrame,
+    labels: list[str],
+    batch_size: int,
+    overlap: float = 0.0,
+    chunk_segments: int = CHUNK_SEGMENTS,
+) -> tuple[list[str], np.ndarray, dict]:
+    """``(tracks, mean window probabilities per track, counts)`` of the tracks of ``rows``,
+    read and predicted about ``chunk_segments`` segments at a time (memory: one chunk, not
+    the split); ``counts``: the numbers of ``segments`` and ``windows``."""
+    tracks, probs, counts = [], [], {"segments": 0, "windows": 0}
+    sizes = rows["n_segments"].to_numpy(dtype=np.int64)
+    chunk_of = np.cumsum(sizes) // max(1, chunk_segments) if len(sizes) else sizes
+    for chunk in np.unique(chunk_of):
+        data = dataset.load_segments(rows[chunk_of == chunk], labels)
+        windows, owners = dataset.track_windows(data.x, data.tracks, overlap)
+        chunk_probs = model.predict(windows[..., None], batch_size=batch_size, verbose=0)
+        names, means = aggregate_tracks(chunk_probs, owners)
+        tracks += names
+        probs.append(means)
+        counts["segments"] += len(data)
+        counts["windows"] += len(windows)
+        log.info("%d of %d tracks predicted", len(tracks), len(rows))
+    return tracks, np.concatenate(probs), counts
+
+
 def _labels_of(model, split: pd.DataFrame) -> list[str]:
     labels = dataset.genre_labels(split)
     n_out = model.output_shape[-1]
@@ -154,18 +184,15 @@ def evaluate(
     rows = split[split.split == subset]
     if rows.empty:
         raise ValueError(f"{split_path}: no {subset} tracks")
-    data = dataset.load_segments(rows, labels)
-    windows, window_tracks = dataset.track_windows(data.x, data.tracks, overlap)
-    probs = model.predict(windows[..., None], batch_size=batch_size, verbose=0)
-    tracks, track_probs = aggregate_tracks(probs, window_tracks)
+    tracks, track_probs, counts = predict_tracks(model, rows, labels, batch_size, overlap)
     truth = {dataset.track_id(r.genre, r.track): labels.index(r.genre) for r in rows.itertuples()}
     y_true = np.array([truth[t] for t in tracks])
     y_pred = track_probs.argmax(axis=1)
 
     metrics = compute_metrics(y_true, y_pred, labels)
-    metrics["n_segments"] = int(len(data))
+    metrics["n_segments"] = counts["segments"]
     metrics["overlap"] = float(overlap)
-    metrics["n_windows"] = int(len(windows))
+    metrics["n_windows"] = counts["windows"]
     metrics["model"] = str(model_path)
     if data_version_path and Path(data_version_path).is_file():
         metrics.update(provenance.result_provenance(data_version_path))

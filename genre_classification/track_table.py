@@ -249,14 +249,69 @@ def read_table(path: str | Path) -> pd.DataFrame:
     return pd.read_csv(path, sep="\t", dtype={c: str for c in (*ID_COLUMNS, PREDICTION_COLUMN)})
 
 
-def write_track_table(
-    split_path: str | Path, table_path: str | Path, n_bands: int = 8, n_mfcc: int = 13
+def _summarise_chunk(tracks: list[dict], n_bands: int, n_mfcc: int) -> pd.DataFrame:
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):  # one process per core
+        return build_track_table(tracks, n_bands=n_bands, n_mfcc=n_mfcc)
+
+
+def write_shard_table(
+    record_path: str | Path,
+    table_path: str | Path,
+    n_bands: int = 8,
+    n_mfcc: int = 13,
+    threads: int = 1,
+    chunk: int = 64,
 ) -> pd.DataFrame:
-    """The track table of every track of the split table, written to ``table_path``."""
+    """The track table of the accepted files of one extraction shard (rule
+    ``track_table_shard``), summarised by ``threads`` worker processes, without ``split``."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from genre_classification.packs import accepted_files
+
     start = time.perf_counter()
-    table = build_track_table(
-        read_split(split_path).to_dict("records"), n_bands=n_bands, n_mfcc=n_mfcc
-    )
+    tracks = accepted_files(record_path)[["genre", "track", "features"]].to_dict("records")
+    chunks = [tracks[i : i + chunk] for i in range(0, len(tracks), chunk)]
+    if threads <= 1 or len(chunks) <= 1:
+        parts = [_summarise_chunk(c, n_bands, n_mfcc) for c in chunks]
+    else:
+        context = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(threads, mp_context=context) as pool:
+            futures = [pool.submit(_summarise_chunk, c, n_bands, n_mfcc) for c in chunks]
+            parts = []
+            for i, future in enumerate(futures, 1):
+                parts.append(future.result())
+                log.info("%d of %d tracks summarised", min(i * chunk, len(tracks)), len(tracks))
+    table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=ID_COLUMNS)
+    write_table(table, table_path)
+    log.info(
+        "%d tracks -> %s in %.1f s (%d processes)",
+        len(table), table_path, time.perf_counter() - start, threads,
+    )  # fmt: skip
+    return table
+
+
+def write_track_table(
+    split_path: str | Path, shard_tables: Iterable[str | Path], table_path: str | Path
+) -> pd.DataFrame:
+    """The track table of every track of the split table, joined from the shard tables
+    (``write_shard_table``) with each track's split; sorted by ``track_id``."""
+    start = time.perf_counter()
+    split = read_split(split_path)
+    splits = dict(zip(map(track_id, split["genre"], split["track"]), split["split"], strict=True))
+    parts = [read_table(path) for path in shard_tables]
+    table = pd.concat([p for p in parts if len(p)], ignore_index=True)
+    missing = sorted(set(splits) - set(table["track_id"]))
+    if missing:
+        raise ValueError(
+            f"{len(missing)} tracks of {split_path} are in no shard table, e.g. {missing[:3]}: "
+            "rerun snakemake (their shard tables are older than the split)"
+        )
+    table = table[table["track_id"].isin(splits)].copy()
+    table["split"] = table["track_id"].map(splits)
+    table = table.sort_values("track_id", kind="stable").reset_index(drop=True)
     write_table(table, table_path)
     log.info(
         "%d tracks x %d columns -> %s in %.2f s",

@@ -26,6 +26,7 @@ import csv
 import hashlib
 import json
 import logging
+import math
 import os
 import shutil
 import signal
@@ -60,6 +61,10 @@ MODEL_KEYS = (
 MONITOR = "val_loss"
 # In the checkpoint directory: the MLflow run of the job, so that a rerun resumes it.
 RUN_FILE = "mlflow_run.json"
+# Peak RSS of a training job without its data in memory (TensorFlow, the model, a few batches
+# of the packed input), measured by benchmarks/bench_workflow.py with the default CNN: what an
+# in-memory (``streaming: false``) job needs on top of its training segments.
+TRAINING_BASE_MB = 2500
 # Test hook: SIGKILL this process right after the checkpoint of this epoch (1-based) is written.
 KILL_AFTER_EPOCH_ENV = "GENRE_CLASSIFICATION_KILL_AFTER_EPOCH"
 
@@ -80,6 +85,9 @@ class TrainingPaths:
     parent_run: str | Path | None = None
     # The shard records of the model's feature set when it is not the default one.
     feature_records: list[str] | None = None
+    # The packed segments of every shard of the model's feature set (packs.pack_path): the
+    # training input.
+    packs: tuple[str | Path, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -101,8 +109,9 @@ def model_config(config: dict) -> dict:
     return {**config, "augment": augment.settings(config["augment"])}
 
 
-def fingerprint(config: dict, split_path: str | Path) -> str:
-    """What a checkpoint must match to be resumed: training config + split manifest content.
+def fingerprint(config: dict, split_path: str | Path, replicas: int = 1) -> str:
+    """What a checkpoint must match to be resumed: training config + split manifest content
+    (+ the number of replicas when more than one: they change the batches).
 
     ``augment`` counts only when some augmentation is on, so the fingerprint of a config
     without augmentation is the one it had before augmentation existed."""
@@ -111,13 +120,16 @@ def fingerprint(config: dict, split_path: str | Path) -> str:
         for k, v in config.items()
         if k != "keep_checkpoints" and not (k == "augment" and not augment.is_active(v))
     }
+    if replicas > 1:
+        relevant["replicas"] = replicas
     digest = hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode())
     digest.update(Path(split_path).read_bytes())
     return digest.hexdigest()
 
 
 def configure_tensorflow(seed: int, threads: int | None, deterministic: bool) -> str:
-    """Seed Python/NumPy/TF/Keras, pin thread pools, enable op determinism; return the device."""
+    """Seed Python/NumPy/TF/Keras, pin thread pools, enable op determinism; return the device
+    (TensorFlow places the model on a visible GPU by itself; several: ``distribution``)."""
     import keras
     import tensorflow as tf
 
@@ -135,6 +147,37 @@ def configure_tensorflow(seed: int, threads: int | None, deterministic: bool) ->
         details = tf.config.experimental.get_device_details(gpus[0])
         return f"GPU ({len(gpus)}x {details.get('device_name', gpus[0].name)})"
     return "CPU"
+
+
+def distribution():
+    """``tf.distribute.MirroredStrategy`` over the job's GPUs when it has more than one (the
+    model's variables mirrored, each batch split across them), else the default strategy."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_logical_devices("GPU")
+    if len(gpus) > 1:
+        return tf.distribute.MirroredStrategy([gpu.name for gpu in gpus])
+    return tf.distribute.get_strategy()
+
+
+def global_batch_size(batch_size: int, replicas: int) -> int:
+    """A model's ``batch_size`` is per replica (per GPU): the batches of a job on k GPUs hold
+    ``k * batch_size`` segments, so each GPU computes as much as one GPU alone would."""
+    return batch_size * replicas
+
+
+def check_memory(data_bytes: int, mem_mb: int | None, model_name: str) -> None:
+    """An in-memory job (``streaming: false``) whose training segments do not fit the memory
+    it declared stops here, before reading them, instead of being killed later."""
+    need = TRAINING_BASE_MB + math.ceil(data_bytes / 1e6)
+    if mem_mb is not None and need > mem_mb:
+        raise MemoryError(
+            f"model {model_name!r}: the training segments need {data_bytes / 1e6:,.0f} MB in "
+            f"memory, about {need:,} MB with TensorFlow, but the job has mem_mb={mem_mb:,}. Set "
+            f"training.models.{model_name}.streaming: true (memory independent of the data: "
+            f"batches are read from the packs) or raise training.resources.mem_mb (or the "
+            f"model's resources.mem_mb) to at least {need:,}."
+        )
 
 
 # --- checkpoint files -------------------------------------------------------------------------
@@ -256,21 +299,30 @@ def _parent_tag(parent_run_path: str | Path | None, uri: str) -> dict:
 class _Data:
     labels: list[str]
     train_rows: object  # pandas rows of the split table
-    val: object  # dataset.Segments of the validation tracks
-    train: object | None  # the training segments in memory (None: streaming)
+    val: dataset.PackedSegments  # read per batch
+    train: dataset.PackedSegments | dataset.Segments  # in memory unless ``streaming``
 
 
-def load_data(paths: TrainingPaths, cfg: dict) -> _Data:
-    """The split's train and val tracks: validation segments in memory, training segments
-    too unless ``streaming``."""
+def load_data(paths: TrainingPaths, cfg: dict, model_name: str, mem_mb: int | None = None) -> _Data:
+    """The split's train and val tracks from the packs: read per batch, the training
+    segments into memory first unless ``streaming`` (if they fit ``mem_mb``)."""
+    if not paths.packs:
+        raise ValueError("no packs given (TrainingPaths.packs: the feature set's packs)")
     split = dataset.read_split(paths.split, paths.feature_records)
     labels = dataset.genre_labels(split)
     train_rows, val_rows = split[split.split == "train"], split[split.split == "val"]
     if train_rows.empty or val_rows.empty:
         raise ValueError(f"{paths.split}: need train and val tracks")
-    val = dataset.load_segments(val_rows, labels)
-    augment.check(cfg["augment"], *val.x.shape[1:])
-    train = None if cfg["streaming"] else dataset.load_segments(train_rows, labels)
+    val = dataset.PackedSegments(val_rows, labels, paths.packs)
+    augment.check(cfg["augment"], *val.input_shape[:2])
+    train = dataset.PackedSegments(train_rows, labels, paths.packs)
+    if not cfg["streaming"]:
+        check_memory(train.nbytes, mem_mb, model_name)
+        train = train.load()
+    log.info(
+        "%d training segments (%s), %d validation segments (read per batch)",
+        len(train), "read per batch" if cfg["streaming"] else "in memory", len(val),
+    )  # fmt: skip
     return _Data(labels, train_rows, val, train)
 
 
@@ -288,10 +340,7 @@ def model_and_state(cfg: dict, ckpt_dir: Path, fp: str, data: _Data):
         log.info("Resuming from checkpoint after epoch %d (%s)", state["epochs_done"], ckpt_dir)
         return model, state
     _clear_dir(ckpt_dir)
-    if data.train is None:
-        mean, var = dataset.band_stats_from_files(data.train_rows)
-    else:
-        mean, var = dataset.band_stats(data.train.x)
+    mean, var = dataset.band_stats(data.train)
     model = models.build_model(
         cfg["architecture"], data.val.input_shape, len(data.labels), mean, var, **cfg["options"]
     )
@@ -340,34 +389,24 @@ def log_run_start(run_id, cfg, data, model, state, model_name, policy, tags) -> 
     tracking.log_epochs(run_id, state["history"])
 
 
-def fit(model, cfg: dict, data: _Data, state: dict, ckpt_dir: Path, run_id: str) -> None:
+def fit(
+    model, cfg: dict, data: _Data, state: dict, ckpt_dir: Path, run_id: str, replicas: int = 1
+) -> None:
     """The epochs after ``state["epochs_done"]``, each ending in a checkpoint (the callback)."""
     from genre_classification import models
 
-    epochs, initial_epoch, bs = cfg["epochs"], state["epochs_done"], cfg["batch_size"]
+    epochs, initial_epoch = cfg["epochs"], state["epochs_done"]
+    bs = global_batch_size(cfg["batch_size"], replicas)
     if initial_epoch >= epochs or state["stopped_early"]:
         return
     augmenter = None
     if augment.is_active(cfg["augment"]):
         band_mean = models.band_mean(model)
         if band_mean is None:  # the same files in the same order on resume
-            band_mean, _ = dataset.band_stats_from_files(data.train_rows)
+            band_mean, _ = dataset.band_stats(data.train)
         augmenter = augment.Augmenter(cfg["augment"], cfg["seed"], band_mean, len(data.labels))
-    if data.train is None:
-        train_ds, steps = dataset.streaming_train_dataset(
-            data.train_rows,
-            data.labels,
-            bs,
-            cfg["seed"],
-            initial_epoch,
-            epochs,
-            augmenter=augmenter,
-        )
-    else:
-        train_ds = dataset.train_dataset(
-            data.train, bs, cfg["seed"], initial_epoch, epochs, augmenter
-        )
-        steps = dataset.steps_per_epoch(len(data.train), bs)
+    train_ds = dataset.train_dataset(data.train, bs, cfg["seed"], initial_epoch, epochs, augmenter)
+    steps = dataset.steps_per_epoch(len(data.train), bs)
     n_classes = len(data.labels) if _soft_labels(cfg) else None
     model.fit(
         train_ds,
@@ -405,7 +444,7 @@ def finalize(model, cfg, data, state, paths: TrainingPaths, ckpt_dir: Path) -> N
     mlflow.log_metrics(
         {"best_epoch": float(state["best_epoch"] or 0), "epochs_trained": state["epochs_done"]}
     )
-    tracking.log_keras_model(model, example=data.val.x[:1, ..., None], metadata=description)
+    tracking.log_keras_model(model, example=data.val.x[[0]][..., None], metadata=description)
 
 
 def train(
@@ -418,6 +457,7 @@ def train(
     threads: int | None = None,
     fold: int | None = None,
     tags: dict[str, str] | None = None,
+    mem_mb: int | None = None,
 ) -> dict:
     """Train (or resume) one model; returns the MLflow run info written to ``paths.run_info``.
 
@@ -425,7 +465,8 @@ def train(
     ``lock_timeout_s``: how long to wait for another job using the same checkpoint directory;
     ``fold``: a cross-validation fold, its run a child of the model's parent run
     (``paths.parent_run``); ``tags``: provenance tags of the run (the caller knows where the
-    job comes from: ``tracking.provenance_tags``).
+    job comes from: ``tracking.provenance_tags``); ``mem_mb``: the memory the job declared (an
+    in-memory job checks that its data fits, ``check_memory``).
     """
     import keras
 
@@ -442,8 +483,18 @@ def train(
         device = configure_tensorflow(cfg["seed"], threads, cfg["deterministic"])
         log.info("Device: %s (training %s)", device, model_name)
         policy = models.set_precision(cfg["mixed_precision"])
-        data = load_data(paths, cfg)
-        model, state = model_and_state(cfg, ckpt_dir, fingerprint(cfg, paths.split), data)
+        data = load_data(paths, cfg, model_name, mem_mb)
+        strategy = distribution()
+        replicas = strategy.num_replicas_in_sync
+        if replicas > 1:
+            log.info(
+                "%d replicas: batches of %d segments (batch_size %d per replica)",
+                replicas, global_batch_size(cfg["batch_size"], replicas), cfg["batch_size"],
+            )  # fmt: skip
+        with strategy.scope():
+            model, state = model_and_state(
+                cfg, ckpt_dir, fingerprint(cfg, paths.split, replicas), data
+            )
 
         # One MLflow run per job; its id lives in the checkpoint dir so a rerun resumes it.
         experiment = mlflow_settings.experiment
@@ -467,7 +518,7 @@ def train(
             tracking.write_run_info(ckpt_dir / RUN_FILE, run_id, experiment_id, uri)
             log.info("MLflow run %s (experiment %r, %s)", run_id, experiment, redact(uri))
             log_run_start(run_id, cfg, data, model, state, model_name, policy, run_tags)
-            fit(model, cfg, data, state, ckpt_dir, run_id)
+            fit(model, cfg, data, state, ckpt_dir, run_id, replicas)
             finalize(model, cfg, data, state, paths, ckpt_dir)
             info = tracking.write_run_info(paths.run_info, run_id, experiment_id, uri)
         keras.backend.clear_session()

@@ -5,9 +5,4 @@ from genre_classification.track_table import write_track_table
 
 snakemake = globals()["snakemake"]
 log_to_file(snakemake.log[0])
-write_track_table(
-    snakemake.input.split,
-    snakemake.output.table,
-    n_bands=snakemake.params.n_bands,
-    n_mfcc=snakemake.params.n_mfcc,
-)
+write_track_table(snakemake.input.split, snakemake.input.shards, snakemake.output.table)

@@ -26,6 +26,7 @@ train(
         features=snakemake.output.features,
         parent_run=snakemake.input.get("parent"),
         feature_records=list(snakemake.input.feature_records),
+        packs=tuple(snakemake.input.packs),
     ),
     MlflowSettings(
         snakemake.params.experiment, snakemake.params.tracking_uri, training["mlflow_timeout_s"]
@@ -35,4 +36,5 @@ train(
     threads=snakemake.threads,
     fold=int(wildcards["fold"]) if "fold" in wildcards else None,
     tags=provenance_tags(snakemake.input.data_version, snakemake.rule, wildcards),
+    mem_mb=snakemake.resources.mem_mb,
 )

@@ -31,15 +31,17 @@ def start(job: dict, workdir: Path, env: dict | None = None) -> subprocess.Popen
 def run(job: dict) -> dict:
     """``train.train`` of a job as the tests write it: the model entry (schema defaults filled
     in), the paths and the MLflow settings as flat keys."""
-    from _training_data import full_config
+    from _training_data import full_config, packs_beside
     from genre_classification import train
 
     job = dict(job)
+    packs = job.pop("packs", None) or packs_beside(job["split_path"])
     paths = train.TrainingPaths(
         **{
             field: job.pop(f"{field}_path" if field != "checkpoint_dir" else field)
             for field in ("split", "model", "history", "run_info", "checkpoint_dir")
-        }
+        },
+        packs=packs,
     )
     mlflow_settings = train.MlflowSettings(
         job.pop("experiment"), job.pop("tracking_uri", None), job.pop("mlflow_timeout_s", 10)

@@ -14,6 +14,13 @@ from genre_classification.columns import SPLIT_COLUMNS
 from genre_classification.features import FeatureParams
 
 GENRES = ("blues", "metal", "pop")
+# The pack of every track make_features writes (one shard), relative to its root.
+PACK = Path("features/.packs/00000.npy")
+
+
+def packs_beside(split_path: Path) -> tuple[Path, ...]:
+    """The packs of the features ``make_features`` wrote beside ``split_path``."""
+    return (Path(split_path).parent / PACK,)
 
 
 def make_features(
@@ -55,6 +62,7 @@ def make_features(
     split_path = root / "split.tsv"
     lines = ["\t".join(SPLIT_COLUMNS)] + ["\t".join(map(str, r)) for r in rows]
     split_path.write_text("\n".join(lines) + "\n")
+    write_packs(split_path)
     (root / "data_version.json").write_text(
         json.dumps(
             {
@@ -67,6 +75,16 @@ def make_features(
         )
     )
     return split_path
+
+
+def write_packs(split_path: Path) -> None:
+    """The pack of every track of ``split_path`` (as the workflow's pack_features writes)."""
+    import pandas as pd
+
+    from genre_classification.packs import write_pack
+
+    rows = pd.read_csv(split_path, sep="\t", dtype=str)
+    write_pack(rows, packs_beside(split_path)[0])
 
 
 TINY_CONFIG = {
@@ -103,6 +121,7 @@ def train_tiny(config: dict, split_path: Path, out: Path, model_name: str, exper
         history=model_dir / "history.csv",
         run_info=out / "run.json",
         checkpoint_dir=model_dir / "checkpoints",
+        packs=packs_beside(split_path),
     )
     with pytest.MonkeyPatch.context() as env:
         env.setenv("MLFLOW_TRACKING_URI", uri)

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from _training_data import TINY_CONFIG, full_config, make_features, train_tiny
+from _training_data import TINY_CONFIG, full_config, make_features, packs_beside, train_tiny
 from genre_classification import augment, dataset, train
 
 ALL_ON = {
@@ -123,18 +123,13 @@ def test_resumed_batches_are_the_tail_of_an_uninterrupted_run(train_data):
     np.testing.assert_array_equal(np.concatenate([y for _, y in plain]), data.y[order])
 
 
-def test_streaming_augmented_is_seeded_and_exact_on_resume(train_data):
+def test_packed_augmented_equals_in_memory_and_is_exact_on_resume(train_data, data_dir):
     data, rows, labels = train_data
-
-    def stream(initial_epoch):
-        ds, steps = dataset.streaming_train_dataset(
-            rows, labels, 7, 5, initial_epoch, 3, shuffle_buffer=4, augmenter=augmenter()
-        )
-        return list(ds.as_numpy_iterator()), steps
-
-    full, steps = stream(0)
-    assert_same(full, stream(0)[0])
-    assert_same(stream(2)[0], full[2 * steps :])
+    packed = dataset.PackedSegments(rows, labels, packs_beside(data_dir))
+    steps = dataset.steps_per_epoch(len(data), 7)
+    full = batches(packed, augmenter(), initial_epoch=0, epochs=3)
+    assert_same(full, batches(data, augmenter(), initial_epoch=0, epochs=3))
+    assert_same(batches(packed, augmenter(), initial_epoch=2, epochs=3), full[2 * steps :])
     assert full[0][1].shape[1] == 3  # soft labels
     np.testing.assert_allclose(np.concatenate([y for _, y in full]).sum(axis=1), 1, rtol=1e-6)
 

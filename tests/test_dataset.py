@@ -6,7 +6,7 @@ import h5py
 import numpy as np
 import pytest
 
-from _training_data import GENRES, make_features
+from _training_data import GENRES, make_features, packs_beside
 from genre_classification import dataset
 
 
@@ -48,15 +48,50 @@ def test_label_attribute_must_match_split(split_path):
         dataset.load_segments(split, dataset.genre_labels(split))
 
 
-def test_band_stats_in_memory_equals_streaming(split_path):
+def _packed(split_path, subset="train"):
     split = dataset.read_split(split_path)
-    train_rows = split[split.split == "train"]
-    data = dataset.load_segments(train_rows, dataset.genre_labels(split))
-    mean, var = dataset.band_stats(data.x)
-    s_mean, s_var = dataset.band_stats_from_files(train_rows)
+    labels = dataset.genre_labels(split)
+    rows = split[split.split == subset]
+    return dataset.PackedSegments(rows, labels, packs_beside(split_path)), rows, labels
+
+
+def test_packed_segments_equal_the_hdf5s(split_path):
+    packed, rows, labels = _packed(split_path)
+    loaded = dataset.load_segments(rows, labels)
+    assert len(packed) == len(loaded) and packed.input_shape == loaded.input_shape
+    np.testing.assert_array_equal(packed.y, loaded.y)
+    np.testing.assert_array_equal(packed.x[np.arange(len(packed))], loaded.x)
+    # random order, repeats, across tracks: each read as asked
+    index = np.array([7, 0, 23, 7, 12, 1])
+    np.testing.assert_array_equal(packed.x[index], loaded.x[index])
+    memory = packed.load()
+    np.testing.assert_array_equal(memory.x, loaded.x)
+    np.testing.assert_array_equal(memory.tracks, loaded.tracks)
+
+
+def test_packed_segments_name_a_stale_pack(split_path, tmp_path):
+    split = dataset.read_split(split_path)
+    extra = split.iloc[[0]].assign(features=str(tmp_path / "new.h5"))
+    with pytest.raises(ValueError, match="in no pack"):
+        dataset.PackedSegments(extra, dataset.genre_labels(split), packs_beside(split_path))
+
+
+def test_truncated_pack_is_named(split_path):
+    packed, _, _ = _packed(split_path, "test")  # the last tracks of the pack
+    pack = packs_beside(split_path)[0]
+    with open(pack, "r+b") as handle:
+        handle.truncate(pack.stat().st_size - 100)
+    with pytest.raises(OSError, match="short read.*rebuild"):
+        packed.x[np.array([len(packed) - 1])]
+
+
+def test_band_stats_of_packs_equal_in_memory(split_path):
+    packed, rows, labels = _packed(split_path)
+    x64 = dataset.load_segments(rows, labels).x.astype(np.float64)
+    mean, var = dataset.band_stats(packed, chunk=5)
     assert mean.shape == var.shape == (16,)
-    np.testing.assert_allclose(mean, s_mean, rtol=1e-6)
-    np.testing.assert_allclose(var, s_var, rtol=1e-5)
+    np.testing.assert_allclose(mean, x64.mean(axis=(0, 2)), rtol=1e-9)
+    np.testing.assert_allclose(var, x64.var(axis=(0, 2)), rtol=1e-6)
     # genre 0 (blues) lifts bands 0-3: their mean is above the others
     assert mean[:4].min() > mean[12:].max()
 
@@ -84,17 +119,22 @@ def test_train_dataset_batches_each_epoch_once(split_path):
     np.testing.assert_array_equal(resumed[0][0].numpy(), batches[steps][0])
 
 
-def test_streaming_dataset_visits_every_segment(split_path):
-    split = dataset.read_split(split_path)
-    labels = dataset.genre_labels(split)
-    rows = split[split.split == "train"]
-    ds, steps = dataset.streaming_train_dataset(
-        rows, labels, 5, seed=3, initial_epoch=0, epochs=2, shuffle_buffer=4
-    )
-    batches = list(ds.as_numpy_iterator())
-    assert len(batches) == 2 * steps
-    epoch0 = np.concatenate([y for _, y in batches[:steps]])
-    data = dataset.load_segments(rows, labels)
-    assert sorted(epoch0) == sorted(data.y)
-    again, _ = dataset.streaming_train_dataset(rows, labels, 5, 3, 0, 2, shuffle_buffer=4)
-    np.testing.assert_array_equal(next(iter(again))[0].numpy(), batches[0][0])
+def test_packed_and_in_memory_give_the_same_batches(split_path):
+    packed, _, _ = _packed(split_path)
+    memory = packed.load()
+    a = list(dataset.train_dataset(packed, 5, 3, initial_epoch=0, epochs=2).as_numpy_iterator())
+    b = list(dataset.train_dataset(memory, 5, 3, initial_epoch=0, epochs=2).as_numpy_iterator())
+    assert len(a) == len(b) == 2 * dataset.steps_per_epoch(len(packed), 5)
+    for (xa, ya), (xb, yb) in zip(a, b, strict=True):
+        np.testing.assert_array_equal(xa, xb)
+        np.testing.assert_array_equal(ya, yb)
+    epoch0 = np.concatenate([y for _, y in a[: len(a) // 2]])
+    assert sorted(epoch0) == sorted(packed.y)
+
+
+def test_eval_dataset_in_order(split_path):
+    packed, rows, labels = _packed(split_path, "val")
+    batches = list(dataset.eval_dataset(packed, 2, n_classes=3).as_numpy_iterator())
+    x = np.concatenate([b[0] for b in batches])[..., 0]
+    np.testing.assert_array_equal(x, dataset.load_segments(rows, labels).x)
+    np.testing.assert_array_equal(np.concatenate([b[1] for b in batches]).argmax(1), packed.y)

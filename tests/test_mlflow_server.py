@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from _training_data import TINY_CONFIG, full_config, make_features
+from _training_data import TINY_CONFIG, full_config, make_features, packs_beside
 
 
 def test_training_run_logged_to_server(mlflow_server, tmp_path, monkeypatch):
@@ -29,6 +29,7 @@ def test_training_run_logged_to_server(mlflow_server, tmp_path, monkeypatch):
             history="results/models/tiny/history.csv",
             run_info="results/mlflow/runs/tiny.json",
             checkpoint_dir="results/models/tiny/checkpoints",
+            packs=packs_beside(split_path),
         ),
         # the environment variable wins over tracking_uri
         MlflowSettings("server-test", "sqlite:///must-not-be-used.db", timeout_s=10),

@@ -23,6 +23,7 @@ from genre_classification.features import (
     shard_record_path,
 )
 from genre_classification.models import feature_set_of
+from genre_classification.packs import index_path, pack_path
 from genre_classification.predict_set import set_source
 from genre_classification.shards import (
     assign_shards,
@@ -69,6 +70,9 @@ FEATURES_DIR = "results/features"
 # One directory per feature set: results/features (the default set), results/features-<set>.
 FEATURE_SET_DIR = "results/{feature_dir}"
 SHARD_RECORD = str(shard_record_path(FEATURE_SET_DIR, "{shard}"))
+# A shard's segments packed into one array (the training input) and its index.
+PACK = str(pack_path(FEATURE_SET_DIR, "{shard}"))
+PACK_INDEX = str(index_path(PACK))
 FETCHED = "results/data/fetched/{shard}.json"
 MANIFEST = "results/data/manifest.tsv"
 REJECTED = "results/qc/rejected.tsv"
@@ -94,6 +98,7 @@ OOF_CONFUSION = "results/eval/{model}/oof_confusion_matrix.png"
 SUMMARY_TABLE = "results/eval/summary.tsv"
 SUMMARY_PLOT = "results/eval/summary.png"
 TRACK_TABLE = "results/tables/tracks.tsv"
+TRACK_TABLE_SHARD = "results/tables/shards/{shard}.tsv"
 REFERENCE_TABLE = "results/reference/tracks.tsv"
 REFERENCE_INFO = "results/reference/reference.json"
 CLASSIFICATION_REPORT = "results/reports/{model}/classification.{ext}"
@@ -186,6 +191,21 @@ def model_feature_records(wildcards):
     return [] if name == DEFAULT_SET else feature_set_records(name)
 
 
+def model_packs(wildcards):
+    """The packs (and their indexes) of every shard of a model's feature set."""
+    name = feature_set_of(config["training"]["models"][wildcards.model])
+    feature_dir = feature_set_dir(FEATURES_DIR, name).name
+    packs = [
+        PACK.format(feature_dir=feature_dir, shard=shard) for shard in audio_shards()
+    ]
+    return {"packs": packs, "pack_indexes": [str(index_path(pack)) for pack in packs]}
+
+
+def pack_runtime(wildcards, attempt):
+    """Packing reads and writes a shard's features once: about 5 ms per 30 s file."""
+    return (10 + len(audio_shards()[wildcards.shard]) // 1000) * attempt
+
+
 def final_targets(wildcards):
     return [
         DATA_VERSION,
@@ -235,6 +255,16 @@ def training_resource(name):
         return own.get(name, config["training"]["resources"][name])
 
     return get
+
+
+def training_mem_mb(wildcards, input, attempt):
+    """training.resources.mem_mb (or the model's), x attempt; a model trained in memory
+    (``streaming: false``) asks for the size of its feature set's packs on top (all splits:
+    an upper bound of its training segments)."""
+    mem_mb = training_resource("mem_mb")(wildcards)
+    if not config["training"]["models"][wildcards.model]["streaming"]:
+        mem_mb += sum(os.path.getsize(pack) for pack in input.packs) // 1_000_000
+    return mem_mb * attempt
 
 
 def training_gres(wildcards):

@@ -31,6 +31,25 @@ rule extract_features:
         "../../scripts/extract_features.py"
 
 
+rule pack_features:
+    # A shard's segments in one array beside its HDF5s (genre_classification.packs): what the
+    # training jobs read batches from, a few reads per batch whatever the collection's size.
+    input:
+        record=SHARD_RECORD,
+    output:
+        pack=PACK,
+        index=PACK_INDEX,
+    log:
+        "logs/pack_features/{feature_dir}/{shard}.log",
+    container:
+        config["container"]["image"]
+    resources:
+        mem_mb=lambda wildcards, attempt: 1000 * attempt,
+        runtime=pack_runtime,
+    script:
+        "../../scripts/pack_features.py"
+
+
 rule collect_features:
     input:
         records=shard_records,

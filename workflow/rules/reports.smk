@@ -4,21 +4,45 @@
 # Targets: report_targets() in rules/common.smk.
 
 
+rule track_table_shard:
+    # One job per extraction shard (a process pool each, like extraction): the summary
+    # features of its tracks.
+    input:
+        record=lambda wildcards: SHARD_RECORD.format(
+            feature_dir=Path(FEATURES_DIR).name, shard=wildcards.shard
+        ),
+    output:
+        table=TRACK_TABLE_SHARD,
+    log:
+        "logs/track_table_shard/{shard}.log",
+    container:
+        config["container"]["image"]
+    threads: config["extraction"]["threads"]
+    resources:
+        mem_mb=lambda wildcards, threads, attempt: (500 + 300 * threads) * attempt,
+        runtime=shard_runtime,
+    params:
+        n_bands=config["reports"]["track_table"]["n_bands"],
+        n_mfcc=config["reports"]["track_table"]["n_mfcc"],
+    script:
+        "../../scripts/track_table_shard.py"
+
+
 rule track_table:
+    # The shard tables joined with each track's split (memory: the table, ~0.5 KB a track).
     input:
         split=SPLIT,
+        shards=lambda wildcards: expand(TRACK_TABLE_SHARD, shard=audio_shards()),
     output:
         table=TRACK_TABLE,
     log:
         "logs/track_table/tracks.log",
+    localrule: True
     container:
         config["container"]["image"]
     resources:
         mem_mb=2000,
         runtime=20,
-    params:
-        n_bands=config["reports"]["track_table"]["n_bands"],
-        n_mfcc=config["reports"]["track_table"]["n_mfcc"],
     script:
         "../../scripts/track_table.py"
 

@@ -40,6 +40,7 @@ rule mlflow_parent_run:
 rule train_model:
     input:
         unpack(parent_run),
+        unpack(model_packs),
         split=run_split,
         data_version=DATA_VERSION,
         feature_records=model_feature_records,
@@ -61,8 +62,7 @@ rule train_model:
         config["container"]["image"]
     threads: config["training"]["threads"]
     resources:
-        mem_mb=lambda wildcards, attempt: training_resource("mem_mb")(wildcards)
-        * attempt,
+        mem_mb=training_mem_mb,
         runtime=lambda wildcards, attempt: training_resource("runtime")(wildcards)
         * attempt,
         slurm_partition=lambda wildcards: training_resource("partition")(wildcards)
