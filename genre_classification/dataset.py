@@ -226,17 +226,21 @@ def steps_per_epoch(n: int, batch_size: int) -> int:
     return math.ceil(n / batch_size)
 
 
-def _batches(read, index_batches, n_batches, signature, readers):
-    """``read(index, epoch, step)`` (NumPy) of each of the ``n_batches`` ``(index, epoch,
-    step)`` of ``index_batches``, ``readers`` batches at a time in parallel threads, in order."""
+def _batches(read, epoch_orders, n_batches, batch_size, signature, readers):
+    """The ``n_batches`` batches of ``batch_size`` examples of each ``(epoch, order)`` of
+    ``epoch_orders()`` (the examples of an epoch in order; the last batch of an epoch may be
+    smaller): ``read(index, epoch, step)`` (NumPy) of each, by ``readers`` threads in parallel,
+    in order. One call per batch: larger reads per call measured slower (cache misses)."""
     import tensorflow as tf
 
-    specs = (
-        tf.TensorSpec((None,), tf.int64),
-        tf.TensorSpec((), tf.int64),
-        tf.TensorSpec((), tf.int64),
-    )
-    ds = tf.data.Dataset.from_generator(index_batches, output_signature=specs)
+    def batches():
+        for epoch, order in epoch_orders():
+            for step, start in enumerate(range(0, len(order), batch_size)):
+                yield order[start : start + batch_size], epoch, step
+
+    scalar = tf.TensorSpec((), tf.int64)
+    specs = (tf.TensorSpec((None,), tf.int64), scalar, scalar)
+    ds = tf.data.Dataset.from_generator(batches, output_signature=specs)
     # a known length: Keras then stops at the last batch instead of asking for one more
     ds = ds.apply(tf.data.experimental.assert_cardinality(n_batches))
 
@@ -244,7 +248,7 @@ def _batches(read, index_batches, n_batches, signature, readers):
         x, y = tf.numpy_function(
             lambda i, e, s: read(i, int(e), int(s)),
             [index, epoch, step],
-            [s.dtype for s in signature],
+            [spec.dtype for spec in signature],
         )
         return tf.ensure_shape(x, signature[0].shape), tf.ensure_shape(y, signature[1].shape)
 
@@ -288,14 +292,11 @@ def train_dataset(
     tf.data's autotuning), in order; memory holds a few batches, not the data.
     """
     n = len(data)
-    steps = steps_per_epoch(n, batch_size)
     sources = crop_sources(data.tracks) if augmenter is not None and augmenter.crops else None
 
-    def index_batches():
+    def epoch_orders():
         for epoch in range(initial_epoch, epochs):
-            order = epoch_permutation(n, seed, epoch)
-            for step in range(steps):
-                yield order[step * batch_size : (step + 1) * batch_size], epoch, step
+            yield epoch, epoch_permutation(n, seed, epoch)
 
     def read(index, epoch, step):
         if augmenter is None:
@@ -307,8 +308,9 @@ def train_dataset(
         return augmenter.batch(x, data.y[index], epoch, step)
 
     n_classes = augmenter.n_classes if augmenter is not None and augmenter.soft_labels else None
-    n_batches = (epochs - initial_epoch) * steps
-    return _batches(read, index_batches, n_batches, _signature(data, n_classes), _readers(readers))
+    signature = _signature(data, n_classes)
+    n_batches = (epochs - initial_epoch) * steps_per_epoch(n, batch_size)
+    return _batches(read, epoch_orders, n_batches, batch_size, signature, _readers(readers))
 
 
 def eval_dataset(data, batch_size: int, n_classes: int | None = None, readers: int | None = None):
@@ -316,16 +318,17 @@ def eval_dataset(data, batch_size: int, n_classes: int | None = None, readers: i
     ``n_classes``: one-hot labels (for a model trained with soft labels, see ``augment.mixup``)."""
     eye = None if n_classes is None else np.eye(n_classes, dtype=np.float32)
 
-    def index_batches():
-        for step, start in enumerate(range(0, len(data), batch_size)):
-            yield np.arange(start, min(start + batch_size, len(data))), 0, step
-
     def read(index, epoch, step):
         y = data.y[index]
         return data.x[index][..., None], y if eye is None else eye[y]
 
+    def epoch_orders():
+        yield 0, np.arange(len(data))
+
+    signature = _signature(data, n_classes)
     n_batches = steps_per_epoch(len(data), batch_size)
-    return _batches(read, index_batches, n_batches, _signature(data, n_classes), _readers(readers))
+    readers = _readers(readers)
+    return _batches(read, epoch_orders, n_batches, batch_size, signature, readers)
 
 
 # --- test-time windows ------------------------------------------------------------------------

@@ -114,11 +114,13 @@ def predict_tracks(
     labels: list[str],
     batch_size: int,
     overlap: float = 0.0,
-    chunk_segments: int = CHUNK_SEGMENTS,
+    chunk_segments: int | None = None,
 ) -> tuple[list[str], np.ndarray, dict]:
     """``(tracks, mean window probabilities per track, counts)`` of the tracks of ``rows``,
     read and predicted about ``chunk_segments`` segments at a time (memory: one chunk, not
-    the split); ``counts``: the numbers of ``segments`` and ``windows``."""
+    the split; default ``CHUNK_SEGMENTS``); ``counts``: the numbers of ``segments`` and
+    ``windows``."""
+    chunk_segments = chunk_segments or CHUNK_SEGMENTS
     tracks, probs, counts = [], [], {"segments": 0, "windows": 0}
     sizes = rows["n_segments"].to_numpy(dtype=np.int64)
     chunk_of = np.cumsum(sizes) // max(1, chunk_segments) if len(sizes) else sizes

@@ -146,32 +146,34 @@ class PackReader:
         self._row_bytes = int(np.prod(self.segment_shape or (0,))) * DTYPE.itemsize
 
     def read(self, packs: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        """Segments ``rows[i]`` of pack ``packs[i]``, in the given order; runs of consecutive
-        rows of one pack are one read."""
+        """Segments ``rows[i]`` of pack ``packs[i]``, in the given order: one read per run of
+        consecutive rows of one pack, straight into the output when the run's places there
+        are consecutive too (a shuffled batch: one read per segment; a track: one read)."""
         n = len(rows)
         out = np.empty((n, *self.segment_shape), dtype=DTYPE)
         if not n:
             return out
+        flat = out.reshape(n, -1)
         order = np.lexsort((rows, packs))
         sorted_packs, sorted_rows = packs[order], rows[order]
-        buffer = out if np.array_equal(order, np.arange(n)) else np.empty_like(out)
-        flat = buffer.reshape(n, -1)
-        breaks = np.flatnonzero(
-            (np.diff(sorted_packs) != 0) | (np.diff(sorted_rows) != 1)
-        ) + 1  # fmt: skip
+        breaks = np.flatnonzero((np.diff(sorted_packs) != 0) | (np.diff(sorted_rows) != 1)) + 1
         for start, end in zip(np.r_[0, breaks], np.r_[breaks, n], strict=True):
-            pack = int(sorted_packs[start])
-            view = memoryview(flat[start:end]).cast("B")
-            offset = self._offsets[pack] + int(sorted_rows[start]) * self._row_bytes
-            got = os.preadv(self._fds[pack], [view], offset)
-            if got != len(view):
-                raise OSError(
-                    f"{self.paths[pack]}: short read at row {sorted_rows[start]} (truncated "
-                    "pack?): delete it and rerun snakemake to rebuild it"
-                )
-        if buffer is not out:
-            out[order] = buffer
+            places = order[start:end]
+            direct = end - start == 1 or np.all(np.diff(places) == 1)
+            target = flat[places[0] : places[0] + end - start] if direct else flat[places]
+            self._pread(int(sorted_packs[start]), int(sorted_rows[start]), target)
+            if not direct:
+                flat[places] = target
         return out
+
+    def _pread(self, pack: int, row: int, target: np.ndarray) -> None:
+        view = memoryview(target).cast("B")
+        got = os.preadv(self._fds[pack], [view], self._offsets[pack] + row * self._row_bytes)
+        if got != len(view):
+            raise OSError(
+                f"{self.paths[pack]}: short read at row {row} (truncated pack?): delete it "
+                "and rerun snakemake to rebuild it"
+            )
 
     def close(self) -> None:
         for fd in self._fds:

@@ -65,6 +65,8 @@ RUN_FILE = "mlflow_run.json"
 # of the packed input), measured by benchmarks/bench_workflow.py with the default CNN: what an
 # in-memory (``streaming: false``) job needs on top of its training segments.
 TRAINING_BASE_MB = 2500
+# Test hook: mirror the model over this many logical devices ("CPU:2"), as over several GPUs.
+REPLICAS_ENV = "GENRE_CLASSIFICATION_REPLICAS"
 # Test hook: SIGKILL this process right after the checkpoint of this epoch (1-based) is written.
 KILL_AFTER_EPOCH_ENV = "GENRE_CLASSIFICATION_KILL_AFTER_EPOCH"
 
@@ -120,6 +122,9 @@ def fingerprint(config: dict, split_path: str | Path, replicas: int = 1) -> str:
         for k, v in config.items()
         if k != "keep_checkpoints" and not (k == "augment" and not augment.is_active(v))
     }
+    # Both stores give the same batches: ``streaming`` is hashed as false, its former default,
+    # so that checkpoints from before the default changed stay valid.
+    relevant["streaming"] = False
     if replicas > 1:
         relevant["replicas"] = replicas
     digest = hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode())
@@ -133,6 +138,13 @@ def configure_tensorflow(seed: int, threads: int | None, deterministic: bool) ->
     import keras
     import tensorflow as tf
 
+    forced = os.environ.get(REPLICAS_ENV)
+    if forced:  # before anything starts the runtime
+        kind, count = forced.split(":")
+        tf.config.set_logical_device_configuration(
+            tf.config.list_physical_devices(kind)[0],
+            [tf.config.LogicalDeviceConfiguration()] * int(count),
+        )
     if threads:
         try:
             tf.config.threading.set_intra_op_parallelism_threads(int(threads))
@@ -151,12 +163,14 @@ def configure_tensorflow(seed: int, threads: int | None, deterministic: bool) ->
 
 def distribution():
     """``tf.distribute.MirroredStrategy`` over the job's GPUs when it has more than one (the
-    model's variables mirrored, each batch split across them), else the default strategy."""
+    model's variables mirrored, each batch split across them), else the default strategy.
+    ``REPLICAS_ENV=CPU:<n>`` mirrors over n logical CPU devices instead (tests: no GPU here)."""
     import tensorflow as tf
 
-    gpus = tf.config.list_logical_devices("GPU")
-    if len(gpus) > 1:
-        return tf.distribute.MirroredStrategy([gpu.name for gpu in gpus])
+    forced = os.environ.get(REPLICAS_ENV)
+    devices = tf.config.list_logical_devices(forced.split(":")[0] if forced else "GPU")
+    if len(devices) > 1:
+        return tf.distribute.MirroredStrategy([device.name for device in devices])
     return tf.distribute.get_strategy()
 
 
@@ -420,7 +434,9 @@ def fit(
     )
 
 
-def finalize(model, cfg, data, state, paths: TrainingPaths, ckpt_dir: Path) -> None:
+def finalize(
+    model, cfg, data, state, paths: TrainingPaths, ckpt_dir: Path, replicas: int = 1
+) -> None:
     """Best weights back, then the outputs: model, history, feature description (also as
     MLflow artifacts), summary metrics and the logged Keras model."""
     import mlflow
@@ -444,7 +460,9 @@ def finalize(model, cfg, data, state, paths: TrainingPaths, ckpt_dir: Path) -> N
     mlflow.log_metrics(
         {"best_epoch": float(state["best_epoch"] or 0), "epochs_trained": state["epochs_done"]}
     )
-    tracking.log_keras_model(model, example=data.val.x[[0]][..., None], metadata=description)
+    # one example per replica: a mirrored model cannot predict a batch with an empty share
+    example = data.val.x[list(range(replicas))][..., None]
+    tracking.log_keras_model(model, example=example, metadata=description)
 
 
 def train(
@@ -482,9 +500,9 @@ def train(
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         device = configure_tensorflow(cfg["seed"], threads, cfg["deterministic"])
         log.info("Device: %s (training %s)", device, model_name)
+        strategy = distribution()
         policy = models.set_precision(cfg["mixed_precision"])
         data = load_data(paths, cfg, model_name, mem_mb)
-        strategy = distribution()
         replicas = strategy.num_replicas_in_sync
         if replicas > 1:
             log.info(
@@ -519,7 +537,7 @@ def train(
             log.info("MLflow run %s (experiment %r, %s)", run_id, experiment, redact(uri))
             log_run_start(run_id, cfg, data, model, state, model_name, policy, run_tags)
             fit(model, cfg, data, state, ckpt_dir, run_id, replicas)
-            finalize(model, cfg, data, state, paths, ckpt_dir)
+            finalize(model, cfg, data, state, paths, ckpt_dir, replicas)
             info = tracking.write_run_info(paths.run_info, run_id, experiment_id, uri)
         keras.backend.clear_session()
         if not cfg["keep_checkpoints"]:

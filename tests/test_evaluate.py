@@ -66,7 +66,7 @@ def test_genre_without_test_tracks_is_not_a_zero_in_the_macro_scores(caplog):
     assert m["macro_f1"] == pytest.approx((2 / 3 + 1 + 0) / 3)
 
 
-def test_evaluate_writes_contract_files(tmp_path):
+def test_evaluate_writes_contract_files(tmp_path, monkeypatch):
     import keras
 
     from genre_classification import dataset, models
@@ -75,7 +75,7 @@ def test_evaluate_writes_contract_files(tmp_path):
     split = dataset.read_split(split_path)
     train = dataset.load_segments(split[split.split == "train"], LABELS)
     model = models.build_model(
-        "cnn", train.input_shape, 3, *dataset.band_stats(train.x), filters=(4,)
+        "cnn", train.input_shape, 3, *dataset.band_stats(train), filters=(4,)
     )
     models.compile_model(model)
     model.save(tmp_path / "model.keras")
@@ -110,6 +110,23 @@ def test_evaluate_writes_contract_files(tmp_path):
     _, expect = evaluate.aggregate_tracks(segment_probs, test.tracks)
     np.testing.assert_array_equal(table.filter(like="prob_").to_numpy(), np.round(expect, 6))
     assert metrics["overlap"] == 0 and metrics["n_windows"] == metrics["n_segments"] == 12
+
+    # read and predicted a few tracks at a time (memory: a chunk, not the split): the same
+    # metrics and probabilities as the whole split at once
+    monkeypatch.setattr(evaluate, "CHUNK_SEGMENTS", 3)
+    chunked = evaluate.evaluate(
+        tmp_path / "model.keras",
+        split_path,
+        out / "chunked" / "metrics.json",
+        out / "chunked" / "predictions.csv",
+        out / "chunked" / "confusion_matrix.png",
+    )
+    for key in ("accuracy", "macro_f1", "per_genre", "n_tracks", "n_segments", "n_windows"):
+        assert chunked[key] == metrics[key]
+    again = pd.read_csv(out / "chunked" / "predictions.csv")
+    assert again["track"].tolist() == table["track"].tolist()
+    np.testing.assert_allclose(again.filter(like="prob_"), table.filter(like="prob_"), atol=2e-6)
+    monkeypatch.undo()
 
     # overlap 0.5: 2n-1 windows per track of n = 2 segments (20 frames: hop 10)
     half = evaluate.evaluate(
