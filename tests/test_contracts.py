@@ -46,6 +46,7 @@ def documented(path: str, after: str = "columns") -> tuple[str, ...]:
     ("path", "expected"),
     [
         ("results/features/.shards/{shard}.tsv", columns.RECORD_COLUMNS),
+        ("results/features/.packs/{shard}.tsv", columns.PACK_INDEX_COLUMNS),
         ("results/data/manifest.tsv", columns.MANIFEST_COLUMNS),
         ("results/qc/rejected.tsv", columns.REJECTED_COLUMNS),
         ("results/split/split.tsv", columns.SPLIT_COLUMNS),
