@@ -306,24 +306,33 @@ def log_epochs(run_id: str, history: list[dict], only_missing: bool = True) -> N
         mlflow.log_metrics(metrics, step=int(row["epoch"]), run_id=run_id)
 
 
-def log_keras_model(model, name: str = "model", example=None, metadata: dict | None = None):
-    """Log ``model`` as an MLflow model (MLflow 3: ``name=``, a LoggedModel linked to the run).
+def log_keras_model(model, name: str = "model", metadata: dict | None = None):
+    """Log ``model`` as an MLflow model (MLflow 3: ``name=``, a LoggedModel linked to the run)
+    with two flavors (``audio_model``): ``tensorflow`` (the Keras model) and a
+    ``python_function`` that takes audio and returns genres. ``metadata`` (``model_info``: the
+    feature parameters and labels) goes into its MLmodel file; the audio flavor needs it.
 
-    Pinned requirements skip MLflow's slow requirement inference; ``example`` (a batch of
-    inputs) gives the model a signature; ``metadata`` goes into its MLmodel file.
+    Pinned requirements skip MLflow's slow requirement inference.
     """
     import keras
-    import mlflow
+    import librosa
     import tensorflow as tf
+    from mlflow.models import Model
 
-    requirements = [f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}"]
-    signature = None
-    if example is not None:
-        from mlflow.models import infer_signature
+    from genre_classification import audio_model
 
-        signature = infer_signature(example, model.predict(example, verbose=0))
-    return mlflow.tensorflow.log_model(
-        model, name=name, pip_requirements=requirements, signature=signature, metadata=metadata
+    requirements = [
+        f"tensorflow=={tf.__version__}",
+        f"keras=={keras.__version__}",
+        f"librosa=={librosa.__version__}",
+    ]
+    return Model.log(
+        artifact_path=None,
+        name=name,
+        flavor=audio_model,
+        keras_model=model,
+        pip_requirements=requirements,
+        metadata=metadata,
     )
 
 

@@ -405,7 +405,7 @@ def finalize(model, cfg, data, state, paths: TrainingPaths, ckpt_dir: Path) -> N
     mlflow.log_metrics(
         {"best_epoch": float(state["best_epoch"] or 0), "epochs_trained": state["epochs_done"]}
     )
-    tracking.log_keras_model(model, example=data.val.x[:1, ..., None], metadata=description)
+    tracking.log_keras_model(model, metadata=description)
 
 
 def train(
