@@ -251,17 +251,20 @@ def flatten_params(params: dict, prefix: str = "") -> dict[str, str]:
     return flat
 
 
+VERSION_TAG = "workflow.version"  # genre_classification.__version__
+
+
 def provenance_tags(
     data_version_path: str | Path | None = None,
     snakemake_rule: str | None = None,
     wildcards: dict | None = None,
     repo: str | Path = ".",
 ) -> dict[str, str]:
-    """Tags: data version (DVC md5), git commit, Snakemake rule/wildcards, packages (the
-    training job adds the device it ran on)."""
+    """Tags: workflow version, data version (DVC md5), git commit, Snakemake rule/wildcards,
+    packages (the training job adds the device it ran on)."""
     from genre_classification import provenance
 
-    tags: dict[str, str] = {}
+    tags: dict[str, str] = {VERSION_TAG: provenance.workflow_version()}
     if data_version_path and Path(data_version_path).is_file():
         version = provenance.read_data_version(data_version_path)
         tags["data.md5"] = str(version.get("md5"))
