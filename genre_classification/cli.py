@@ -1,5 +1,6 @@
 """Command line: ``genre-classification predict [--model M] [--output OUT.csv] [--top-k K] PATH...``
-(also ``python -m genre_classification predict``)."""
+and ``genre-classification demo-data [--tiny] --repo DIR --remote DIR`` (also
+``python -m genre_classification ...``)."""
 
 from __future__ import annotations
 
@@ -49,11 +50,50 @@ def parser() -> argparse.ArgumentParser:
         help="predict windows overlapping by this share of a segment, in [0, 1) (default: 0, "
         "the segments)",
     )
+    d = commands.add_parser(
+        "demo-data",
+        help="create the demo (or --tiny test) data set",
+        description="Synthetic clips versioned in a git + DVC repository with a local DVC "
+        "remote (the workspace copy is dropped: the workflow's first rule pulls it).",
+    )
+    d.add_argument("--repo", default="results/demo-data", help="DVC data repository to create")
+    d.add_argument("--remote", default="results/demo-dvc-remote", help="local DVC remote dir")
+    d.add_argument("--target", default="genres")
+    d.add_argument("--clips-per-genre", type=int, default=20)
+    d.add_argument("--seconds", type=float, default=6.0)
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--genres", nargs="+", help="genres to synthesize (default: all)")
+    d.add_argument("--bad-files", action="store_true", help="add 3 files to be quarantined")
+    d.add_argument("--force", action="store_true", help="recreate even if it exists")
+    d.add_argument(
+        "--tiny", action="store_true", help="the tiny test data set (.test/config/config.yaml)"
+    )
     return main
+
+
+def demo_data(args) -> int:
+    from genre_classification.demo_data import TINY_DATA, make_demo_repo
+
+    data = {
+        "clips_per_genre": args.clips_per_genre,
+        "seconds": args.seconds,
+        "genres": args.genres,
+        "bad_files": args.bad_files,
+    }
+    if args.tiny:
+        data = TINY_DATA
+    print(
+        make_demo_repo(
+            args.repo, args.remote, target=args.target, seed=args.seed, force=args.force, **data
+        )
+    )
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.command == "demo-data":
+        return demo_data(args)
     if args.top_k < 1 or args.batch_segments < 1:
         parser().error("--top-k and --batch-segments must be at least 1")
     if not 0 <= args.overlap < 1:

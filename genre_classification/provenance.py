@@ -62,10 +62,18 @@ def code_commit(repo: str | Path = ".") -> str | None:
     return git_commit(repo) or git_commit(Path(__file__).resolve().parent)
 
 
+def workflow_version() -> str:
+    """The release of the workflow and package (``genre_classification.__version__``)."""
+    from genre_classification import __version__
+
+    return __version__
+
+
 def result_provenance(data_version_path: str | Path) -> dict:
     """What every result file records about where it came from."""
     return {
         "data_version": read_data_version(data_version_path),
+        "workflow_version": workflow_version(),
         "git_commit": code_commit("."),
         "packages": package_versions(),
     }

@@ -251,17 +251,20 @@ def flatten_params(params: dict, prefix: str = "") -> dict[str, str]:
     return flat
 
 
+VERSION_TAG = "workflow.version"  # genre_classification.__version__
+
+
 def provenance_tags(
     data_version_path: str | Path | None = None,
     snakemake_rule: str | None = None,
     wildcards: dict | None = None,
     repo: str | Path = ".",
 ) -> dict[str, str]:
-    """Tags: data version (DVC md5), git commit, Snakemake rule/wildcards, packages (the
-    training job adds the device it ran on)."""
+    """Tags: workflow version, data version (DVC md5), git commit, Snakemake rule/wildcards,
+    packages (the training job adds the device it ran on)."""
     from genre_classification import provenance
 
-    tags: dict[str, str] = {}
+    tags: dict[str, str] = {VERSION_TAG: provenance.workflow_version()}
     if data_version_path and Path(data_version_path).is_file():
         version = provenance.read_data_version(data_version_path)
         tags["data.md5"] = str(version.get("md5"))
@@ -306,24 +309,33 @@ def log_epochs(run_id: str, history: list[dict], only_missing: bool = True) -> N
         mlflow.log_metrics(metrics, step=int(row["epoch"]), run_id=run_id)
 
 
-def log_keras_model(model, name: str = "model", example=None, metadata: dict | None = None):
-    """Log ``model`` as an MLflow model (MLflow 3: ``name=``, a LoggedModel linked to the run).
+def log_keras_model(model, name: str = "model", metadata: dict | None = None):
+    """Log ``model`` as an MLflow model (MLflow 3: ``name=``, a LoggedModel linked to the run)
+    with two flavors (``audio_model``): ``tensorflow`` (the Keras model) and a
+    ``python_function`` that takes audio and returns genres. ``metadata`` (``model_info``: the
+    feature parameters and labels) goes into its MLmodel file; the audio flavor needs it.
 
-    Pinned requirements skip MLflow's slow requirement inference; ``example`` (a batch of
-    inputs) gives the model a signature; ``metadata`` goes into its MLmodel file.
+    Pinned requirements skip MLflow's slow requirement inference.
     """
     import keras
-    import mlflow
+    import librosa
     import tensorflow as tf
+    from mlflow.models import Model
 
-    requirements = [f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}"]
-    signature = None
-    if example is not None:
-        from mlflow.models import infer_signature
+    from genre_classification import audio_model
 
-        signature = infer_signature(example, model.predict(example, verbose=0))
-    return mlflow.tensorflow.log_model(
-        model, name=name, pip_requirements=requirements, signature=signature, metadata=metadata
+    requirements = [
+        f"tensorflow=={tf.__version__}",
+        f"keras=={keras.__version__}",
+        f"librosa=={librosa.__version__}",
+    ]
+    return Model.log(
+        artifact_path=None,
+        name=name,
+        flavor=audio_model,
+        keras_model=model,
+        pip_requirements=requirements,
+        metadata=metadata,
     )
 
 

@@ -434,9 +434,7 @@ def fit(
     )
 
 
-def finalize(
-    model, cfg, data, state, paths: TrainingPaths, ckpt_dir: Path, replicas: int = 1
-) -> None:
+def finalize(model, cfg, data, state, paths: TrainingPaths, ckpt_dir: Path) -> None:
     """Best weights back, then the outputs: model, history, feature description (also as
     MLflow artifacts), summary metrics and the logged Keras model."""
     import mlflow
@@ -460,9 +458,7 @@ def finalize(
     mlflow.log_metrics(
         {"best_epoch": float(state["best_epoch"] or 0), "epochs_trained": state["epochs_done"]}
     )
-    # one example per replica: a mirrored model cannot predict a batch with an empty share
-    example = data.val.x[list(range(replicas))][..., None]
-    tracking.log_keras_model(model, example=example, metadata=description)
+    tracking.log_keras_model(model, metadata=description)
 
 
 def train(
@@ -537,7 +533,7 @@ def train(
             log.info("MLflow run %s (experiment %r, %s)", run_id, experiment, redact(uri))
             log_run_start(run_id, cfg, data, model, state, model_name, policy, run_tags)
             fit(model, cfg, data, state, ckpt_dir, run_id, replicas)
-            finalize(model, cfg, data, state, paths, ckpt_dir, replicas)
+            finalize(model, cfg, data, state, paths, ckpt_dir)
             info = tracking.write_run_info(paths.run_info, run_id, experiment_id, uri)
         keras.backend.clear_session()
         if not cfg["keep_checkpoints"]:
