@@ -18,9 +18,9 @@
   labels are one-hot too (same loss value and accuracy as with integer labels).
 
 Every random draw comes from ``numpy.random.default_rng([seed, epoch, index, stream])``: the
-model's seed, the epoch, the step in the epoch and one stream per augmentation. The batches of an epoch are a function of (seed, epoch) only,
-so a job resumed at epoch k sees exactly the batches of an uninterrupted job, and switching one
-augmentation on does not change the draws of another.
+model's seed, the epoch, the step in the epoch and one stream per augmentation. The batches of an
+epoch are a function of (seed, epoch) only, so a job resumed at epoch k sees exactly the batches
+of an uninterrupted job, and switching one augmentation on does not change the draws of another.
 """
 
 from __future__ import annotations
