@@ -28,7 +28,10 @@ train(
         feature_records=list(snakemake.input.feature_records),
     ),
     MlflowSettings(
-        snakemake.params.experiment, snakemake.params.tracking_uri, training["mlflow_timeout_s"]
+        snakemake.params.experiment,
+        snakemake.params.tracking_uri,
+        training["mlflow_timeout_s"],
+        training["system_metrics"],
     ),
     model_name=wildcards["model"],
     lock_timeout_s=training["lock_timeout_s"],

@@ -42,7 +42,10 @@ def run(job: dict) -> dict:
         }
     )
     mlflow_settings = train.MlflowSettings(
-        job.pop("experiment"), job.pop("tracking_uri", None), job.pop("mlflow_timeout_s", 10)
+        job.pop("experiment"),
+        job.pop("tracking_uri", None),
+        job.pop("mlflow_timeout_s", 10),
+        job.pop("system_metrics", True),
     )
     return train.train(
         full_config(job.pop("config")),
