@@ -17,8 +17,10 @@ MANIFEST_COLUMNS = (
 )
 # results/qc/rejected.tsv: quarantined audio and why.
 REJECTED_COLUMNS = ("genre", "track", "path", "reason")
-# results/features[-<set>]/.shards/<shard>.tsv: one row per file of an extraction shard.
-RECORD_COLUMNS = (*MANIFEST_COLUMNS, "status", "reason")
+# results/features[-<set>]/.shards/<shard>.tsv: one row per file of an extraction shard; the
+# HDF5's size and mtime (ns) when the record was written (empty for a rejected file; records
+# written before these columns have none): a file changed since reruns its shard.
+RECORD_COLUMNS = (*MANIFEST_COLUMNS, "status", "reason", "features_size", "features_mtime_ns")
 RECORD_STATUSES = ("kept", "extracted", "rejected")
 # results/split/split.tsv and the k-fold tables (plus "group" with split.group_by).
 SPLIT_COLUMNS = ("genre", "track", "split", "features", "n_segments", "source_md5")
