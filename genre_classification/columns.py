@@ -29,3 +29,15 @@ EVAL_PREDICTION_COLUMNS = ("track", "true", "predicted")
 # The `predict` command's CSV; results/predict/{set}/predictions.csv has "track" before them.
 PREDICT_COLUMNS = ("path", "genre", "probability", "top_k", "n_segments", "error")
 PREDICT_SET_COLUMNS = ("track", *PREDICT_COLUMNS)
+# results/resources/jobs.tsv: one row per job (its benchmark file), used against declared.
+JOB_RESOURCE_COLUMNS = (
+    "rule",
+    "wildcards",
+    "threads",
+    "wall_s",
+    "max_rss_mb",
+    "cpu_time_s",
+    "mem_mb",
+    "runtime_min",
+    "benchmark",
+)

@@ -8,6 +8,8 @@ rule extract_features:
         record=SHARD_RECORD,
     log:
         "logs/extract_features/{feature_dir}/{shard}.log",
+    benchmark:
+        benchmark_path("extract_features", "{feature_dir}/{shard}")
     container:
         config["container"]["image"]
     threads: config["extraction"]["threads"]
@@ -44,6 +46,8 @@ rule collect_features:
         version=DATA_VERSION,
     log:
         "logs/collect_features.log",
+    benchmark:
+        benchmark_path("collect_features", "all")
     localrule: True
     container:
         config["container"]["image"]
