@@ -11,12 +11,15 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-def start(job: dict, workdir: Path, env: dict | None = None) -> subprocess.Popen:
-    """Start ``run(job)`` in ``workdir``; stdout and stderr together, as text."""
+def start(
+    job: dict, workdir: Path, env: dict | None = None, pythonpath: tuple[str, ...] = ()
+) -> subprocess.Popen:
+    """Start ``run(job)`` in ``workdir``; stdout and stderr together, as text; ``pythonpath``:
+    more module directories, first."""
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "job.json").write_text(json.dumps(job))
     full_env = {**os.environ, **(env or {})}
-    full_env["PYTHONPATH"] = os.pathsep.join([str(HERE.parent), str(HERE)])
+    full_env["PYTHONPATH"] = os.pathsep.join([*pythonpath, str(HERE.parent), str(HERE)])
     full_env["TF_CPP_MIN_LOG_LEVEL"] = "2"
     return subprocess.Popen(
         [sys.executable, str(HERE / "_train_job.py"), str(workdir / "job.json")],
