@@ -194,12 +194,12 @@ def classification_report(
         classification=[task],
     )
     dataset = Dataset.from_pandas(frame, data_definition=definition)
-    labels = snapshot_labels("classification", provenance, model) if monitor else {}
+    run_labels = snapshot_labels("classification", provenance, model) if monitor else {}
     report = Report([ClassificationPreset()], metadata={"model": model})
-    snapshot = report.run(dataset, None, **labels)
+    snapshot = report.run(dataset, None, **run_labels)
     _save_html(snapshot, html_path)
     if monitor:
-        add_snapshot(monitor, snapshot, labels)
+        add_snapshot(monitor, snapshot, run_labels)
 
     raw = snapshot.dict()
     summary: dict = {"model": model, "n_tracks": int(len(frame))}
@@ -273,11 +273,11 @@ def data_drift_report(
     preset = DataDriftPreset(
         columns=columns, drift_share=drift_share, method=method, threshold=threshold
     )
-    labels = snapshot_labels("data_drift", provenance) if monitor else {}
-    snapshot = Report([preset], include_tests=True).run(cur, ref, **labels)
+    run_labels = snapshot_labels("data_drift", provenance) if monitor else {}
+    snapshot = Report([preset], include_tests=True).run(cur, ref, **run_labels)
     _save_html(snapshot, html_path)
     if monitor:
-        add_snapshot(monitor, snapshot, labels)
+        add_snapshot(monitor, snapshot, run_labels)
 
     raw = snapshot.dict()
     features: dict[str, dict] = {}
@@ -372,12 +372,12 @@ def data_quality_report(
         DuplicatedRowCount(tests=[eq(0)]),
         *balance_metrics,
     ]
-    labels = snapshot_labels("data_quality", provenance) if monitor else {}
+    run_labels = snapshot_labels("data_quality", provenance) if monitor else {}
     dataset = Dataset.from_pandas(frame, data_definition=definition)
-    snapshot = Report(metrics).run(dataset, None, **labels)
+    snapshot = Report(metrics).run(dataset, None, **run_labels)
     _save_html(snapshot, html_path)
     if monitor:
-        add_snapshot(monitor, snapshot, labels)
+        add_snapshot(monitor, snapshot, run_labels)
 
     raw = snapshot.dict()
     status: dict[str, list[str]] = {}
