@@ -17,8 +17,10 @@ MANIFEST_COLUMNS = (
 )
 # results/qc/rejected.tsv: quarantined audio and why.
 REJECTED_COLUMNS = ("genre", "track", "path", "reason")
-# results/features[-<set>]/.shards/<shard>.tsv: one row per file of an extraction shard.
-RECORD_COLUMNS = (*MANIFEST_COLUMNS, "status", "reason")
+# results/features[-<set>]/.shards/<shard>.tsv: one row per file of an extraction shard; the
+# HDF5's size and mtime (ns) when the record was written (empty for a rejected file; records
+# written before these columns have none): a file changed since reruns its shard.
+RECORD_COLUMNS = (*MANIFEST_COLUMNS, "status", "reason", "features_size", "features_mtime_ns")
 RECORD_STATUSES = ("kept", "extracted", "rejected")
 # results/features[-<set>]/.packs/<shard>.tsv: the rows of each file's segments in the shard's
 # packed array (genre_classification.packs).
@@ -30,3 +32,15 @@ EVAL_PREDICTION_COLUMNS = ("track", "true", "predicted")
 # The `predict` command's CSV; results/predict/{set}/predictions.csv has "track" before them.
 PREDICT_COLUMNS = ("path", "genre", "probability", "top_k", "n_segments", "error")
 PREDICT_SET_COLUMNS = ("track", *PREDICT_COLUMNS)
+# results/resources/jobs.tsv: one row per job (its benchmark file), used against declared.
+JOB_RESOURCE_COLUMNS = (
+    "rule",
+    "wildcards",
+    "threads",
+    "wall_s",
+    "max_rss_mb",
+    "cpu_time_s",
+    "mem_mb",
+    "runtime_min",
+    "benchmark",
+)

@@ -11,7 +11,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from genre_classification.fileio import atomic_path
+from genre_classification.fileio import atomic_path, read_tsv
 
 DATASET = "logmel"
 SHARD_RECORDS = ".shards"
@@ -287,10 +287,43 @@ def shard_record_path(features_dir: str | Path, shard: str) -> Path:
 
 
 def repair_requests(features_dir: str | Path, shard: str) -> str:
-    """Damaged files of a shard reported by readers (see ``unreadable_features``); a rule param
-    of the shard, so a new report makes the next `snakemake` rerun the shard."""
-    path = shard_record_path(features_dir, shard).with_suffix(".repairs")
-    return path.read_text() if path.is_file() else ""
+    """Damaged files of a shard: those reported by readers (see ``unreadable_features``) and
+    those changed since the shard record was written (``changed_features``, added to the
+    reports here); a rule param of the shard, so a new report or a changed file makes the next
+    `snakemake` rerun the shard, which re-extracts what does not open. The reports stay in the
+    ``.repairs`` file: the param keeps its text after the rerun (Snakemake evaluates it again
+    when the job starts, after removing the record), and no second rerun follows."""
+    record = shard_record_path(features_dir, shard)
+    path = record.with_suffix(".repairs")
+    reports = path.read_text() if path.is_file() else ""
+    new = [line for line in changed_features(record).splitlines() if line not in reports]
+    if new:
+        with open(path, "a") as handle:
+            handle.write("".join(f"{line}\n" for line in new))
+        reports = path.read_text()
+    return reports
+
+
+def changed_features(record_path: str | Path) -> str:
+    """``<hdf5 path>\tchanged since the shard record (...)`` lines for each HDF5 of the record
+    whose size or mtime differs from its ``features_size``, ``features_mtime_ns`` (or that is
+    gone): a truncated or overwritten file. One ``stat`` per file, nothing is read; rows
+    without these columns (records written before them, rejected files) are not checked."""
+    lines = []
+    for row in read_tsv(record_path):
+        size, mtime = row.get("features_size"), row.get("features_mtime_ns")
+        if not size or not mtime:
+            continue
+        try:
+            stat = os.stat(row["features"])
+            now = f"{stat.st_size}:{stat.st_mtime_ns}"
+        except OSError:
+            now = "missing"
+        if now != f"{size}:{mtime}":
+            lines.append(
+                f"{row['features']}\tchanged since the shard record ({size}:{mtime} -> {now})\n"
+            )
+    return "".join(lines)
 
 
 def unreadable_features(path: str | Path, error: Exception) -> FeatureFileError:

@@ -29,6 +29,7 @@ import pandas as pd
 
 from genre_classification import tracking
 from genre_classification.fileio import write_json
+from genre_classification.monitoring import Monitor, add_snapshot, snapshot_labels
 from genre_classification.provenance import result_provenance
 from genre_classification.track_table import (
     PREDICTION_COLUMN,
@@ -161,8 +162,10 @@ def classification_report(
     json_path: str | Path,
     model: str = "",
     provenance: dict | None = None,
+    monitor: Monitor | None = None,
 ) -> dict:
-    """Evidently ClassificationPreset on the test tracks; returns the JSON summary.
+    """Evidently ClassificationPreset on the test tracks; returns the JSON summary; ``monitor``:
+    the snapshot also goes to that Evidently workspace (``monitoring.add_snapshot``).
 
     ``labels`` are the genres that occur in ``predictions`` as truth or prediction (a genre of
     the model without test tracks that is never predicted is not scored). ``accuracy`` and the
@@ -191,8 +194,12 @@ def classification_report(
         classification=[task],
     )
     dataset = Dataset.from_pandas(frame, data_definition=definition)
-    snapshot = Report([ClassificationPreset()], metadata={"model": model}).run(dataset, None)
+    run_labels = snapshot_labels("classification", provenance, model) if monitor else {}
+    report = Report([ClassificationPreset()], metadata={"model": model})
+    snapshot = report.run(dataset, None, **run_labels)
     _save_html(snapshot, html_path)
+    if monitor:
+        add_snapshot(monitor, snapshot, run_labels)
 
     raw = snapshot.dict()
     summary: dict = {"model": model, "n_tracks": int(len(frame))}
@@ -244,8 +251,10 @@ def data_drift_report(
     reference_info: dict | None = None,
     current_info: dict | None = None,
     provenance: dict | None = None,
+    monitor: Monitor | None = None,
 ) -> dict:
-    """Evidently DataDriftPreset of ``current`` against ``reference``; returns the JSON summary.
+    """Evidently DataDriftPreset of ``current`` against ``reference``; returns the JSON summary;
+    ``monitor``: the snapshot also goes to that Evidently workspace.
 
     Per column Evidently picks the test (K-S for numerical columns with <= 1000 reference rows,
     chi-square for ``genre``) unless ``method`` is given. The dataset drifts when the share of
@@ -264,8 +273,11 @@ def data_drift_report(
     preset = DataDriftPreset(
         columns=columns, drift_share=drift_share, method=method, threshold=threshold
     )
-    snapshot = Report([preset], include_tests=True).run(cur, ref)
+    run_labels = snapshot_labels("data_drift", provenance) if monitor else {}
+    snapshot = Report([preset], include_tests=True).run(cur, ref, **run_labels)
     _save_html(snapshot, html_path)
+    if monitor:
+        add_snapshot(monitor, snapshot, run_labels)
 
     raw = snapshot.dict()
     features: dict[str, dict] = {}
@@ -319,8 +331,10 @@ def data_quality_report(
     min_class_ratio: float = 0.5,
     ignore_constant: tuple[str, ...] | list[str] = ("duration_s",),
     provenance: dict | None = None,
+    monitor: Monitor | None = None,
 ) -> dict:
-    """Data quality tests on the track table; returns ``{"passed": bool, "tests": [...]}``.
+    """Data quality tests on the track table; returns ``{"passed": bool, "tests": [...]}``;
+    ``monitor``: the snapshot also goes to that Evidently workspace.
 
     * missing values: no NaN in the summary features or ``genre``;
     * constant columns: no summary feature with a single value (``ignore_constant`` columns, by
@@ -358,8 +372,12 @@ def data_quality_report(
         DuplicatedRowCount(tests=[eq(0)]),
         *balance_metrics,
     ]
-    snapshot = Report(metrics).run(Dataset.from_pandas(frame, data_definition=definition), None)
+    run_labels = snapshot_labels("data_quality", provenance) if monitor else {}
+    dataset = Dataset.from_pandas(frame, data_definition=definition)
+    snapshot = Report(metrics).run(dataset, None, **run_labels)
     _save_html(snapshot, html_path)
+    if monitor:
+        add_snapshot(monitor, snapshot, run_labels)
 
     raw = snapshot.dict()
     status: dict[str, list[str]] = {}
@@ -477,6 +495,7 @@ def write_classification_report(
     artifact_path: str = "evidently",
     tracking_uri: str | None = None,
     mlflow_timeout_s: float = 10,
+    monitor: Monitor | None = None,
 ) -> dict:
     """The classification report (``outputs["html"]``, ``outputs["json"]``) of a model's
     predictions (the rows of the track table that have one; ``split``: the split they should all
@@ -489,6 +508,7 @@ def write_classification_report(
         outputs["json"],
         model=model,
         provenance=result_provenance(data_version_path),
+        monitor=monitor,
     )
     log.info("%s: accuracy %.4f on %d tracks", model, summary["accuracy"], summary["n_tracks"])
     if run_path:
@@ -535,6 +555,7 @@ def write_data_drift_report(
     reference_info_path: str | Path | None = None,
     reference_split: str,
     current_split: str,
+    monitor: Monitor | None = None,
     **drift_options,
 ) -> dict:
     """The data drift report (``outputs["html"]``, ``outputs["json"]``) of the track table (see
@@ -555,6 +576,7 @@ def write_data_drift_report(
         reference_info=reference_info,
         current_info=current_info,
         provenance=result_provenance(data_version_path),
+        monitor=monitor,
         **drift_options,
     )
     log_drift(f"{reference_info['name']} vs {current_info['name']}", summary)
@@ -594,6 +616,7 @@ def write_data_quality_report(
     data_version_path: str | Path,
     kept_json_path: str | Path,
     fail_on_quality_issue: bool,
+    monitor: Monitor | None = None,
     **quality_options,
 ) -> dict:
     """The data quality report (``outputs["html"]``, ``outputs["json"]``) of the track table; a
@@ -605,6 +628,7 @@ def write_data_quality_report(
         outputs["html"],
         outputs["json"],
         provenance=result_provenance(data_version_path),
+        monitor=monitor,
         **quality_options,
     )
     named = keep_failed_quality_json(

@@ -127,7 +127,7 @@ def process_member(task: ShardTask) -> dict:
             # Same content (perhaps a new mtime after a `dvc pull`): the HDF5 stays untouched.
             row.update(status="kept", n_segments=existing["n_segments"])
             row["duration_s"] = f"{float(existing['duration_s']):.3f}"
-            return row
+            return {**row, **features_stat(out)}
         start = time.perf_counter()
         shape, duration_s = extract_audio(path, out, params, audio.genre, md5, source_stat)
         row.update(status="extracted", n_segments=shape[0], duration_s=f"{duration_s:.3f}")
@@ -138,7 +138,15 @@ def process_member(task: ShardTask) -> dict:
         row.update(status="rejected", reason=f"{type(error).__name__}: {error}".replace("\n", " "))
     if row["status"] == "rejected":
         out.unlink(missing_ok=True)  # an HDF5 of an earlier, good version would be stale
+    else:
+        row.update(features_stat(out))
     return row
+
+
+def features_stat(path: str | Path) -> dict[str, int]:
+    """The record's ``features_size`` and ``features_mtime_ns`` of an HDF5 (one ``stat``)."""
+    stat = os.stat(path)
+    return {"features_size": stat.st_size, "features_mtime_ns": stat.st_mtime_ns}
 
 
 def _preload(params: FeatureParams) -> None:

@@ -198,13 +198,33 @@ def setup_experiment(name: str, tracking_uri: str) -> str:
         )
 
 
-def start_run(experiment_id: str, run_id: str | None = None, run_name: str | None = None):
-    """Resume run ``run_id`` if given (a rerun of an interrupted job), else start a new run."""
+# MLflow's system metrics monitor samples every SYSTEM_METRICS_INTERVAL_S seconds (its default
+# is 10 s, more than a short epoch); MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL overrides.
+SYSTEM_METRICS_INTERVAL_S = 1.0
+
+
+def start_run(
+    experiment_id: str,
+    run_id: str | None = None,
+    run_name: str | None = None,
+    system_metrics: bool = False,
+):
+    """Resume run ``run_id`` if given (a rerun of an interrupted job), else start a new run.
+
+    ``system_metrics``: MLflow's system metrics monitor (a thread sampling CPU, memory, disk,
+    network with psutil, and GPUs with pynvml when nvidia-ml-py is installed and sees one) logs
+    ``system/...`` metrics to the run until it ends; a resumed run continues their steps."""
     import mlflow
 
+    if system_metrics:
+        os.environ.setdefault(
+            "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", str(SYSTEM_METRICS_INTERVAL_S)
+        )
     if run_id:
-        return mlflow.start_run(run_id=run_id)
-    return mlflow.start_run(experiment_id=experiment_id, run_name=run_name)
+        return mlflow.start_run(run_id=run_id, log_system_metrics=system_metrics)
+    return mlflow.start_run(
+        experiment_id=experiment_id, run_name=run_name, log_system_metrics=system_metrics
+    )
 
 
 @contextlib.contextmanager
@@ -215,15 +235,17 @@ def tracked_run(
     run_name: str | None = None,
     timeout_s: float = 10,
     on_outage: str = WHAT_TO_DO,
+    system_metrics: bool = False,
 ):
     """``start_run`` as a block; a lost server inside it raises ``TrackingServerError``.
 
     On a connection failure the run is marked failed with one quick attempt (no retries), so
     the job ends soon after the failing call; ``on_outage`` is appended to the message.
+    ``system_metrics``: see ``start_run``.
     """
     import mlflow
 
-    run = start_run(experiment_id, run_id, run_name)
+    run = start_run(experiment_id, run_id, run_name, system_metrics)
     try:
         yield run
     except BaseException as error:

@@ -97,6 +97,7 @@ class MlflowSettings:
     experiment: str
     tracking_uri: str | None  # None: MLFLOW_TRACKING_URI, else the local store
     timeout_s: float  # how long a tracking server may take to answer at the start
+    system_metrics: bool = True  # MLflow's system metrics (training.system_metrics)
 
 
 def model_config(config: dict) -> dict:
@@ -516,9 +517,9 @@ def train(
         run_name = model_name if fold is None else f"{model_name}/fold-{fold}"
         on_outage = f"The epoch checkpoints in {ckpt_dir} are kept. {tracking.WHAT_TO_DO}"
         run_id = _resumable_run_id(ckpt_dir, state, uri)
-        timeout_s = mlflow_settings.timeout_s
+        timeout_s, system_metrics = mlflow_settings.timeout_s, mlflow_settings.system_metrics
         with tracking.tracked_run(
-            uri, experiment_id, run_id, run_name, timeout_s, on_outage
+            uri, experiment_id, run_id, run_name, timeout_s, on_outage, system_metrics
         ) as run:
             run_id = run.info.run_id
             run_tags = {

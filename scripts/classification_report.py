@@ -1,5 +1,6 @@
 """Snakemake entry point of classification_report (genre_classification.reports)."""
 
+from genre_classification.monitoring import Monitor
 from genre_classification.reports import write_classification_report
 from genre_classification.runlog import log_to_file
 
@@ -19,4 +20,6 @@ write_classification_report(
     artifact_path=params.artifact_path,
     tracking_uri=training.get("tracking_uri"),
     mlflow_timeout_s=training["mlflow_timeout_s"],
+    # the Evidently monitoring workspace (genre_classification.monitoring)
+    monitor=Monitor(params.monitor_workspace, params.monitor_project),
 )

@@ -4,6 +4,7 @@ Without a reference data version: train tracks (reference) vs test tracks (curre
 the reference version's tracks vs all current tracks.
 """
 
+from genre_classification.monitoring import Monitor
 from genre_classification.reports import write_data_drift_report
 from genre_classification.runlog import log_to_file
 
@@ -21,4 +22,6 @@ write_data_drift_report(
     drift_share=params.drift_share,
     method=params.method,
     threshold=params.threshold,
+    # the Evidently monitoring workspace (genre_classification.monitoring)
+    monitor=Monitor(params.monitor_workspace, params.monitor_project),
 )

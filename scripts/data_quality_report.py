@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+from genre_classification.monitoring import Monitor
 from genre_classification.reports import write_data_quality_report
 from genre_classification.runlog import log_to_file
 
@@ -17,4 +18,6 @@ write_data_quality_report(
     fail_on_quality_issue=params.fail_on_quality_issue,
     min_class_ratio=params.min_class_ratio,
     ignore_constant=params.ignore_constant,
+    # the Evidently monitoring workspace (genre_classification.monitoring)
+    monitor=Monitor(params.monitor_workspace, params.monitor_project),
 )

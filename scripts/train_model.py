@@ -29,7 +29,10 @@ train(
         packs=tuple(snakemake.input.packs),
     ),
     MlflowSettings(
-        snakemake.params.experiment, snakemake.params.tracking_uri, training["mlflow_timeout_s"]
+        snakemake.params.experiment,
+        snakemake.params.tracking_uri,
+        training["mlflow_timeout_s"],
+        training["system_metrics"],
     ),
     model_name=wildcards["model"],
     lock_timeout_s=training["lock_timeout_s"],

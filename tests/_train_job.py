@@ -11,12 +11,15 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-def start(job: dict, workdir: Path, env: dict | None = None) -> subprocess.Popen:
-    """Start ``run(job)`` in ``workdir``; stdout and stderr together, as text."""
+def start(
+    job: dict, workdir: Path, env: dict | None = None, pythonpath: tuple[str, ...] = ()
+) -> subprocess.Popen:
+    """Start ``run(job)`` in ``workdir``; stdout and stderr together, as text; ``pythonpath``:
+    more module directories, first."""
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "job.json").write_text(json.dumps(job))
     full_env = {**os.environ, **(env or {})}
-    full_env["PYTHONPATH"] = os.pathsep.join([str(HERE.parent), str(HERE)])
+    full_env["PYTHONPATH"] = os.pathsep.join([*pythonpath, str(HERE.parent), str(HERE)])
     full_env["TF_CPP_MIN_LOG_LEVEL"] = "2"
     return subprocess.Popen(
         [sys.executable, str(HERE / "_train_job.py"), str(workdir / "job.json")],
@@ -44,7 +47,10 @@ def run(job: dict) -> dict:
         packs=packs,
     )
     mlflow_settings = train.MlflowSettings(
-        job.pop("experiment"), job.pop("tracking_uri", None), job.pop("mlflow_timeout_s", 10)
+        job.pop("experiment"),
+        job.pop("tracking_uri", None),
+        job.pop("mlflow_timeout_s", 10),
+        job.pop("system_metrics", True),
     )
     return train.train(
         full_config(job.pop("config")),

@@ -53,6 +53,7 @@ def documented(path: str, after: str = "columns") -> tuple[str, ...]:
         ("results/eval/{model}/predictions.csv", columns.EVAL_PREDICTION_COLUMNS),
         ("results/predict/{set}/predictions.csv", columns.PREDICT_SET_COLUMNS),
         ("results/tables/tracks.tsv", ID_COLUMNS),
+        ("results/resources/jobs.tsv", columns.JOB_RESOURCE_COLUMNS),
     ],
 )
 def test_documented_columns_are_the_column_constants(path, expected):

@@ -227,6 +227,58 @@ def test_a_damaged_feature_file_names_itself_and_resets_its_shard(collection, tm
     assert read_features(damaged)[0].shape[0] == 2
 
 
+def test_a_file_changed_since_its_record_reruns_the_shard_once(collection, tmp_path):
+    """The record keeps each HDF5's size and mtime; listing the shard (a stat per file) names a
+    truncated one in the shard's repairs param (and its .repairs file); the job re-extracts only it
+    and the next listing gives the same text (no second rerun)."""
+    root, files = collection
+    first = run_shard(root, files, tmp_path)
+    record = shard_record_path(tmp_path / "features", "00000")
+    for row in first.values():
+        stat = os.stat(row["features"])
+        assert (row["features_size"], row["features_mtime_ns"]) == (stat.st_size, stat.st_mtime_ns)
+    assert repair_requests(tmp_path / "features", "00000") == ""
+    before = feature_mtimes(tmp_path)
+
+    damaged = feature_path(tmp_path / "features", "classical", "classical.00001")
+    damaged.write_bytes(damaged.read_bytes()[:500])  # truncated, as a full disk leaves it
+    param = repair_requests(tmp_path / "features", "00000")
+    assert param.startswith(f"{damaged}\tchanged since the shard record (")
+    assert param.count("\n") == 1
+
+    # kept in the .repairs file (the param's text when the job starts, its record removed)
+    assert record.with_suffix(".repairs").read_text() == param
+    rows = {f"{r['genre']}/{r['track']}": r for r in extract_shard(
+        files, root, tmp_path / "features", PARAMS, record, 2
+    )}  # fmt: skip
+    assert [k for k, r in rows.items() if r["status"] == "extracted"] == [
+        "classical/classical.00001"
+    ]
+    after = feature_mtimes(tmp_path)
+    assert {k for k in before if after[k] != before[k]} == {"features/classical/classical.00001.h5"}
+    assert read_features(damaged)[0].shape[0] == 2
+    assert repair_requests(tmp_path / "features", "00000") == param  # the same param: no rerun
+
+    # A file that is gone is named too; so is one only touched (its shard reruns and keeps it).
+    os.utime(feature_path(tmp_path / "features", "metal", "metal.00000"))
+    assert "metal.00000.h5\tchanged" in repair_requests(tmp_path / "features", "00000")
+
+
+def test_a_record_without_the_stat_columns_is_not_rechecked(collection, tmp_path):
+    """Records written before features_size / features_mtime_ns: nothing is named, so an
+    upgrade reruns no shard."""
+    root, files = collection
+    run_shard(root, files, tmp_path)
+    record = shard_record_path(tmp_path / "features", "00000")
+    lines = record.read_text().splitlines()
+    old = ["\t".join(line.split("\t")[:-2]) for line in lines]
+    assert old[0].endswith("status\treason")
+    record.write_text("\n".join(old) + "\n")
+    for path in (tmp_path / "features").glob("*/*.h5"):
+        os.utime(path)  # would all count as changed with the columns
+    assert repair_requests(tmp_path / "features", "00000") == ""
+
+
 LIMITED_EXTRACTION = """
 import resource, sys
 resource.setrlimit(resource.RLIMIT_AS, (1000 * 2**20, 1000 * 2**20))

@@ -222,14 +222,16 @@ def test_drift_of_a_new_data_version_against_an_earlier_dvc_revision(workflow_di
     assert drift["data_version"]["md5"] in (repo / "genres.dvc").read_text()
 
 
-def test_truncated_feature_file_is_named_and_rebuilt_by_a_plain_rerun(workflow_dir):
-    """A feature file truncated (full disk, killed copy) with its mtime kept: the job reading it
-    fails naming the file; the next plain run re-extracts that file only and completes."""
+def test_damaged_feature_file_is_named_and_rebuilt_by_a_plain_rerun(workflow_dir):
+    """A feature file damaged in place with its size and mtime kept (bytes overwritten: what the
+    shard record's stat cannot see): the job reading it fails naming the file; the next plain
+    run re-extracts that file only and completes."""
     workflow_dir("--cores", "2", *TARGETS)
     work = workflow_dir.workdir
     damaged = work / "results/features/disco/disco.00003.h5"
     stat = damaged.stat()
-    damaged.write_bytes(damaged.read_bytes()[:300])
+    content = damaged.read_bytes()
+    damaged.write_bytes(bytes(300) + content[300:])
     os.utime(damaged, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     others = {p: p.stat().st_mtime_ns for p in (work / "results/features").rglob("*.h5")}
 
@@ -244,6 +246,41 @@ def test_truncated_feature_file_is_named_and_rebuilt_by_a_plain_rerun(workflow_d
         assert h5["logmel"].shape == (2, 128, 64)
     rewritten = [p for p, m in others.items() if p.stat().st_mtime_ns != m]
     assert rewritten == [damaged]
+
+
+def test_truncated_feature_file_is_found_by_the_next_plain_run(workflow_dir):
+    """After a full run an HDF5 is truncated (a full disk, a killed copy), its shard record
+    untouched: the next plain `snakemake` sees it by the record's size and mtime, reruns that
+    shard, which rewrites exactly that file, and then only what reads it; then nothing."""
+    workflow_dir.overlay("shards.yaml", {"extraction": {"files_per_shard": 4}})
+    targets = [*TARGETS, "results/tables/tracks.tsv"]
+    workflow_dir("--cores", "2", *targets)
+    work = workflow_dir.workdir
+    damaged = work / "results/features/metal/metal.00001.h5"
+    damaged.write_bytes(damaged.read_bytes()[:1000])
+    others = {p: p.stat().st_mtime_ns for p in (work / "results/features").rglob("*.h5")}
+    records = {p: p.stat().st_mtime_ns for p in (work / "results/features/.shards").glob("*.tsv")}
+    assert len(records) >= 4
+
+    plan = workflow_dir("--dry-run", *targets)
+    jobs = planned_jobs(plan.stdout)
+    assert jobs == {
+        "extract_features": 1,
+        "collect_features": 1,
+        "split_tracks": 1,
+        "track_table": 1,
+    }, plan.stdout
+    assert "params have changed since last execution" in plan.stdout + plan.stderr
+
+    workflow_dir("--cores", "2", *targets)
+    with h5py.File(damaged) as h5:
+        assert h5["logmel"].shape == (2, 128, 64)
+    rewritten = [p for p, m in others.items() if p.stat().st_mtime_ns != m]
+    assert rewritten == [damaged]
+    rerun = [p for p, m in records.items() if p.stat().st_mtime_ns != m]
+    assert len(rerun) == 1 and str(damaged.relative_to(work)) in rerun[0].read_text()
+    dry_run = workflow_dir("--dry-run", *targets)
+    assert "Nothing to be done" in dry_run.stdout + dry_run.stderr
 
 
 def test_label_table_with_a_plain_root(workflow_dir, tmp_path):

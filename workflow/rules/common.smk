@@ -114,11 +114,31 @@ PREDICT_VERSION = f"{PREDICT_DIR}/data_version.json"
 PREDICT_PREDICTIONS = f"{PREDICT_DIR}/predictions.csv"
 PREDICT_TRACKS = f"{PREDICT_DIR}/tracks.tsv"
 PREDICT_DRIFT_REPORT = "results/reports/predict/{set}/drift.{ext}"
+# The Evidently monitoring workspace (`evidently ui --workspace results/evidently`): the report
+# jobs add their snapshots to it (not an output: every run adds, a rerun replaces its own).
+EVIDENTLY_WORKSPACE = "results/evidently"
+# Snakemake's benchmark file of every job (`benchmark:` of each rule, benchmark_path) and what
+# resource_usage (rules/resources.smk) makes of them: one row per job, used vs declared.
+BENCHMARK = "results/benchmarks/{rule}/{job}.tsv"
+JOB_RESOURCES = "results/resources/jobs.tsv"
+JOB_RESOURCES_PLOT = "results/resources/jobs.png"
 
 
 def report_path(pattern, ext):
     """A report's html or json path: ``pattern`` with ``{ext}`` filled, other wildcards kept."""
     return pattern.replace("{ext}", ext)
+
+
+def benchmark_path(rule, job):
+    """The benchmark file of a job of ``rule``; ``job``: its wildcards as a path ("{shard}")
+    or a name for a rule without wildcards ("all")."""
+    return BENCHMARK.replace("{rule}", rule).replace("{job}", job)
+
+
+# Benchmark files in Snakemake's extended format (as --benchmark-extended): each also holds the
+# job's rule, wildcards, threads and resources as evaluated for it (mem_mb, runtime of the
+# attempt), which results/resources/jobs.tsv sets against what the job used.
+workflow.output_settings.benchmark_extended = True
 
 
 def run_path(pattern, run):
@@ -207,6 +227,12 @@ def pack_runtime(wildcards, attempt):
 
 
 def final_targets(wildcards):
+    """The default target list (all): the results of every stage, then the resource
+    records of their jobs (resource_usage runs after all of them)."""
+    return [*stage_targets(), JOB_RESOURCES, JOB_RESOURCES_PLOT]
+
+
+def stage_targets(wildcards=None):
     return [
         DATA_VERSION,
         REJECTED,
@@ -380,6 +406,13 @@ if KFOLD:
 
 
 # --- Evidently report targets (rules in rules/reports.smk; maintained with the reports stage)
+
+
+# params of the report jobs: where their Evidently snapshots go (genre_classification.monitoring)
+MONITOR_PARAMS = {
+    "monitor_workspace": EVIDENTLY_WORKSPACE,
+    "monitor_project": config["training"]["experiment"],
+}
 
 
 def drift_reference_inputs(wildcards):

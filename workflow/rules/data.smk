@@ -6,6 +6,8 @@ rule fetch_audio:
         fetched=FETCHED,
     log:
         "logs/fetch_audio/{shard}.log",
+    benchmark:
+        benchmark_path("fetch_audio", "{shard}")
     localrule: True
     container:
         config["container"]["image"]

@@ -8,6 +8,8 @@ rule extract_features:
         record=SHARD_RECORD,
     log:
         "logs/extract_features/{feature_dir}/{shard}.log",
+    benchmark:
+        benchmark_path("extract_features", "{feature_dir}/{shard}")
     container:
         config["container"]["image"]
     threads: config["extraction"]["threads"]
@@ -41,6 +43,8 @@ rule pack_features:
         index=PACK_INDEX,
     log:
         "logs/pack_features/{feature_dir}/{shard}.log",
+    benchmark:
+        benchmark_path("pack_features", "{feature_dir}/{shard}")
     container:
         config["container"]["image"]
     resources:
@@ -63,6 +67,8 @@ rule collect_features:
         version=DATA_VERSION,
     log:
         "logs/collect_features.log",
+    benchmark:
+        benchmark_path("collect_features", "all")
     localrule: True
     container:
         config["container"]["image"]

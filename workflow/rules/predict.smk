@@ -13,6 +13,8 @@ use rule fetch_audio as predict_fetch_audio with:
         fetched=PREDICT_FETCHED,
     log:
         "logs/predict/{set}/fetch_audio/{shard}.log",
+    benchmark:
+        benchmark_path("predict_fetch_audio", "{set}/{shard}")
     params:
         data=lambda wildcards: predict_source(wildcards.set),
         members=predict_shard_members,
@@ -28,6 +30,8 @@ rule predict_extract_features:
         record=PREDICT_RECORD,
     log:
         "logs/predict/{set}/extract_features/{shard}.log",
+    benchmark:
+        benchmark_path("predict_extract_features", "{set}/{shard}")
     container:
         config["container"]["image"]
     threads: config["extraction"]["threads"]
@@ -58,6 +62,8 @@ use rule collect_features as predict_collect_features with:
         version=PREDICT_VERSION,
     log:
         "logs/predict/{set}/collect_features.log",
+    benchmark:
+        benchmark_path("predict_collect_features", "{set}")
     params:
         data_version=lambda wildcards: data_version(predict_source(wildcards.set)),
 
@@ -77,6 +83,8 @@ rule predict_set:
         ),
     log:
         "logs/predict/{set}/predict.log",
+    benchmark:
+        benchmark_path("predict_set", "{set}")
     container:
         config["container"]["image"]
     threads: config["training"]["threads"]
@@ -109,6 +117,8 @@ rule predict_drift_report:
         json=report_path(PREDICT_DRIFT_REPORT, "json"),
     log:
         "logs/predict/{set}/drift_report.log",
+    benchmark:
+        benchmark_path("predict_drift_report", "{set}")
     container:
         config["container"]["image"]
     resources:

@@ -15,6 +15,8 @@ rule track_table_shard:
         table=TRACK_TABLE_SHARD,
     log:
         "logs/track_table_shard/{shard}.log",
+    benchmark:
+        benchmark_path("track_table_shard", "{shard}")
     container:
         config["container"]["image"]
     threads: config["extraction"]["threads"]
@@ -37,6 +39,8 @@ rule track_table:
         table=TRACK_TABLE,
     log:
         "logs/track_table/tracks.log",
+    benchmark:
+        benchmark_path("track_table", "all")
     localrule: True
     container:
         config["container"]["image"]
@@ -53,6 +57,8 @@ rule reference_track_table:
         info=REFERENCE_INFO,
     log:
         "logs/reference_track_table/reference.log",
+    benchmark:
+        benchmark_path("reference_track_table", "all")
     container:
         config["container"]["image"]
     threads: config["extraction"]["threads"]
@@ -87,12 +93,15 @@ rule classification_report:
         json=report_path(CLASSIFICATION_REPORT, "json"),
     log:
         "logs/classification_report/{model}.log",
+    benchmark:
+        benchmark_path("classification_report", "{model}")
     container:
         config["container"]["image"]
     resources:
         mem_mb=2000,
         runtime=20,
     params:
+        **MONITOR_PARAMS,
         # Pooled out-of-fold predictions cover every split of split.tsv (fold 0's assignment).
         split=None if KFOLD else config["reports"]["drift"]["current_split"],
         log_to_mlflow=config["reports"]["log_to_mlflow"],
@@ -117,12 +126,15 @@ rule data_drift_report:
         json=report_path(DATA_DRIFT_REPORT, "json"),
     log:
         "logs/data_drift_report/data_drift.log",
+    benchmark:
+        benchmark_path("data_drift_report", "all")
     container:
         config["container"]["image"]
     resources:
         mem_mb=2000,
         runtime=20,
     params:
+        **MONITOR_PARAMS,
         reference=config["reports"]["reference"],
         reference_split=config["reports"]["drift"]["reference_split"],
         current_split=config["reports"]["drift"]["current_split"],
@@ -148,12 +160,15 @@ rule data_quality_report:
         json=report_path(DATA_QUALITY_REPORT, "json"),
     log:
         "logs/data_quality_report/data_quality.log",
+    benchmark:
+        benchmark_path("data_quality_report", "all")
     container:
         config["container"]["image"]
     resources:
         mem_mb=2000,
         runtime=20,
     params:
+        **MONITOR_PARAMS,
         fail_on_quality_issue=config["reports"]["fail_on_quality_issue"],
         min_class_ratio=config["reports"]["quality"]["min_class_ratio"],
         ignore_constant=config["reports"]["quality"]["ignore_constant"],

@@ -14,6 +14,8 @@ rule split_tracks:
         ),
     log:
         "logs/split_tracks.log",
+    benchmark:
+        benchmark_path("split_tracks", "all")
     localrule: True
     container:
         config["container"]["image"]

@@ -17,6 +17,8 @@ rule mlflow_parent_run:
         run=PARENT_RUN,
     log:
         "logs/mlflow_parent_run/{model}.log",
+    benchmark:
+        benchmark_path("mlflow_parent_run", "{model}")
     localrule: True
     container:
         config["container"]["image"]
@@ -57,6 +59,8 @@ rule train_model:
         run=run_path(RUN_RECORD, RUN),
     log:
         f"logs/train_model/{RUN}.log",
+    benchmark:
+        benchmark_path("train_model", RUN)
     retries: config["training"]["retries"]
     container:
         config["container"]["image"]
@@ -109,6 +113,8 @@ rule evaluate_model:
         ),
     log:
         f"logs/evaluate_model/{RUN}.log",
+    benchmark:
+        benchmark_path("evaluate_model", RUN)
     container:
         config["container"]["image"]
     threads: config["training"]["threads"]
@@ -145,6 +151,8 @@ rule aggregate_folds:
         ),
     log:
         "logs/aggregate_folds/{model}.log",
+    benchmark:
+        benchmark_path("aggregate_folds", "{model}")
     localrule: True
     container:
         config["container"]["image"]
@@ -169,6 +177,8 @@ rule cv_summary:
         ),
     log:
         "logs/cv_summary.log",
+    benchmark:
+        benchmark_path("cv_summary", "all")
     localrule: True
     container:
         config["container"]["image"]
