@@ -55,6 +55,9 @@ def snapshot_labels(kind: str, provenance: dict | None, model: str | None = None
         "data_version": version,
         "git_commit": str(provenance.get("git_commit") or "unknown"),
     }
+    rows = provenance.get("rows")
+    if rows and rows["sampled"]:  # the report's row count where Evidently shows metadata
+        metadata["rows"] = f"a seeded sample of {rows['n_used']} of {rows['n_rows']} rows"
     tags = [kind, f"data:{version[:12]}"]
     if model:
         metadata["model"] = model

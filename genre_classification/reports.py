@@ -483,6 +483,21 @@ def check_tested_splits(tested: pd.DataFrame, expected: str | None) -> list[str]
     return splits
 
 
+# The seed of every report's sample of rows (``sample_rows``).
+SAMPLE_SEED = 0
+
+
+def sample_rows(table: pd.DataFrame, max_rows: int | None, what: str) -> tuple[pd.DataFrame, dict]:
+    """At most ``max_rows`` rows of ``table`` (a seeded sample, in the table's order) and what
+    was kept: Evidently's time and memory grow with the rows, the report's do not past this."""
+    rows = {"n_rows": int(len(table)), "n_used": int(len(table)), "sampled": False}
+    if max_rows is None or len(table) <= max_rows:
+        return table, rows
+    sample = table.sample(n=max_rows, random_state=SAMPLE_SEED).sort_index()
+    log.info("%s: a seeded sample of %d of %d rows (reports.max_rows)", what, max_rows, len(table))
+    return sample, {**rows, "n_used": int(max_rows), "sampled": True, "seed": SAMPLE_SEED}
+
+
 def write_classification_report(
     table_path: str | Path,
     predictions_path: str | Path,
@@ -496,18 +511,21 @@ def write_classification_report(
     tracking_uri: str | None = None,
     mlflow_timeout_s: float = 10,
     monitor: Monitor | None = None,
+    max_rows: int | None = None,
 ) -> dict:
     """The classification report (``outputs["html"]``, ``outputs["json"]``) of a model's
     predictions (the rows of the track table that have one; ``split``: the split they should all
-    come from); attached to the MLflow run recorded in ``run_path`` when given."""
+    come from; at most ``max_rows``, ``sample_rows``); attached to the MLflow run recorded in
+    ``run_path`` when given."""
     tested = attach_predictions(read_table(table_path), predictions_path)
     check_tested_splits(tested, split)
+    tested, rows = sample_rows(tested, max_rows, "predicted tracks")
     summary = classification_report(
         tested,
         outputs["html"],
         outputs["json"],
         model=model,
-        provenance=result_provenance(data_version_path),
+        provenance={**result_provenance(data_version_path), "rows": rows},
         monitor=monitor,
     )
     log.info("%s: accuracy %.4f on %d tracks", model, summary["accuracy"], summary["n_tracks"])
@@ -556,11 +574,12 @@ def write_data_drift_report(
     reference_split: str,
     current_split: str,
     monitor: Monitor | None = None,
+    max_rows: int | None = None,
     **drift_options,
 ) -> dict:
     """The data drift report (``outputs["html"]``, ``outputs["json"]``) of the track table (see
-    ``drift_inputs`` for what is compared); ``drift_options``: ``data_drift_report``'s
-    ``drift_share``, ``method``, ``threshold``."""
+    ``drift_inputs`` for what is compared; each side at most ``max_rows``, ``sample_rows``);
+    ``drift_options``: ``data_drift_report``'s ``drift_share``, ``method``, ``threshold``."""
     reference_tracks = read_table(reference_path) if reference_path else None
     reference_info = (
         json.loads(Path(reference_info_path).read_text()) if reference_info_path else None
@@ -568,6 +587,10 @@ def write_data_drift_report(
     reference, current, reference_info, current_info = drift_inputs(
         read_table(table_path), reference_tracks, reference_info, reference_split, current_split
     )
+    reference, reference_rows = sample_rows(reference, max_rows, reference_info["name"])
+    current, current_rows = sample_rows(current, max_rows, current_info["name"])
+    reference_info = {**reference_info, "rows": reference_rows}
+    current_info = {**current_info, "rows": current_rows}
     summary = data_drift_report(
         reference,
         current,
@@ -617,17 +640,20 @@ def write_data_quality_report(
     kept_json_path: str | Path,
     fail_on_quality_issue: bool,
     monitor: Monitor | None = None,
+    max_rows: int | None = None,
     **quality_options,
 ) -> dict:
     """The data quality report (``outputs["html"]``, ``outputs["json"]``) of the track table; a
     failed test raises ``DataQualityError`` (``fail_on_quality_issue``) naming a kept copy of
     the JSON (``keep_failed_quality_json``), or only warns. ``quality_options``:
-    ``data_quality_report``'s ``min_class_ratio``, ``ignore_constant``."""
+    ``data_quality_report``'s ``min_class_ratio``, ``ignore_constant``. At most ``max_rows``
+    rows are tested (``sample_rows``)."""
+    table, rows = sample_rows(read_table(table_path), max_rows, "track table")
     summary = data_quality_report(
-        read_table(table_path),
+        table,
         outputs["html"],
         outputs["json"],
-        provenance=result_provenance(data_version_path),
+        provenance={**result_provenance(data_version_path), "rows": rows},
         monitor=monitor,
         **quality_options,
     )

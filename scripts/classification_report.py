@@ -21,5 +21,6 @@ write_classification_report(
     tracking_uri=training.get("tracking_uri"),
     mlflow_timeout_s=training["mlflow_timeout_s"],
     # the Evidently monitoring workspace (genre_classification.monitoring)
+    max_rows=snakemake.params.max_rows,
     monitor=Monitor(params.monitor_workspace, params.monitor_project),
 )

@@ -23,5 +23,6 @@ write_data_drift_report(
     method=params.method,
     threshold=params.threshold,
     # the Evidently monitoring workspace (genre_classification.monitoring)
+    max_rows=snakemake.params.max_rows,
     monitor=Monitor(params.monitor_workspace, params.monitor_project),
 )

@@ -19,5 +19,6 @@ write_data_quality_report(
     min_class_ratio=params.min_class_ratio,
     ignore_constant=params.ignore_constant,
     # the Evidently monitoring workspace (genre_classification.monitoring)
+    max_rows=snakemake.params.max_rows,
     monitor=Monitor(params.monitor_workspace, params.monitor_project),
 )

@@ -508,3 +508,33 @@ def test_failed_quality_json_is_kept_beside_the_log_and_named(tables, tmp_path, 
         )
     assert not summary["passed"] and not kept.exists() and "q.json" in caplog.text
     assert keep_failed_quality_json({"passed": True}, "a.json", kept, fail=True).name == "a.json"
+
+
+def test_reports_read_at_most_max_rows(tables, tmp_path):
+    from genre_classification.reports import sample_rows, write_data_drift_report
+
+    table = pd.concat([tables["reference"], tables["louder"].assign(split="test")])
+    table = table.reset_index(drop=True)
+    sample, rows = sample_rows(table, 10, "tracks")
+    assert len(sample) == 10 and rows == {
+        "n_rows": len(table), "n_used": 10, "sampled": True, "seed": 0,
+    }  # fmt: skip
+    assert list(sample.index) == sorted(sample.index)  # the table's order
+    again, _ = sample_rows(table, 10, "tracks")
+    assert again["track_id"].tolist() == sample["track_id"].tolist()  # seeded
+    whole, rows = sample_rows(table, 1000, "tracks")
+    assert whole is table and not rows["sampled"]
+
+    table_path, data_version = tmp_path / "tracks.tsv", tmp_path / "data_version.json"
+    write_table(table, table_path)
+    data_version.write_text(json.dumps({"md5": "abc"}))
+    out = {"html": tmp_path / "d.html", "json": tmp_path / "d.json"}
+    summary = write_data_drift_report(
+        table_path, out, data_version_path=data_version, reference_split="train",
+        current_split="test", max_rows=10,
+    )  # fmt: skip
+    assert summary["reference"]["n_tracks"] == 10
+    assert summary["reference"]["rows"]["n_rows"] == len(tables["reference"])
+    assert summary["current"]["n_tracks"] == 10
+    assert summary["current"]["rows"]["n_rows"] == len(tables["louder"])
+    assert json.loads(out["json"].read_text())["reference"]["rows"]["sampled"]

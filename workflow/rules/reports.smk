@@ -101,6 +101,7 @@ rule classification_report:
         mem_mb=2000,
         runtime=20,
     params:
+        max_rows=config["reports"]["max_rows"],
         **MONITOR_PARAMS,
         # Pooled out-of-fold predictions cover every split of split.tsv (fold 0's assignment).
         split=None if KFOLD else config["reports"]["drift"]["current_split"],
@@ -134,6 +135,7 @@ rule data_drift_report:
         mem_mb=2000,
         runtime=20,
     params:
+        max_rows=config["reports"]["max_rows"],
         **MONITOR_PARAMS,
         reference=config["reports"]["reference"],
         reference_split=config["reports"]["drift"]["reference_split"],
@@ -168,6 +170,7 @@ rule data_quality_report:
         mem_mb=2000,
         runtime=20,
     params:
+        max_rows=config["reports"]["max_rows"],
         **MONITOR_PARAMS,
         fail_on_quality_issue=config["reports"]["fail_on_quality_issue"],
         min_class_ratio=config["reports"]["quality"]["min_class_ratio"],
