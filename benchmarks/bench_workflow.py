@@ -58,18 +58,23 @@ class Sampler(threading.Thread):
                 descendants = root.children(recursive=True)
             except psutil.Error:
                 break
+            jobs = {}
             for proc in descendants:
                 try:
                     match = SCRIPT.search(" ".join(proc.cmdline()))
-                    if not match:
-                        continue
+                    if match:
+                        jobs[proc.pid] = (proc, match.group(1), proc.ppid())
+                except psutil.Error:
+                    continue
+            for pid, (proc, script, parent) in jobs.items():
+                if parent in jobs:  # a forked worker of a job (same command line)
+                    continue
+                try:
                     tree = [proc, *proc.children(recursive=True)]
                     rss = sum(p.memory_info().rss for p in tree) / 1e6
                 except psutil.Error:
                     continue
-                job = self.jobs.setdefault(
-                    proc.pid, {"script": match.group(1), "first": now, "peak": 0.0}
-                )
+                job = self.jobs.setdefault(pid, {"script": script, "first": now, "peak": 0.0})
                 job["peak"], job["last"] = max(job["peak"], rss), now
             self.stop.wait(self.interval)
 
