@@ -245,7 +245,7 @@ def test_model_entry_defaults_are_the_ones_training_had():
         "seed": 42,
         "mixed_precision": False,
         "deterministic": True,
-        "streaming": False,
+        "streaming": True,  # since 0.1.0: read per batch from the packs, the same batches
         "keep_checkpoints": False,
         "options": {},
         "augment": augment.OFF,
