@@ -28,8 +28,9 @@
 #
 # Job memory is enforced: jobacct_gather/linux samples every task's RSS each second and
 # OverMemoryKill kills a step that goes over its --mem (Slurm reports OUT_OF_MEMORY), as
-# cgroup enforcement would on a production cluster. (cgroups are not used: the container's
-# cgroup v1 hierarchy is not delegated to slurmd.)
+# cgroup enforcement would on a production cluster. (task/cgroup was not tried: this needs no
+# cgroup.conf and works whatever cgroup hierarchy the container has; a kill by sampling can be
+# up to a second late, which a test job holding its memory for a few seconds does not mind.)
 set -euo pipefail
 
 STATE_DIR="${GENRE_SLURM_STATE_DIR:-/tmp/genre-slurm}"
