@@ -155,8 +155,12 @@ class Request:
 def request_of_job(job) -> Request | None:
     """A Snakemake job's first Slurm request as the plugin builds it (--cpus-per-task: the
     cpus_per_task resource, else the threads; --mem / --mem-per-cpu; --gres / --gpus; -t);
-    None where a resource is not known before the job runs."""
-    res = job.resources
+    None where a resource is not known before the job runs (or cannot be evaluated yet: the
+    job's own submission reports that)."""
+    try:
+        res = job.resources
+    except Exception:  # noqa: BLE001 - any error of a rule's resource function
+        return None
     values = {k: res.get(k) for k in ("cpus_per_task", "mem_mb", "mem_mb_per_cpu", "runtime")}
     if not all(v is None or isinstance(v, (int, float)) for v in values.values()):
         return None
