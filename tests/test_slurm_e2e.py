@@ -1,11 +1,15 @@
 """The demo workflow through a real (single-node, loopback) Slurm with --profile profiles/slurm.
 
 scripts/slurm_cluster.sh starts munge + slurmctld + slurmd (installing slurm-wlm/munge with apt
-where missing). Checks: jobs went through sbatch (Slurm job ids in Snakemake's log and
-.snakemake/slurm_logs), the training job asked for the gpu partition and a GPU (`scontrol show
-job`: the cluster keeps finished jobs for MinJobAge=600 s), results equal a local run's, and a
+where missing). Its partitions are `debug` (default) and `long`: the profile names none, so
+every job goes to the cluster's default partition and the training job gets its GPU by --gres
+alone. Checks: jobs went through sbatch (Slurm job ids in Snakemake's log and
+.snakemake/slurm_logs), the training job asked for a GPU in the default partition (`scontrol
+show job`: the cluster keeps finished jobs for MinJobAge=600 s), results equal a local run's, a
 training job killed with `scancel` after its first checkpoint is resubmitted by Snakemake and
-resumes from that checkpoint.
+resumes from that checkpoint, a job no node can run (more CPUs than the node has) ends the run
+within 2 minutes with a message naming the setting to lower, and a job Slurm kills for going
+over its memory (the cluster enforces --mem) is resubmitted asking for mem_mb x attempt.
 
 Apptainer cannot be installed here: the profile's `software-deployment-method: apptainer` runs
 through tests/fake_apptainer/apptainer, a shim that records its argv and runs the command on the
@@ -31,7 +35,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import REPO, TINY_MODEL, SnakemakeRunner
+from conftest import BIN, REPO, SNAKEFILE, TINY_MODEL, SnakemakeRunner
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -41,20 +45,23 @@ FAKE_APPTAINER_DIR = Path(__file__).resolve().parent / "fake_apptainer"
 REQUIRE = os.environ.get("GENRE_REQUIRE_SLURM") == "1"
 TARGET = "results/eval/tiny/metrics.json"
 SUBMITTED = re.compile(r"has been submitted with SLURM jobid (\d+) \(log: (\S+)\)")
-# Flags for a cluster without accounting DB / accounts, fast polling for a short test.
+# Flags for a cluster without accounting DB / accounts, fast polling for a short test (plugin
+# 2.8 waits slurm-init-seconds-before-status-checks after a round in which a job completed,
+# 10 s more after each round without; see profiles/slurm/config.yaml).
 SLURM_TEST_FLAGS = [
     "--slurm-status-command",
     "squeue",
     "--slurm-no-account",
     "--slurm-keep-successful-logs",
-    "--seconds-between-status-checks",
-    "2",
+    "--slurm-init-seconds-before-status-checks",
+    "1",
     "--max-status-checks-per-second",
     "10",
     "--latency-wait",
     "10",
     "--verbose",
 ]
+SBATCH_CALL = re.compile(r"sbatch call: (sbatch .*)")
 
 
 def _unavailable(reason: str):
@@ -104,6 +111,16 @@ def scontrol_job(job_id: str) -> dict[str, str]:
     return fields
 
 
+def default_partition() -> str:
+    names = subprocess.run(["sinfo", "-h", "-o", "%P"], capture_output=True, text=True).stdout
+    return next(n.rstrip("*") for n in names.split() if n.endswith("*"))
+
+
+def node_cpus() -> int:
+    out = subprocess.run(["sinfo", "-h", "-N", "-o", "%c"], capture_output=True, text=True)
+    return max(int(c.rstrip("+")) for c in out.stdout.split())
+
+
 def submissions(output: str) -> list[tuple[str, str]]:
     """(slurm job id, slurm log path) per sbatch submission in Snakemake's log."""
     return SUBMITTED.findall(output)
@@ -144,7 +161,7 @@ def test_demo_workflow_through_slurm_equals_local(slurm_cluster, slurm_env, work
             "training": {
                 "run": ["tiny"],
                 "models": {"tiny": TINY_MODEL},
-                "resources": {"partition": "gpu", "gpu": 1},
+                "resources": {"gpu": 1},  # no partition: the cluster's default
             },
             # The loopback node has 2 CPUs: a job asking for more would never start.
             "extraction": {"threads": 2},
@@ -178,20 +195,24 @@ def test_demo_workflow_through_slurm_equals_local(slurm_cluster, slurm_env, work
     record = pd.read_csv(work / "results/features/.shards/00000.tsv", sep="\t")
     assert sorted(record["status"].value_counts().items()) == [("extracted", 15), ("rejected", 3)]
 
-    # 2. The training job asked for the gpu partition and one GPU.
+    # 2. The training job asked for one GPU, in the cluster's default partition (the profile
+    # names none; the partitions here are not called cpu/gpu).
+    partition = default_partition()
+    assert partition not in ("cpu", "gpu")
     train_id = by_kind["rule_train_model"][0]
     job = scontrol_job(train_id)
     print(
         f"scontrol show job {train_id}:",
         {k: job.get(k) for k in ("JobState", "Partition", "TresPerNode", "ExitCode")},
     )
-    assert job["Partition"] == "gpu"
+    assert job["Partition"] == partition
     assert "gpu:1" in job.get("TresPerNode", "")
     assert job["JobState"] == "COMPLETED"
-    assert re.search(r"sbatch call: sbatch .*-p gpu .*--gres=gpu:1", output)
+    assert re.search(rf"sbatch call: sbatch .*-p {partition} .*--gres=gpu:1", output)
     extract_id = by_kind["rule_extract_features"][0]
     extract_job = scontrol_job(extract_id)
-    assert extract_job["Partition"] == "cpu" and "gpu" not in extract_job.get("TresPerNode", "")
+    assert extract_job["Partition"] == partition
+    assert "gpu" not in extract_job.get("TresPerNode", "")
     assert extract_job["NumCPUs"] == "2"  # the job's threads
 
     # 3. Container wiring inside the Slurm job (fake apptainer, see module docstring).
@@ -238,7 +259,7 @@ def test_scancel_mid_training_is_retried_and_resumes(slurm_cluster, slurm_env, w
                 "run": ["tiny"],
                 "models": {"tiny": model},
                 "retries": 1,
-                "resources": {"partition": "gpu", "gpu": 1},
+                "resources": {"gpu": 1},
             },
             "extraction": {"threads": 2},  # the loopback node has 2 CPUs
         },
@@ -287,7 +308,7 @@ def test_scancel_mid_training_is_retried_and_resumes(slurm_cluster, slurm_env, w
     print("first attempt:", first.get("JobState"), "retry:", train_subs[-1], last.get("JobState"))
     assert first["JobState"] == "CANCELLED"
     assert last["JobState"] == "COMPLETED"
-    assert last["Partition"] == "gpu" and "gpu:1" in last.get("TresPerNode", "")
+    assert last["Partition"] == default_partition() and "gpu:1" in last.get("TresPerNode", "")
 
     log = (work / "logs/train_model/tiny.log").read_text()
     resumed = [int(k) for k in re.findall(r"[Rr]esuming from .*after epoch (\d+)", log)]
@@ -296,3 +317,178 @@ def test_scancel_mid_training_is_retried_and_resumes(slurm_cluster, slurm_env, w
     history = pd.read_csv(work / "results/models/tiny/history.csv")
     assert len(history) == model["epochs"]
     assert (work / TARGET).is_file()
+
+
+def test_unsatisfiable_request_is_reported_and_ends_the_run(slurm_cluster, slurm_env, workflow_dir):
+    """extraction.threads above the node's CPUs: Slurm would keep the shard job PENDING
+    (reason PartitionConfig) forever. The workflow's start check (slurm executor, onstart)
+    compares each job's request with the largest node of its partition and stops the run
+    before submitting anything, naming the job and the setting to lower."""
+    cpus = node_cpus()
+    workflow_dir.overlay("unsatisfiable.yaml", {"extraction": {"threads": cpus + 2}})
+    t0 = time.time()
+    result = subprocess.run(
+        [
+            *snakemake_command(workflow_dir),
+            "--profile",
+            str(PROFILE),
+            *SLURM_TEST_FLAGS,
+            "results/split/split.tsv",
+        ],
+        cwd=workflow_dir.workdir,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    elapsed = time.time() - t0
+    output = result.stdout + result.stderr
+    reports = re.findall(r"The Slurm job of rule extract_features .*", output)
+    print(f"run ended after {elapsed:.0f}s with exit code {result.returncode}:")
+    print("\n".join(reports))
+    assert result.returncode != 0, output[-3000:]
+    assert reports, output[-3000:]
+    assert "(wildcards feature_dir=features, shard=00000)" in reports[0]
+    partition = default_partition()
+    assert (
+        f"it asks for {cpus + 2} CPUs, the largest node of partition {partition} has {cpus}"
+        in reports[0]
+    )
+    assert "Lower extraction.threads. Nothing was submitted." in reports[0]
+    assert not submissions(output)
+    assert elapsed < 120, f"took {elapsed:.0f}s"
+
+
+PENDING_SNAKEFILE = """
+from pathlib import Path
+from snakemake.logging import logger
+from genre_classification.slurm_watch import PendingWatch
+
+
+onstart:
+    PendingWatch(Path.cwd(), logger.error, interval_s=2, checks=2).start()
+
+
+# The first attempt fails; its retry asks for more CPUs than any node has (a request that
+# grows with `attempt`, as mem_mb and runtime do in the workflow): Slurm keeps it PENDING.
+rule grows:
+    output: "out/grown.txt"
+    resources:
+        cpus_per_task=lambda wildcards, attempt: 1 if attempt == 1 else {cpus},
+        mem_mb=200,
+        runtime=5,
+    shell: "exit 1"
+"""
+
+
+def test_retry_no_node_can_run_is_reported_and_cancelled(slurm_cluster, slurm_env, tmp_path):
+    """slurm_watch.PendingWatch on the real cluster: the retry of a failed job asks for more
+    CPUs than the node has; it is reported (job, Slurm's reason, what exceeds what) within two
+    looks and cancelled, and the run ends instead of waiting."""
+    cpus = node_cpus()
+    work = tmp_path / "pending"
+    work.mkdir()
+    (work / "Snakefile").write_text(PENDING_SNAKEFILE.format(cpus=cpus + 2))
+    t0 = time.time()
+    result = subprocess.run(
+        [str(BIN / "snakemake"), "--profile", str(PROFILE), *SLURM_TEST_FLAGS, "--retries", "1"],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env={
+            **os.environ,
+            "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+            "PYTHONPATH": str(REPO),
+        },
+    )
+    elapsed = time.time() - t0
+    output = result.stdout + result.stderr
+    reports = re.findall(r"Slurm job \d+ of rule grows .*", output)
+    print(f"run ended after {elapsed:.0f}s with exit code {result.returncode}:")
+    print("\n".join(reports))
+    assert result.returncode != 0, output[-3000:]
+    subs = [j for j, log in submissions(output) if "rule_grows" in log]
+    assert len(subs) == 2, subs
+    assert len(reports) == 1 and reports[0].startswith(f"Slurm job {subs[1]} of rule grows")
+    assert "Slurm's reason is PartitionConfig" in reports[0]
+    assert f"it asks for {cpus + 2} CPUs" in reports[0]
+    assert "set-resources.grows" in reports[0]
+    assert scontrol_job(subs[1])["JobState"] == "CANCELLED"
+    assert elapsed < 120, f"took {elapsed:.0f}s"
+
+
+def snakemake_command(runner: SnakemakeRunner) -> list[str]:
+    """The snakemake command SnakemakeRunner runs (without its arguments), for a run that
+    needs a timeout."""
+    return [str(BIN / "snakemake"), "--snakefile", str(SNAKEFILE), "--configfile",
+            *runner.configfiles]  # fmt: skip
+
+
+OOM_SNAKEFILE = """
+rule all:
+    input: "out/copied.txt"
+
+# Holds ~{hold} MB for 4 s (the cluster samples memory every second). Its first Slurm job asks
+# for {first} MB (killed), the retry for 2 x {first} MB.
+rule hungry:
+    output: "out/hungry.txt"
+    resources:
+        mem_mb=lambda wildcards, attempt: {first} * attempt,
+        runtime=5,
+    shell:
+        "python3 -c 'import time; b = b\\"x\\" * ({hold} << 20); time.sleep(4)' "
+        "&& echo {{resources.mem_mb}} > {{output}}"
+
+rule copy:
+    input: "out/hungry.txt"
+    output: "out/copied.txt"
+    resources:
+        mem_mb=500,
+        runtime=5,
+    shell: "cp {{input}} {{output}}"
+"""
+
+
+def test_oom_kill_is_retried_with_more_memory(slurm_cluster, slurm_env, tmp_path):
+    """A job over its --mem is killed (cluster: cgroup limit, or RSS sampling); Snakemake
+    (profile retries: 2) submits a new Slurm job asking for mem_mb x attempt, which completes,
+    and the workflow finishes. The first job ran once: no retry inside its allocation
+    (plugin issues 284, 348)."""
+    first, hold = 700, 900
+    work = tmp_path / "oom"
+    work.mkdir()
+    (work / "Snakefile").write_text(OOM_SNAKEFILE.format(first=first, hold=hold))
+    t0 = time.time()
+    result = subprocess.run(
+        [str(BIN / "snakemake"), "--profile", str(PROFILE), *SLURM_TEST_FLAGS],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"},
+    )
+    elapsed = time.time() - t0
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    calls = [c for c in SBATCH_CALL.findall(output) if "rule_hungry" in c]
+    print(f"workflow finished in {elapsed:.0f}s; sbatch calls of rule hungry:")
+    print("\n".join(calls))
+    assert len(calls) == 2, calls
+    assert f"--mem {first} " in calls[0] and f"--mem {2 * first} " in calls[1]
+    subs = [(j, Path(log)) for j, log in submissions(output) if "rule_hungry" in log]
+    assert len(subs) == 2, subs
+    (killed_id, killed_log), (retry_id, _) = subs
+    killed = scontrol_job(killed_id)
+    print(f"first job {killed_id}:", {k: killed.get(k) for k in ("JobState", "ExitCode")})
+    assert killed["JobState"] in ("FAILED", "OUT_OF_MEMORY", "CANCELLED")
+    slurm_log = killed_log.read_text()
+    # cgroup: "srun: error: <node>: task 0: Out Of Memory"; sampling: "Exceeded job memory limit"
+    kill = re.search(r"task \d+: Out Of Memory|Exceeded job memory limit", slurm_log)
+    assert kill, slurm_log[-3000:]
+    print(f"first job's Slurm log: {kill.group(0)!r}")
+    assert "Trying to restart job" not in slurm_log  # one attempt per allocation
+    assert scontrol_job(retry_id)["JobState"] == "COMPLETED"
+    assert "Trying to restart job" in output
+    # Nothing lost: the retry's output and the job after it.
+    assert (work / "out/hungry.txt").read_text().strip() == str(2 * first)
+    assert (work / "out/copied.txt").read_text().strip() == str(2 * first)

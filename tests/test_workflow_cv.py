@@ -92,7 +92,8 @@ def test_slurm_profile_submits_k_gpu_training_jobs(dir_workflow, monkeypatch):
         f"model=tiny, fold={fold}" for fold in range(5)
     ]
     for block in blocks:
-        assert "gres=gpu:1" in block and "slurm_partition=gpu" in block, block
+        # GPUs by --gres alone, in the cluster's default partition (no partition named)
+        assert "gres=gpu:1" in block and "slurm_partition=gpu" not in block, block
     # No training job waits for another one: all depend only on the split and the parent run.
     assert planned_jobs(proc.stdout)["train_model"] == 5
 

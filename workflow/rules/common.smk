@@ -4,6 +4,7 @@ import os
 import threading
 from pathlib import Path
 
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from genre_classification.audio_source import (
@@ -30,6 +31,7 @@ from genre_classification.shards import (
     member_params,
     shard_runtime_minutes,
 )
+from genre_classification.slurm_watch import PendingWatch, request_of_job, unfit_jobs
 from genre_classification.sweep import expand_sweep
 
 # The schema is the one source of defaults: `validate` fills every absent key with its
@@ -61,6 +63,28 @@ def release_scheduler_timers():
     for thread in threading.enumerate():
         if isinstance(thread, threading.Timer):
             thread.cancel()
+
+
+def check_slurm_jobs():
+    """With the slurm executor (main process, onstart): stop before submitting a job that no
+    node of its partition can run, then report and cancel jobs that Slurm keeps pending for
+    ever (a retry grown too big, a QOS limit) instead of waiting (slurm_watch)."""
+    plugin = workflow.executor_plugin
+    checks = config["slurm"]["pending_checks"]
+    if plugin is None or plugin.cli_prefix != "slurm" or not checks:
+        return
+    from snakemake.logging import logger
+
+    jobs = [j for j in workflow.dag.needrun_jobs() if not j.is_local]
+    unfit = unfit_jobs([r for r in map(request_of_job, jobs) if r is not None])
+    if unfit:
+        raise WorkflowError("\n".join(unfit) + " Nothing was submitted.")
+    PendingWatch(
+        Path(workflow.workdir_init),
+        logger.error,
+        interval_s=config["slurm"]["pending_check_s"],
+        checks=checks,
+    ).start()
 
 
 # --- Output paths, named once: the rules' outputs, inputs and the targets use these names
