@@ -101,9 +101,9 @@ rule classification_report:
         mem_mb=2000,
         runtime=20,
     params:
-        max_rows=config["reports"]["max_rows"],
         **MONITOR_PARAMS,
         # Pooled out-of-fold predictions cover every split of split.tsv (fold 0's assignment).
+        max_rows=config["reports"]["max_rows"],
         split=None if KFOLD else config["reports"]["drift"]["current_split"],
         log_to_mlflow=config["reports"]["log_to_mlflow"],
         artifact_path="evidently",
@@ -135,8 +135,8 @@ rule data_drift_report:
         mem_mb=2000,
         runtime=20,
     params:
-        max_rows=config["reports"]["max_rows"],
         **MONITOR_PARAMS,
+        max_rows=config["reports"]["max_rows"],
         reference=config["reports"]["reference"],
         reference_split=config["reports"]["drift"]["reference_split"],
         current_split=config["reports"]["drift"]["current_split"],
@@ -170,8 +170,8 @@ rule data_quality_report:
         mem_mb=2000,
         runtime=20,
     params:
-        max_rows=config["reports"]["max_rows"],
         **MONITOR_PARAMS,
+        max_rows=config["reports"]["max_rows"],
         fail_on_quality_issue=config["reports"]["fail_on_quality_issue"],
         min_class_ratio=config["reports"]["quality"]["min_class_ratio"],
         ignore_constant=config["reports"]["quality"]["ignore_constant"],
