@@ -33,7 +33,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from genre_classification import augment, dataset, tracking
+from genre_classification import augment, dataset, embeddings, tracking
 from genre_classification.fileio import atomic_path, exclusive_lock, write_json
 from genre_classification.redact import redact
 
@@ -258,6 +258,7 @@ class _Data:
     train_rows: object  # pandas rows of the split table
     val: object  # dataset.Segments of the validation tracks
     train: object | None  # the training segments in memory (None: streaming)
+    val_rows: object = None  # pandas rows of the validation tracks
 
 
 def load_data(paths: TrainingPaths, cfg: dict) -> _Data:
@@ -270,8 +271,10 @@ def load_data(paths: TrainingPaths, cfg: dict) -> _Data:
         raise ValueError(f"{paths.split}: need train and val tracks")
     val = dataset.load_segments(val_rows, labels)
     augment.check(cfg["augment"], *val.x.shape[1:])
-    train = None if cfg["streaming"] else dataset.load_segments(train_rows, labels)
-    return _Data(labels, train_rows, val, train)
+    # A frozen/probe head trains on cached embeddings (embeddings.py), not on segments.
+    in_memory = not cfg["streaming"] and not embeddings.head_only(cfg)
+    train = dataset.load_segments(train_rows, labels) if in_memory else None
+    return _Data(labels, train_rows, val, train, val_rows)
 
 
 def _soft_labels(cfg: dict) -> bool:
@@ -288,13 +291,19 @@ def model_and_state(cfg: dict, ckpt_dir: Path, fp: str, data: _Data):
         log.info("Resuming from checkpoint after epoch %d (%s)", state["epochs_done"], ckpt_dir)
         return model, state
     _clear_dir(ckpt_dir)
-    if data.train is None:
+    if embeddings.builds_model(cfg):  # musicnn frozen/probe head, fine-tune from the probe
+        model = embeddings.initial_model(
+            cfg, data.train_rows, data.val_rows, data.labels, data.val.input_shape
+        )
+    elif data.train is None:
         mean, var = dataset.band_stats_from_files(data.train_rows)
     else:
         mean, var = dataset.band_stats(data.train.x)
-    model = models.build_model(
-        cfg["architecture"], data.val.input_shape, len(data.labels), mean, var, **cfg["options"]
-    )
+    if not embeddings.builds_model(cfg):
+        model = models.build_model(
+            cfg["architecture"], data.val.input_shape, len(data.labels), mean, var,
+            **cfg["options"],
+        )  # fmt: skip
     models.compile_model(model, cfg["optimizer"], cfg["learning_rate"], _soft_labels(cfg))
     state = {
         "fingerprint": fp,
@@ -345,6 +354,10 @@ def fit(model, cfg: dict, data: _Data, state: dict, ckpt_dir: Path, run_id: str)
     from genre_classification import models
 
     epochs, initial_epoch, bs = cfg["epochs"], state["epochs_done"], cfg["batch_size"]
+    callback = _epoch_callback(ckpt_dir, state, run_id, cfg["early_stopping"], _kill_hook)
+    if embeddings.head_only(cfg):
+        rows = (data.train_rows, data.val_rows, data.labels)
+        return embeddings.fit_head(model, cfg, *rows, state, callback)
     if initial_epoch >= epochs or state["stopped_early"]:
         return
     augmenter = None
@@ -376,7 +389,7 @@ def fit(model, cfg: dict, data: _Data, state: dict, ckpt_dir: Path, run_id: str)
         initial_epoch=initial_epoch,
         steps_per_epoch=steps,
         shuffle=False,
-        callbacks=[_epoch_callback(ckpt_dir, state, run_id, cfg["early_stopping"], _kill_hook)],
+        callbacks=[callback],
         verbose=2,
     )
 
@@ -394,6 +407,8 @@ def finalize(model, cfg, data, state, paths: TrainingPaths, ckpt_dir: Path) -> N
     if cfg["early_stopping"]["restore_best_weights"] and best.is_file():
         model.load_weights(best)
         log.info("Restored weights of best epoch %s", state["best_epoch"])
+    if embeddings.head_only(cfg):  # the head on top of the backbone: log-mel in, as any model
+        model = embeddings.full_model(model, cfg, data.val.input_shape)
     with atomic_path(paths.model) as tmp:
         model.save(tmp)
     write_history(paths.history, state["history"])

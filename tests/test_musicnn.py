@@ -168,7 +168,7 @@ def test_missing_checkpoint_files(monkeypatch, tmp_path):
     with pytest.raises(musicnn.MusicnnWeightsMissing, match="make install"):
         musicnn.musicnn_checkpoint()
     with pytest.raises(ValueError, match="unknown musicnn checkpoint"):
-        musicnn.musicnn_checkpoint("MSD_vgg")
+        musicnn.musicnn_checkpoint("MSD_bogus")
 
 
 def test_provenance_is_stable():
