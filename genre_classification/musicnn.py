@@ -326,7 +326,7 @@ def build_vgg(frames: int = PATCH_FRAMES, n_tags: int = 50, filters: int = 128):
         x = layers.BatchNormalization(epsilon=1e-3, momentum=0.99, name=name(f"vgg_bn{i}"))(x)
         size, stride = pools.get(i, ((2, 2), (2, 2)))
         x = layers.MaxPooling2D(size, stride, name=name(f"vgg_pool{i}"))(x)
-    pool5 = layers.Flatten(name=name("vgg_pool5"))(x)
+    pool5 = layers.Flatten(name=name("vgg_flatten"))(x)
     z = layers.Dropout(0.5, name=name("vgg_pool5_dropout"))(pool5)
     logits = layers.Dense(n_tags, name=name("vgg_tag_logits"))(z)
     tags = layers.Activation("sigmoid", dtype="float32", name=name("vgg_tags"))(logits)
