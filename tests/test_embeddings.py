@@ -198,6 +198,7 @@ def test_augment_needs_finetune(data):
         )
 
 
+@pytest.mark.slow
 def test_killed_frozen_job_resumes_exactly(data, tmp_path):
     from _training_data import TINY_CONFIG
 
