@@ -25,8 +25,12 @@ few epochs (it costs ~0.15 s per training segment and epoch there). The variants
   cnn-augment       the same with `augment` (crop, time and frequency masks, mixup 0.2), if
                     the workflow has it (left out, with a note, when its schema has no `augment`)
   musicnn-frozen    musicnn pretrained on the MSD, {mode: frozen}: a new head on the embedding
-                    (--epochs-frozen)
-  musicnn-finetune  {mode: finetune, backbone_learning_rate_factor: 0.1} (--epochs-finetune)
+                    (computed once per file and cached; --epochs-frozen)
+  musicnn-probe     {mode: probe}: logistic regression on the embedding, C on the validation split
+  vgg-frozen        {mode: frozen, checkpoint: MSD_vgg}: the wheel's vgg, its pool5 embedding
+  vgg-probe         {mode: probe, checkpoint: MSD_vgg}
+  musicnn-finetune  {mode: finetune, backbone_learning_rate_factor: 0.1}, from the probe's head
+                    (--epochs-finetune)
 Prints per variant the mean ± std macro-F1 over the folds, mean accuracy and wall time (the
 summed durations of its Snakemake jobs: training, evaluation, aggregation), then the best
 pretrained variant's macro-F1 minus the scratch CNN's, in points, per fold (paired).
@@ -392,6 +396,12 @@ def variants(args: argparse.Namespace) -> tuple[dict, list[str]]:
         "epochs": args.epochs_frozen,
         "options": {"mode": "frozen"},
     }
+    models["musicnn-probe"] = {**musicnn, "options": {"mode": "probe"}}
+    for mode in ("frozen", "probe"):
+        models[f"vgg-{mode}"] = {
+            **models[f"musicnn-{mode}"],
+            "options": {"mode": mode, "checkpoint": "MSD_vgg"},
+        }
     models["musicnn-finetune"] = {
         **musicnn,
         "epochs": args.epochs_finetune,
@@ -468,16 +478,22 @@ def summarise(run_dir: Path, models: dict, jobs: list[dict]) -> dict:
     for model in models:
         cv = json.loads((run_dir / f"results/eval/{model}/cv_metrics.json").read_text())
         own = [j for j in jobs if j["wildcards"].get("model") == model]
-        epochs = []
+        epochs, best = [], []
         for history in sorted((run_dir / f"results/models/{model}").glob("fold-*/history.csv")):
             with open(history) as handle:
-                epochs.append(sum(1 for _ in csv.DictReader(handle)))
+                rows = list(csv.DictReader(handle))
+            epochs.append(len(rows))
+            best.append(1 + int(np.argmin([float(r["val_loss"]) for r in rows])))
         results[model] = {
             "macro_f1": cv["macro_f1"],
             "accuracy": cv["accuracy"],
             "pooled_macro_f1": cv["pooled"]["macro_f1"],
             "per_genre_f1": {g: v["mean"] for g, v in cv["per_genre_f1"].items()},
             "epochs_trained": epochs,
+            "best_epoch": best,
+            "epoch_cap": 13
+            if models[model].get("options", {}).get("mode") == "probe"
+            else models[model]["epochs"],
             "wall_s": sum(j["seconds"] for j in own),
             "train_s": sum(j["seconds"] for j in own if j["rule"] == "train_model"),
         }
@@ -508,7 +524,7 @@ def main() -> None:
     )
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--epochs-cnn", type=int, default=15)
-    parser.add_argument("--epochs-frozen", type=int, default=15)
+    parser.add_argument("--epochs-frozen", type=int, default=60)
     parser.add_argument("--epochs-finetune", type=int, default=3)
     parser.add_argument("--patience", type=int, default=4, help="early-stopping patience")
     parser.add_argument("--variants", nargs="+", help="only these (default: all)")
@@ -552,15 +568,19 @@ def main() -> None:
     print(f"\nworkflow: {elapsed / 60:.1f} min ({args.cores} cores); shared jobs: " + ", ".join(
         f"{k} {v:.0f} s" for k, v in sorted(extraction_seconds(jobs).items())
     ))  # fmt: skip
-    print(f"\n{'variant':<17} {'macro-F1 (mean ± std)':>22} {'accuracy':>9} {'wall':>8}  epochs")
+    print(
+        f"\n{'variant':<17} {'macro-F1 (mean ± std)':>22} {'accuracy':>9} {'wall':>8}  "
+        "epochs / best epoch / cap"
+    )
     for model, r in results.items():
         f1 = r["macro_f1"]
         print(
             f"{model:<17} {f1['mean']:>13.3f} ± {f1['std']:.3f} {r['accuracy']['mean']:>9.3f}"
-            f" {r['wall_s'] / 60:>6.1f} m  {'/'.join(map(str, r['epochs_trained']))}"
+            f" {r['wall_s'] / 60:>6.1f} m  {' '.join(map(str, r['epochs_trained']))} / "
+            f"{' '.join(map(str, r['best_epoch']))} / {r['epoch_cap']}"
         )
     comparison = None
-    pretrained = [m for m in results if m.startswith("musicnn")]
+    pretrained = [m for m in results if m.startswith(("musicnn", "vgg"))]
     if "cnn" in results and pretrained:
         best = max(pretrained, key=lambda m: results[m]["macro_f1"]["mean"])
         diff = 100 * (

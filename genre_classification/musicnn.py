@@ -26,9 +26,16 @@ N_FFT = 512
 HOP = 256
 N_MELS = 96
 PATCH_FRAMES = 187  # 3 s; librosa.time_to_frames(3, sr=16000, n_fft=512, hop_length=256) + 1
-CHECKPOINTS = ("MSD_musicnn", "MTT_musicnn")
+CHECKPOINTS = ("MSD_musicnn", "MTT_musicnn", "MSD_vgg", "MTT_vgg")
+# The embeddings each network offers (width) and the default one; the vgg models take exactly
+# 187 frames (their flattened pool5 feeds the dense tag layer).
 EMBEDDINGS = {"penultimate": 200, "pool": 1506}
-MODES = ("frozen", "finetune")
+VGG_EMBEDDINGS = {"pool5": 256}
+DEFAULT_EMBEDDING = {"musicnn": "penultimate", "vgg": "pool5"}
+# frozen: a head on embeddings computed once (genre_classification.embeddings); probe: the same
+# with a logistic regression; finetune: everything trains, from the probe's head by default.
+MODES = ("frozen", "probe", "finetune")
+HEAD_INITS = ("probe", "random")
 PREFIX = "musicnn_"  # every backbone layer name starts with it (OptimizerMap pattern below)
 BACKBONE_VARIABLES = PREFIX + ".*"
 
@@ -63,6 +70,11 @@ _SCOPES = {
     "penultimate_dense": "dense",
     "penultimate_bn": "batch_normalization_10",
     "tag_logits": "dense_1",
+    # vgg (the wheel's models.vgg): input BN, five 3x3 convs (1CNN..5CNN) each with a BN.
+    "vgg_input_bn": "batch_normalization",
+    **{f"vgg_conv{i}": f"{i}CNN" for i in range(1, 6)},
+    **{f"vgg_bn{i}": f"batch_normalization_{i}" for i in range(1, 6)},
+    "vgg_tag_logits": "dense",
 }
 # Adam slots and beta powers: optimizer state saved with the weights, not part of the model.
 _OPTIMIZER_STATE = ("/Adam", "/Adam_1")
@@ -101,7 +113,7 @@ def checkpoint_prefix(path: Path) -> str:
 
 def musicnn_tags(name: str = "MSD_musicnn") -> list[str]:
     """The 50 tags of checkpoint ``name``, in output order (``configuration.py``, read as text)."""
-    variable = {"MSD_musicnn": "MSD_LABELS", "MTT_musicnn": "MTT_LABELS"}[name]
+    variable = {"MSD": "MSD_LABELS", "MTT": "MTT_LABELS"}[name.split("_")[0]]
     source = (_package_dir() / "configuration.py").read_text()
     for node in ast.parse(source).body:
         if isinstance(node, ast.Assign) and any(
@@ -136,6 +148,17 @@ def read_checkpoint(name: str = "MSD_musicnn") -> dict[str, np.ndarray]:
         for key in reader.get_variable_to_shape_map()
         if not key.endswith(_OPTIMIZER_STATE) and key not in _OPTIMIZER_VARIABLES
     }
+
+
+def family(name: str) -> str:
+    """``"musicnn"`` or ``"vgg"``: the network of checkpoint ``name``."""
+    if name not in CHECKPOINTS:
+        raise ValueError(f"unknown musicnn checkpoint {name!r}; choose one of {CHECKPOINTS}")
+    return name.split("_", 1)[1]
+
+
+def embeddings_of(name: str) -> dict[str, int]:
+    return VGG_EMBEDDINGS if family(name) == "vgg" else EMBEDDINGS
 
 
 # --- input ------------------------------------------------------------------------------------
@@ -273,6 +296,43 @@ def build_musicnn(
     return keras.Model(inputs, outputs, name="musicnn")
 
 
+def build_vgg(frames: int = PATCH_FRAMES, n_tags: int = 50, filters: int = 128):
+    """The wheel's ``models.vgg`` (MSD_vgg, MTT_vgg) as a Keras functional model.
+
+    Input ``(187, 96)``; outputs ``{"logits", "tags", "pool5"}``. Input BN; five blocks of
+    conv 3x3 ("same", ReLU) -> BN -> max pooling ((4, 1) stride 2, then (2, 2) stride 2 three
+    times, then (4, 4) stride 4; TF1's "valid" pooling) with dropout 0.25 between blocks;
+    flatten (2 x 1 x 128 = 256, "pool5"), dropout 0.5, dense to the tag logits.
+    """
+    import keras
+    from keras import layers
+
+    if frames != PATCH_FRAMES:
+        raise ValueError(f"the vgg models take {PATCH_FRAMES}-frame (3 s) patches, not {frames}")
+
+    def name(s):
+        return PREFIX + s
+
+    inputs = keras.Input(shape=(frames, N_MELS), name="musicnn_logmel")
+    x = layers.Reshape((frames, N_MELS, 1), name=name("vgg_expand"))(inputs)
+    x = layers.BatchNormalization(epsilon=1e-3, momentum=0.99, name=name("vgg_input_bn"))(x)
+    pools = {1: ((4, 1), (2, 2)), 5: ((4, 4), (4, 4))}
+    for i in range(1, 6):
+        if i > 1:
+            x = layers.Dropout(0.25, name=name(f"vgg_dropout{i - 1}"))(x)
+        x = layers.Conv2D(filters, 3, padding="same", activation="relu", name=name(f"vgg_conv{i}"))(
+            x
+        )
+        x = layers.BatchNormalization(epsilon=1e-3, momentum=0.99, name=name(f"vgg_bn{i}"))(x)
+        size, stride = pools.get(i, ((2, 2), (2, 2)))
+        x = layers.MaxPooling2D(size, stride, name=name(f"vgg_pool{i}"))(x)
+    pool5 = layers.Flatten(name=name("vgg_flatten"))(x)
+    z = layers.Dropout(0.5, name=name("vgg_pool5_dropout"))(pool5)
+    logits = layers.Dense(n_tags, name=name("vgg_tag_logits"))(z)
+    tags = layers.Activation("sigmoid", dtype="float32", name=name("vgg_tags"))(logits)
+    return keras.Model(inputs, {"logits": logits, "tags": tags, "pool5": pool5}, name="vgg")
+
+
 def load_musicnn_weights(model, name: str = "MSD_musicnn", variables=None) -> int:
     """Set every weight of ``model`` (from ``build_musicnn``, or any model containing its layers)
     from checkpoint ``name``; returns the number of variables loaded. Raises if a checkpoint
@@ -309,10 +369,81 @@ def _backbone_layers(model):
 
 
 def pretrained_musicnn(name: str = "MSD_musicnn", frames: int | None = PATCH_FRAMES):
-    """``build_musicnn`` with the weights of checkpoint ``name``."""
-    model = build_musicnn(frames)
+    """``build_musicnn`` (``build_vgg`` for the vgg checkpoints) with the weights of ``name``."""
+    model = build_vgg(frames) if family(name) == "vgg" else build_musicnn(frames)
     load_musicnn_weights(model, name)
     return model
+
+
+def pretrained_backbone(checkpoint: str, embedding: str | None, frames: int, mode: str):
+    """The pretrained network of ``checkpoint`` up to ``embedding`` (``(frames, 96)`` input),
+    named "musicnn"; trainable in ``finetune`` mode except its BatchNorm layers."""
+    import keras
+    from keras import layers
+
+    embedding = embedding or DEFAULT_EMBEDDING[family(checkpoint)]
+    if embedding not in embeddings_of(checkpoint):
+        raise ValueError(
+            f"unknown embedding {embedding!r} for {checkpoint}; "
+            f"choose one of {list(embeddings_of(checkpoint))}"
+        )
+    musicnn_checkpoint(checkpoint)  # fail before building anything when the wheel is missing
+    full = pretrained_musicnn(checkpoint, frames)
+    backbone = keras.Model(full.input, full.output[embedding], name="musicnn")
+    backbone.trainable = mode == "finetune"
+    for layer in backbone.layers:
+        if isinstance(layer, layers.BatchNormalization):
+            layer.trainable = False
+    return backbone
+
+
+def classifier_on(
+    backbone,
+    input_shape,
+    n_classes: int,
+    mode: str,
+    dropout: float,
+    standardise=None,
+    head=None,
+    backbone_learning_rate_factor: float = 1.0,
+):
+    """``(96, frames, 1)`` log-mel -> ``backbone`` -> [standardisation] -> dropout -> softmax.
+
+    ``standardise``: ``(mean, variance)`` of the embedding on the training split, applied by a
+    Normalization layer ("embedding_standardisation") so the saved model stays self-contained;
+    ``head``: ``(kernel, bias)`` of the softmax layer ("probs")."""
+    import keras
+    import numpy as np
+    from keras import layers
+
+    shape = tuple(input_shape)
+    inputs = keras.Input(shape=shape, name="logmel")
+    x = layers.Reshape(shape[:2], name="drop_channel")(inputs)
+    x = layers.Permute((2, 1), name="to_frames_mels")(x)
+    x = backbone(x)
+    if standardise is not None:
+        x = standardisation_layer(*standardise)(x)
+    x = layers.Dropout(dropout, name="head_dropout")(x)
+    probs = layers.Dense(n_classes, activation="softmax", dtype="float32", name="probs")
+    model = keras.Model(inputs, probs(x), name=f"musicnn_{mode}")
+    if head is not None:
+        probs.set_weights([np.asarray(w, dtype="float32") for w in head])
+    if backbone_learning_rate_factor != 1.0:
+        model.learning_rate_factors = {BACKBONE_VARIABLES: float(backbone_learning_rate_factor)}
+    return model
+
+
+def standardisation_layer(mean, variance):
+    import keras
+    import numpy as np
+
+    return keras.layers.Normalization(
+        axis=-1,
+        mean=np.asarray(mean, dtype="float32"),
+        variance=np.maximum(np.asarray(variance, dtype="float32"), 1e-6),
+        dtype="float32",
+        name="embedding_standardisation",
+    )
 
 
 # --- classifier -------------------------------------------------------------------------------
@@ -324,64 +455,71 @@ def build_musicnn_classifier(
     mean=None,
     variance=None,
     mode: str = "frozen",
-    embedding: str = "penultimate",
+    embedding: str | None = None,
     dropout: float = 0.5,
     backbone_learning_rate_factor: float = 1.0,
     checkpoint: str = "MSD_musicnn",
+    head_init: str = "probe",
     **_,
 ):
-    """Pretrained musicnn up to ``embedding`` + dropout + softmax head, on ``(96, frames, 1)``.
+    """Pretrained musicnn (or vgg) up to ``embedding`` + dropout + softmax head, on
+    ``(96, frames, 1)``; with a random head (the training job builds frozen/probe models and
+    the fine-tune's probe head in ``genre_classification.embeddings``).
 
-    * ``embedding``: "penultimate" (the wheel's feature of that name: BN of the 200-unit dense
-      layer before the tag logits; its tags include rock, pop, jazz, metal, Hip-Hop, blues,
-      country, ...) or "pool" (max and mean over time of all front-/mid-end channels, 1506
-      values: more general, more head parameters).
-    * ``mode``: "frozen" (no backbone weight trainable; the backbone runs in inference mode)
-      or "finetune" (convolutions and dense layers trainable). Its BatchNorm layers stay frozen
-      in both modes, i.e. normalise with the checkpoint's moving statistics: the usual practice
-      when fine-tuning, and this workflow's small batches would give poor batch statistics.
-      (In Keras 3.15 ``backbone(x, training=False)`` would not do this: a functional model
-      passes the outer ``training`` on to its layers, overriding the recorded False.) When
-      fine-tuned, the back-end's dropout before the 200-unit dense layer is active in training,
-      as when musicnn was trained.
+    * ``checkpoint``: one of ``CHECKPOINTS``: musicnn or vgg, trained on the Million Song
+      Dataset (MSD) or MagnaTagATune (MTT); weights from the wheel, loaded by name.
+    * ``embedding`` (default: "penultimate" for musicnn, "pool5" for vgg): "penultimate" (the
+      wheel's feature of that name: BN of the 200-unit dense layer before the tag logits) or
+      "pool" (max and mean over time of all front-/mid-end channels, 1506 values); vgg: "pool5"
+      (its flattened last pooling, 256 values).
+    * ``mode``: "frozen" (a head on the embedding; the backbone runs in inference mode),
+      "probe" (a logistic regression on it) or "finetune" (convolutions and dense layers
+      trainable). Its BatchNorm layers stay frozen in every mode, i.e. normalise with the
+      checkpoint's moving statistics: the usual practice when fine-tuning, and this
+      workflow's small batches would give poor batch statistics. (In Keras 3.15
+      ``backbone(x, training=False)`` would not do this: a functional model passes the outer
+      ``training`` on to its layers, overriding the recorded False.) When fine-tuned, the
+      back-end's dropout before the 200-unit dense layer is active in training.
+    * ``head_init`` (finetune): "probe" (the training job starts from the linear probe fitted
+      on the standardised embedding) or "random".
     * ``backbone_learning_rate_factor`` (finetune only): the backbone's learning rate relative
       to the head's; ``compile_model`` turns the model attribute ``learning_rate_factors`` into
       a ``keras.optimizers.MultiOptimizer`` (``models.scaled_optimizer``).
     * ``mean``/``variance`` (per-band training statistics) are not used: the backbone starts
       with its own input BatchNorm, trained on ``musicnn_input``'s log10(1 + 10000 * mel).
     """
-    import keras
-    from keras import layers
+    check_options(
+        input_shape, mode, embedding, backbone_learning_rate_factor, checkpoint, head_init
+    )
+    backbone = pretrained_backbone(checkpoint, embedding, tuple(input_shape)[1], mode)
+    return classifier_on(
+        backbone,
+        input_shape,
+        n_classes,
+        mode,
+        dropout,
+        backbone_learning_rate_factor=backbone_learning_rate_factor,
+    )
 
+
+def check_options(
+    input_shape, mode, embedding, backbone_learning_rate_factor, checkpoint, head_init
+):
     if mode not in MODES:
         raise ValueError(f"unknown musicnn mode {mode!r}; choose one of {MODES}")
-    if embedding not in EMBEDDINGS:
+    if checkpoint not in CHECKPOINTS:
+        raise ValueError(f"unknown musicnn checkpoint {checkpoint!r}; choose one of {CHECKPOINTS}")
+    if embedding is not None and embedding not in embeddings_of(checkpoint):
         raise ValueError(
-            f"unknown musicnn embedding {embedding!r}; choose one of {list(EMBEDDINGS)}"
+            f"unknown musicnn embedding {embedding!r} for {checkpoint}; "
+            f"choose one of {list(embeddings_of(checkpoint))}"
         )
+    if head_init not in HEAD_INITS:
+        raise ValueError(f"unknown head_init {head_init!r}; choose one of {HEAD_INITS}")
     if backbone_learning_rate_factor <= 0:
         raise ValueError("backbone_learning_rate_factor must be > 0")
-    if mode == "frozen" and backbone_learning_rate_factor != 1.0:
+    if mode != "finetune" and backbone_learning_rate_factor != 1.0:
         raise ValueError("backbone_learning_rate_factor needs mode: finetune")
     shape = tuple(input_shape)
     if shape[0] != N_MELS or len(shape) not in (2, 3) or (len(shape) == 3 and shape[2] != 1):
         raise ValueError(f"musicnn needs input (96 mel bands, frames[, 1]), not {shape}")
-
-    musicnn_checkpoint(checkpoint)  # fail before building anything when the wheel is missing
-    full = pretrained_musicnn(checkpoint, shape[1])
-    backbone = keras.Model(full.input, full.output[embedding], name="musicnn")
-    backbone.trainable = mode == "finetune"
-    for layer in backbone.layers:
-        if isinstance(layer, layers.BatchNormalization):
-            layer.trainable = False
-
-    inputs = keras.Input(shape=shape, name="logmel")
-    x = layers.Reshape(shape[:2], name="drop_channel")(inputs)
-    x = layers.Permute((2, 1), name="to_frames_mels")(x)
-    x = backbone(x)
-    x = layers.Dropout(dropout, name="head_dropout")(x)
-    outputs = layers.Dense(n_classes, activation="softmax", dtype="float32", name="probs")(x)
-    model = keras.Model(inputs, outputs, name=f"musicnn_{mode}")
-    if backbone_learning_rate_factor != 1.0:
-        model.learning_rate_factors = {BACKBONE_VARIABLES: float(backbone_learning_rate_factor)}
-    return model

@@ -34,7 +34,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from genre_classification import augment, dataset, tracking
+from genre_classification import augment, dataset, embeddings, tracking
 from genre_classification.fileio import atomic_path, exclusive_lock, write_json
 from genre_classification.redact import redact
 
@@ -316,6 +316,7 @@ class _Data:
     train_rows: object  # pandas rows of the split table
     val: dataset.PackedSegments  # read per batch
     train: dataset.PackedSegments | dataset.Segments  # in memory unless ``streaming``
+    val_rows: object = None  # pandas rows of the validation tracks
 
 
 def load_data(paths: TrainingPaths, cfg: dict, model_name: str, mem_mb: int | None = None) -> _Data:
@@ -331,14 +332,15 @@ def load_data(paths: TrainingPaths, cfg: dict, model_name: str, mem_mb: int | No
     val = dataset.PackedSegments(val_rows, labels, paths.packs)
     augment.check(cfg["augment"], *val.input_shape[:2])
     train = dataset.PackedSegments(train_rows, labels, paths.packs)
-    if not cfg["streaming"]:
+    # A frozen/probe head trains on cached embeddings (embeddings.py), not on segments.
+    if not cfg["streaming"] and not embeddings.head_only(cfg):
         check_memory(train.nbytes, mem_mb, model_name)
         train = train.load()
     log.info(
         "%d training segments (%s), %d validation segments (read per batch)",
         len(train), "read per batch" if cfg["streaming"] else "in memory", len(val),
     )  # fmt: skip
-    return _Data(labels, train_rows, val, train)
+    return _Data(labels, train_rows, val, train, val_rows)
 
 
 def _soft_labels(cfg: dict) -> bool:
@@ -355,10 +357,16 @@ def model_and_state(cfg: dict, ckpt_dir: Path, fp: str, data: _Data):
         log.info("Resuming from checkpoint after epoch %d (%s)", state["epochs_done"], ckpt_dir)
         return model, state
     _clear_dir(ckpt_dir)
-    mean, var = dataset.band_stats(data.train)
-    model = models.build_model(
-        cfg["architecture"], data.val.input_shape, len(data.labels), mean, var, **cfg["options"]
-    )
+    if embeddings.builds_model(cfg):  # musicnn frozen/probe head, fine-tune from the probe
+        model = embeddings.initial_model(
+            cfg, data.train_rows, data.val_rows, data.labels, data.val.input_shape
+        )
+    else:
+        mean, var = dataset.band_stats(data.train)
+        model = models.build_model(
+            cfg["architecture"], data.val.input_shape, len(data.labels), mean, var,
+            **cfg["options"],
+        )  # fmt: skip
     models.compile_model(model, cfg["optimizer"], cfg["learning_rate"], _soft_labels(cfg))
     state = {
         "fingerprint": fp,
@@ -412,6 +420,10 @@ def fit(
 
     epochs, initial_epoch = cfg["epochs"], state["epochs_done"]
     bs = global_batch_size(cfg["batch_size"], replicas)
+    callback = _epoch_callback(ckpt_dir, state, run_id, cfg["early_stopping"], _kill_hook)
+    if embeddings.head_only(cfg):
+        rows = (data.train_rows, data.val_rows, data.labels)
+        return embeddings.fit_head(model, cfg, *rows, state, callback)
     if initial_epoch >= epochs or state["stopped_early"]:
         return
     augmenter = None
@@ -430,7 +442,7 @@ def fit(
         initial_epoch=initial_epoch,
         steps_per_epoch=steps,
         shuffle=False,
-        callbacks=[_epoch_callback(ckpt_dir, state, run_id, cfg["early_stopping"], _kill_hook)],
+        callbacks=[callback],
         verbose=2,
     )
 
@@ -448,6 +460,8 @@ def finalize(model, cfg, data, state, paths: TrainingPaths, ckpt_dir: Path) -> N
     if cfg["early_stopping"]["restore_best_weights"] and best.is_file():
         model.load_weights(best)
         log.info("Restored weights of best epoch %s", state["best_epoch"])
+    if embeddings.head_only(cfg):  # the head on top of the backbone: log-mel in, as any model
+        model = embeddings.full_model(model, cfg, data.val.input_shape)
     with atomic_path(paths.model) as tmp:
         model.save(tmp)
     write_history(paths.history, state["history"])

@@ -168,7 +168,7 @@ def test_missing_checkpoint_files(monkeypatch, tmp_path):
     with pytest.raises(musicnn.MusicnnWeightsMissing, match="make install"):
         musicnn.musicnn_checkpoint()
     with pytest.raises(ValueError, match="unknown musicnn checkpoint"):
-        musicnn.musicnn_checkpoint("MSD_vgg")
+        musicnn.musicnn_checkpoint("MSD_bogus")
 
 
 def test_provenance_is_stable():
@@ -255,3 +255,61 @@ def test_classifier_saves_and_loads(tmp_path):
     loaded = keras.models.load_model(tmp_path / "model.keras")
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
     assert isinstance(loaded.optimizer, keras.optimizers.MultiOptimizer)
+
+
+# --- vgg --------------------------------------------------------------------------------------
+
+
+def reference_vgg_tags(x: np.ndarray, v: dict[str, np.ndarray]) -> np.ndarray:
+    """Sigmoid tags of the wheel's models.vgg (is_training=False) in plain tf ops."""
+    import tensorflow as tf
+
+    def bn(t, scope):
+        return tf.nn.batch_normalization(
+            t,
+            v[f"{scope}/moving_mean"],
+            v[f"{scope}/moving_variance"],
+            v[f"{scope}/beta"],
+            v[f"{scope}/gamma"],
+            variance_epsilon=1e-3,
+        )
+
+    t = bn(tf.constant(x, tf.float32)[..., None], "batch_normalization")
+    pools = {1: ([4, 1], [2, 2]), 5: ([4, 4], [4, 4])}
+    for i in range(1, 6):
+        t = tf.nn.relu(tf.nn.conv2d(t, v[f"{i}CNN/kernel"], 1, "SAME") + v[f"{i}CNN/bias"])
+        t = bn(t, f"batch_normalization_{i}")
+        size, stride = pools.get(i, ([2, 2], [2, 2]))
+        t = tf.nn.max_pool2d(t, size, stride, "VALID")
+    assert t.shape[1:] == (2, 1, 128)
+    flat = tf.reshape(t, [t.shape[0], -1])
+    return tf.sigmoid(flat @ v["dense/kernel"] + v["dense/bias"]).numpy()
+
+
+@pytest.mark.parametrize("name", ["MSD_vgg", "MTT_vgg"])
+def test_vgg_equals_tf1_graph_math_and_loads_every_variable(name):
+    variables = musicnn.read_checkpoint(name)
+    model = musicnn.build_vgg()
+    assert musicnn.load_musicnn_weights(model, name, variables) == len(variables)
+    assert len(variables) == 5 * 2 + 6 * 4 + 2  # 5 convs, 6 BN, the dense tag layer
+    assert model.count_params() == sum(a.size for a in variables.values())
+    x = clips()
+    want = reference_vgg_tags(x, variables)
+    got = np.asarray(model(x, training=False)["tags"])
+    np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
+    assert np.ptp(want, axis=0).max() > 0.05
+    assert model(x, training=False)["pool5"].shape == (3, 256)
+    assert musicnn.musicnn_provenance(name)["weights_file"] == f"musicnn/{name}/"
+    assert len(musicnn.musicnn_tags(name)) == 50
+
+
+def test_vgg_classifier_options():
+    model = musicnn.build_musicnn_classifier((96, 187, 1), 4, checkpoint="MSD_vgg")
+    assert model.get_layer("musicnn").output.shape == (None, 256)  # default embedding: pool5
+    assert model.predict(np.zeros((1, 96, 187, 1), "float32"), verbose=0).shape == (1, 4)
+    with pytest.raises(ValueError, match="choose one of \\['pool5'\\]"):
+        musicnn.build_musicnn_classifier((96, 187, 1), 4, checkpoint="MSD_vgg", embedding="pool")
+    with pytest.raises(ValueError, match="187-frame"):
+        musicnn.build_musicnn_classifier((96, 40, 1), 4, checkpoint="MTT_vgg")
+    with pytest.raises(ValueError, match="unknown musicnn checkpoint"):
+        musicnn.build_musicnn_classifier((96, 187, 1), 4, checkpoint="MSD_resnet")

@@ -1,0 +1,392 @@
+"""Transfer learning on embeddings computed once: musicnn ``mode: frozen | probe`` and the
+fine-tune's head initialisation.
+
+The pretrained backbone is run once per feature file: the embedding of every segment of a track
+is cached beside its HDF5, per file like the features,
+``<features dir>/.embeddings/<checkpoint>-<embedding>/<genre>/<track>.npz``, keyed on the sha256
+of the feature file and of the checkpoint's weights (``cache_key``); a changed file or other
+weights recompute it, everything else is read back. A frozen or probe training job is then one
+backbone pass over the uncached files plus a head fit on arrays in memory:
+
+* ``frozen``: Normalization (the training split's mean/variance of each embedding dimension)
+  -> dropout -> softmax, the kernel starting at zero so the first loss is ln(n_classes)
+  (chance), trained by Keras epoch by epoch (the training job's checkpoints, early stopping,
+  resume: the batch order is ``dataset.epoch_permutation``, a function of (seed, epoch));
+* ``probe``: scikit-learn's multinomial logistic regression on the standardised embedding, one
+  fit per regularisation strength of ``PROBE_C`` (strongest first; each one is an "epoch" of the
+  history, with the job's early stopping), the best validation loss wins;
+* ``finetune`` with ``head_init: probe``: the whole network trains from the probe's head (not
+  a random one) on top of the standardisation.
+
+Whatever was trained, the saved model is assembled as ``(96, frames, 1)`` log-mel -> backbone
+-> standardisation -> dropout -> softmax (``full_model``), so ``predict``, the registry and the
+predict sets use it as any other model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+CACHE_DIR = ".embeddings"
+# Inverse regularisation strengths of the probe, strongest regularisation first.
+PROBE_C = tuple(float(c) for c in np.logspace(-4, 2, 13))
+PROBE_MAX_ITER = 2000
+BATCH = 64  # segments per backbone call when embedding
+
+
+def options(cfg: dict) -> dict:
+    """The musicnn options of a model entry with the builder's defaults."""
+    import inspect
+
+    from genre_classification.musicnn import DEFAULT_EMBEDDING, build_musicnn_classifier, family
+
+    defaults = {
+        name: p.default
+        for name, p in inspect.signature(build_musicnn_classifier).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
+    opts = {**defaults, **(cfg.get("options") or {})}
+    opts["embedding"] = opts["embedding"] or DEFAULT_EMBEDDING[family(opts["checkpoint"])]
+    return opts
+
+
+def _is_musicnn(cfg: dict) -> bool:
+    return str(cfg.get("architecture", "")).lower() == "musicnn"
+
+
+def head_only(cfg: dict) -> bool:
+    """The job trains a head on cached embeddings (musicnn ``mode: frozen`` or ``probe``)."""
+    return _is_musicnn(cfg) and options(cfg)["mode"] in ("frozen", "probe")
+
+
+def builds_model(cfg: dict) -> bool:
+    """The first model of the job comes from this module (frozen, probe, or a fine-tune
+    starting from the probe's head)."""
+    if not _is_musicnn(cfg):
+        return False
+    opts = options(cfg)
+    return opts["mode"] != "finetune" or opts["head_init"] == "probe"
+
+
+# --- the cache --------------------------------------------------------------------------------
+
+
+def _sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def cache_path(features_file: str | Path, backbone: str) -> Path:
+    """The cache file of a feature file ``<dir>/<genre>/<track>.h5``."""
+    features_file = Path(features_file)
+    root = features_file.parent.parent
+    return root / CACHE_DIR / backbone / features_file.parent.name / f"{features_file.stem}.npz"
+
+
+def cache_key(features_file: str | Path, weights_sha256: str) -> str:
+    return f"{_sha256(features_file)}:{weights_sha256}"
+
+
+class Embedder:
+    """The backbone of ``checkpoint`` up to ``embedding``, in inference mode, and its cache."""
+
+    def __init__(self, checkpoint: str, embedding: str, frames: int):
+        from genre_classification.musicnn import musicnn_provenance, pretrained_backbone
+
+        self.name = f"{checkpoint}-{embedding}"
+        self.frames = frames
+        self.weights_sha256 = musicnn_provenance(checkpoint)["weights_sha256"]
+        self.model = pretrained_backbone(checkpoint, embedding, frames, "frozen")
+
+    def embed(self, x: np.ndarray) -> np.ndarray:
+        """``(n, 96, frames)`` log-mel segments -> ``(n, width)`` float32 embeddings."""
+        if not len(x):
+            return np.zeros((0, self.model.output.shape[-1]), dtype=np.float32)
+        frames_first = np.ascontiguousarray(np.transpose(x, (0, 2, 1)), dtype=np.float32)
+        out = [
+            np.asarray(self.model(frames_first[i : i + BATCH], training=False))
+            for i in range(0, len(frames_first), BATCH)
+        ]
+        return np.concatenate(out).astype(np.float32)
+
+    def track(self, features_file: str | Path, genre: str) -> np.ndarray:
+        """The embeddings of one feature file: from the cache when its key matches."""
+        from genre_classification.dataset import _read_file
+        from genre_classification.fileio import atomic_path
+
+        path = cache_path(features_file, self.name)
+        key = cache_key(features_file, self.weights_sha256)
+        if path.is_file():
+            try:
+                with np.load(path, allow_pickle=False) as cached:
+                    if str(cached["key"]) == key:
+                        return cached["embeddings"]
+            except (OSError, ValueError, KeyError):
+                log.warning("unreadable embedding cache %s: recomputing it", path)
+        embeddings = self.embed(_read_file(features_file, genre))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+            np.savez(handle, key=np.asarray(key), embeddings=embeddings)
+        return embeddings
+
+    def rows(self, rows, labels: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Embeddings and class indices of every segment of the tracks in ``rows`` (split
+        manifest rows, in their order)."""
+        index = {genre: i for i, genre in enumerate(labels)}
+        xs, ys = [], []
+        for row in rows.itertuples(index=False):
+            e = self.track(row.features, row.genre)
+            xs.append(e)
+            ys.append(np.full(len(e), index[row.genre], dtype=np.int32))
+        return np.concatenate(xs), np.concatenate(ys)
+
+
+def _frames(rows) -> int:
+    from genre_classification.dataset import _read_file
+
+    first = next(rows.itertuples(index=False))
+    return int(_read_file(first.features, first.genre).shape[2])
+
+
+_LAST: dict = {}
+
+
+class EmbeddedSplit:
+    """Train and val embeddings of a split (computed or read from the cache once per job)."""
+
+    def __init__(self, cfg: dict, train_rows, val_rows, labels: list[str]):
+        import time
+
+        opts = options(cfg)
+        start = time.perf_counter()
+        embedder = Embedder(opts["checkpoint"], opts["embedding"], _frames(train_rows))
+        self.x_train, self.y_train = embedder.rows(train_rows, labels)
+        self.x_val, self.y_val = embedder.rows(val_rows, labels)
+        self.mean = self.x_train.astype(np.float64).mean(axis=0)
+        self.variance = self.x_train.astype(np.float64).var(axis=0)
+        self.n_classes = len(labels)
+        log.info(
+            "Embeddings %s of %d train and %d val segments in %.1f s (cache %s)",
+            embedder.name, len(self.y_train), len(self.y_val), time.perf_counter() - start,
+            cache_path(train_rows.iloc[0]["features"], embedder.name).parent.parent,
+        )  # fmt: skip
+
+    @classmethod
+    def of(cls, cfg: dict, train_rows, val_rows, labels: list[str]) -> EmbeddedSplit:
+        """The split's embeddings, computed once per process for the same tracks and backbone
+        (the job builds its model and fits it from the same arrays)."""
+        opts = options(cfg)
+        key = (
+            opts["checkpoint"],
+            opts["embedding"],
+            tuple(train_rows["features"]),
+            tuple(val_rows["features"]),
+            tuple(labels),
+        )
+        if _LAST.get("key") != key:
+            _LAST.clear()
+            _LAST.update(key=key, split=cls(cfg, train_rows, val_rows, labels))
+        return _LAST["split"]
+
+    def standardised(self, x: np.ndarray) -> np.ndarray:
+        return ((x - self.mean) / np.sqrt(np.maximum(self.variance, 1e-6))).astype(np.float32)
+
+
+# --- the heads --------------------------------------------------------------------------------
+
+
+def head_model(width: int, n_classes: int, mean, variance, dropout: float):
+    """Embedding -> standardisation -> dropout -> softmax with a zero kernel (chance)."""
+    import keras
+    from keras import layers
+
+    from genre_classification.musicnn import standardisation_layer
+
+    inputs = keras.Input(shape=(width,), name="embedding")
+    x = standardisation_layer(mean, variance)(inputs)
+    x = layers.Dropout(dropout, name="head_dropout")(x)
+    outputs = layers.Dense(
+        n_classes, activation="softmax", kernel_initializer="zeros", dtype="float32", name="probs"
+    )(x)
+    return keras.Model(inputs, outputs, name="musicnn_head")
+
+
+def fit_probe(x_train, y_train, n_classes: int, c: float, seed: int):
+    """``(kernel (width, n_classes), bias (n_classes,))`` of a multinomial logistic regression
+    on standardised embeddings; two classes as a softmax of ``[-z/2, z/2]``."""
+    from sklearn.linear_model import LogisticRegression
+
+    probe = LogisticRegression(C=c, max_iter=PROBE_MAX_ITER, random_state=seed)
+    probe.fit(x_train, y_train)
+    coef, intercept = probe.coef_, probe.intercept_
+    if n_classes == 2 and coef.shape[0] == 1:
+        coef = np.concatenate([-coef / 2, coef / 2])
+        intercept = np.concatenate([-intercept / 2, intercept / 2])
+    if coef.shape[0] != n_classes:
+        raise ValueError(f"probe saw {coef.shape[0]} of {n_classes} classes in training")
+    return coef.T.astype(np.float32), intercept.astype(np.float32)
+
+
+def _log_loss(probs: np.ndarray, y: np.ndarray) -> float:
+    return float(-np.mean(np.log(np.clip(probs[np.arange(len(y)), y], 1e-7, 1.0))))
+
+
+def _scores(model, x, y) -> tuple[float, float]:
+    probs = np.asarray(model.predict(x, batch_size=1024, verbose=0))
+    return _log_loss(probs, y), float(np.mean(probs.argmax(axis=1) == y))
+
+
+def best_probe(split: EmbeddedSplit, seed: int) -> tuple[float, tuple]:
+    """The probe of the ``PROBE_C`` value with the lowest validation loss: ``(c, head)``."""
+    xt, xv = split.standardised(split.x_train), split.standardised(split.x_val)
+    best = None
+    for c in PROBE_C:
+        kernel, bias = fit_probe(xt, split.y_train, split.n_classes, c, seed)
+        logits = xv @ kernel + bias
+        probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+        loss = _log_loss(probs / probs.sum(axis=1, keepdims=True), split.y_val)
+        if best is None or loss < best[0]:
+            best = (loss, c, (kernel, bias))
+    log.info("probe head: C=%g, validation loss %.4f", best[1], best[0])
+    return best[1], best[2]
+
+
+# --- the training job's steps (train.model_and_state, fit, finalize) -------------------------
+
+
+def initial_model(cfg: dict, train_rows, val_rows, labels: list[str], input_shape):
+    """The model a new job starts from: the head model (frozen, probe; its input is the
+    embedding), or the full fine-tune model with the probe's head and standardisation."""
+    from genre_classification import augment
+    from genre_classification.musicnn import check_options, classifier_on, pretrained_backbone
+
+    opts = options(cfg)
+    check_options(
+        input_shape,
+        opts["mode"],
+        opts["embedding"],
+        opts["backbone_learning_rate_factor"],
+        opts["checkpoint"],
+        opts["head_init"],
+    )
+    if opts["mode"] != "finetune" and augment.is_active(cfg["augment"]):
+        raise ValueError(
+            f"augment needs mode: finetune (mode {opts['mode']} trains on embeddings computed "
+            "once per file)"
+        )
+    split = EmbeddedSplit.of(cfg, train_rows, val_rows, labels)
+    if opts["mode"] != "finetune":
+        width = split.x_train.shape[1]
+        return head_model(width, len(labels), split.mean, split.variance, opts["dropout"])
+    _, head = best_probe(split, cfg["seed"])
+    backbone = pretrained_backbone(
+        opts["checkpoint"], opts["embedding"], tuple(input_shape)[1], "finetune"
+    )
+    model = classifier_on(
+        backbone,
+        input_shape,
+        len(labels),
+        "finetune",
+        opts["dropout"],
+        standardise=(split.mean, split.variance),
+        head=head,
+        backbone_learning_rate_factor=opts["backbone_learning_rate_factor"],
+    )
+    return model
+
+
+def _train_batches(x, y, batch_size: int, seed: int, initial_epoch: int, epochs: int):
+    import tensorflow as tf
+
+    from genre_classification.dataset import epoch_permutation
+
+    perms = np.stack(
+        [epoch_permutation(len(y), seed, e) for e in range(initial_epoch, epochs)]
+    ).astype(np.int64)
+    xt, yt = tf.constant(x), tf.constant(y)
+    ds = tf.data.Dataset.from_tensor_slices(perms).flat_map(
+        lambda p: tf.data.Dataset.from_tensor_slices(p).batch(batch_size)
+    )
+    return ds.map(lambda i: (tf.gather(xt, i), tf.gather(yt, i))).prefetch(tf.data.AUTOTUNE)
+
+
+def fit_head(model, cfg: dict, train_rows, val_rows, labels, state: dict, callback) -> None:
+    """Train the head after ``state["epochs_done"]``; ``callback``: the training job's epoch
+    callback (early stopping, checkpoint, MLflow)."""
+    import math
+
+    split = EmbeddedSplit.of(cfg, train_rows, val_rows, labels)
+    initial_epoch, epochs, bs = state["epochs_done"], cfg["epochs"], cfg["batch_size"]
+    if options(cfg)["mode"] == "probe":
+        return _fit_probe_grid(model, cfg, split, state, callback)
+    if initial_epoch >= epochs or state["stopped_early"]:
+        return None
+    model.fit(
+        _train_batches(split.x_train, split.y_train, bs, cfg["seed"], initial_epoch, epochs),
+        validation_data=(split.x_val, split.y_val),
+        validation_batch_size=bs,
+        epochs=epochs,
+        initial_epoch=initial_epoch,
+        steps_per_epoch=math.ceil(len(split.y_train) / bs),
+        shuffle=False,
+        callbacks=[callback],
+        verbose=2,
+    )
+    return None
+
+
+def _fit_probe_grid(model, cfg, split, state, callback) -> None:
+    """One "epoch" per value of ``PROBE_C`` (strongest regularisation first), each a
+    logistic-regression fit copied into the head's softmax layer, then the job's epoch
+    callback (best weights, early stopping, checkpoint, MLflow)."""
+    xt = split.standardised(split.x_train)
+    callback.set_model(model)
+    probs = model.get_layer("probs")
+    for epoch in range(state["epochs_done"], len(PROBE_C)):
+        if state["stopped_early"]:
+            break
+        callback.on_epoch_begin(epoch)
+        kernel, bias = fit_probe(xt, split.y_train, split.n_classes, PROBE_C[epoch], cfg["seed"])
+        probs.set_weights([kernel, bias])
+        loss, accuracy = _scores(model, split.x_train, split.y_train)
+        val_loss, val_accuracy = _scores(model, split.x_val, split.y_val)
+        logs = {
+            "C": PROBE_C[epoch],
+            "loss": loss,
+            "accuracy": accuracy,
+            "val_loss": val_loss,
+            "val_accuracy": val_accuracy,
+        }
+        callback.on_epoch_end(epoch, logs)
+
+
+def full_model(head, cfg: dict, input_shape):
+    """The saved model of a frozen/probe job: log-mel -> backbone -> the head's
+    standardisation, dropout and softmax (weights copied)."""
+    from genre_classification.musicnn import classifier_on, pretrained_backbone
+
+    opts = options(cfg)
+    norm = head.get_layer("embedding_standardisation")
+    mean = np.asarray(norm.input_mean, dtype=np.float32).reshape(-1)
+    variance = np.asarray(norm.input_variance, dtype=np.float32).reshape(-1)
+    backbone = pretrained_backbone(
+        opts["checkpoint"], opts["embedding"], tuple(input_shape)[1], "frozen"
+    )
+    return classifier_on(
+        backbone,
+        input_shape,
+        head.output.shape[-1],
+        opts["mode"],
+        opts["dropout"],
+        standardise=(mean, variance),
+        head=head.get_layer("probs").get_weights(),
+    )

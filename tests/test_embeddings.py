@@ -1,0 +1,240 @@
+"""musicnn transfer learning on embeddings computed once (genre_classification.embeddings): the
+per-file cache, a frozen head that starts at chance and converges, the probe, the fine-tune from
+the probe's head, the self-contained saved model, and exact resume of a killed frozen job."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from dataclasses import asdict
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+
+from _train_job import start
+from _training_data import train_tiny
+from genre_classification import embeddings, musicnn
+from genre_classification.columns import SPLIT_COLUMNS
+from genre_classification.demo_data import synthesize_clip
+from genre_classification.features import FeatureParams
+
+if importlib.util.find_spec("musicnn") is None:
+    pytest.skip("musicnn wheel not installed (make install)", allow_module_level=True)
+
+GENRES = ("classical", "metal", "reggae")
+SPLITS = (("train", 4), ("val", 2), ("test", 1))
+FROZEN = {
+    "architecture": "musicnn",
+    "options": {"mode": "frozen"},
+    "epochs": 4,
+    "batch_size": 8,
+    "seed": 3,
+    "early_stopping": {"patience": 100},
+}
+
+
+def make_musicnn_features(root: Path) -> Path:
+    """3 genres x 7 synthetic 6.5 s clips as musicnn features (two 187-frame segments each),
+    in the layout of docs/CONTRACTS.md; returns the split manifest."""
+    params = asdict(FeatureParams(sample_rate=16000, n_fft=512, hop_length=256, n_mels=96))
+    rows, seed = [], 0
+    for genre in GENRES:
+        i = 0
+        for split, count in SPLITS:
+            for _ in range(count):
+                track, seed, i = f"{genre}.{i:05d}", seed + 1, i + 1
+                audio = synthesize_clip(genre, 6.5, musicnn.SR, seed=seed)
+                x = musicnn.musicnn_input(audio).transpose(0, 2, 1)  # (2, 96, 187)
+                path = root / "features-musicnn" / genre / f"{track}.h5"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with h5py.File(path, "w") as h5:
+                    h5.create_dataset("logmel", data=x)
+                    h5.attrs.update({**params, "label": genre, "source_md5": f"md5-{track}"})
+                rows.append((genre, track, split, str(path), len(x), f"md5-{track}"))
+    split_path = root / "split.tsv"
+    lines = ["\t".join(SPLIT_COLUMNS)] + ["\t".join(map(str, r)) for r in rows]
+    split_path.write_text("\n".join(lines) + "\n")
+    (root / "data_version.json").write_text(
+        json.dumps({"source": "dir", "md5": "0", "n_files": len(rows), "location": str(root)})
+    )
+    return split_path
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    return make_musicnn_features(tmp_path_factory.mktemp("musicnn-data"))
+
+
+def split_rows(split_path: Path, name: str) -> pd.DataFrame:
+    split = pd.read_csv(split_path, sep="\t", dtype=str)
+    return split[split.split == name]
+
+
+def test_cache_is_computed_once_and_follows_the_file_and_weights(data):
+    rows = split_rows(data, "train")
+    embedder = embeddings.Embedder("MSD_musicnn", "penultimate", 187)
+    first = rows.iloc[0]
+    cache = embeddings.cache_path(first.features, embedder.name)
+    assert cache == (
+        Path(first.features).parents[1]
+        / ".embeddings/MSD_musicnn-penultimate"
+        / first.genre
+        / f"{first.track}.npz"
+    )
+    x, y = embedder.rows(rows, list(GENRES))
+    assert x.shape == (len(rows) * 2, 200) and y.tolist() == sorted(y.tolist())
+    assert cache.is_file() and len(list(cache.parent.parent.glob("*/*.npz"))) == len(rows)
+    # The cached values are the backbone's embedding of the file's segments.
+    with h5py.File(first.features) as h5:
+        segments = h5["logmel"][:]
+    np.testing.assert_allclose(x[:2], embedder.embed(segments), atol=1e-5)
+
+    # Read back, not recomputed ...
+    calls = []
+    embedder.embed, real_embed = (lambda s: calls.append(len(s)) or real_embed(s)), embedder.embed
+    again, _ = embedder.rows(rows, list(GENRES))
+    assert calls == [] and np.array_equal(again, x)
+    # ... until the feature file changes (its content) or the weights do.
+    with h5py.File(first.features, "a") as h5:
+        h5["logmel"][0, :, :] += 0.5
+    changed, _ = embedder.rows(rows, list(GENRES))
+    assert calls == [2] and not np.allclose(changed[:2], x[:2])
+    embedder.weights_sha256 = "other-weights"
+    embedder.rows(rows.iloc[1:2], list(GENRES))
+    assert calls == [2, 2]
+    with h5py.File(first.features, "a") as h5:  # restore the file for the other tests
+        h5["logmel"][0, :, :] -= 0.5
+
+
+def test_frozen_head_starts_at_chance_converges_and_saves_a_logmel_model(data, tmp_path):
+    import keras
+
+    info, _ = train_tiny(FROZEN, data, tmp_path, "frozen", "embeddings-test")
+    history = pd.read_csv(tmp_path / "models/frozen/history.csv")
+    chance = math.log(len(GENRES))
+    first = history["loss"].iloc[0]
+    print(f"first-epoch loss {first:.3f}, ln({len(GENRES)}) = {chance:.3f}")
+    assert abs(first - chance) <= 0.2 * chance
+    assert history["val_loss"].is_monotonic_decreasing  # it learns, epoch after epoch
+    assert history["val_accuracy"].iloc[-1] == 1.0
+
+    # The saved model takes log-mel segments: backbone + standardisation + the head.
+    model = keras.models.load_model(tmp_path / "models/frozen/model.keras")
+    assert model.input_shape == (None, 96, 187, 1)
+    assert [layer.name for layer in model.layers][-3:] == [
+        "embedding_standardisation",
+        "head_dropout",
+        "probs",
+    ]
+    val = split_rows(data, "val")
+    split = embeddings.EmbeddedSplit.of(
+        {"architecture": "musicnn", "options": {"mode": "frozen"}},
+        split_rows(data, "train"),
+        val,
+        list(GENRES),
+    )
+    segments = np.concatenate([h5py.File(f)["logmel"][:] for f in val.features])
+    probs = model.predict(segments[..., None], verbose=0)
+    # the standardisation holds the training split's statistics
+    norm = model.get_layer("embedding_standardisation")
+    np.testing.assert_allclose(np.ravel(norm.input_mean), split.mean, rtol=1e-5, atol=1e-5)
+    # the same probabilities as the head on the cached embeddings
+    z = split.standardised(split.x_val) @ model.get_layer("probs").kernel.numpy()
+    z = z + model.get_layer("probs").bias.numpy()
+    want = np.exp(z - z.max(axis=1, keepdims=True))
+    np.testing.assert_allclose(probs, want / want.sum(axis=1, keepdims=True), atol=1e-4)
+    assert info["run_id"]
+
+
+def test_probe_chooses_c_on_validation(data, tmp_path):
+    import keras
+
+    config = {**FROZEN, "options": {"mode": "probe"}, "early_stopping": {"patience": 3}}
+    train_tiny(config, data, tmp_path, "probe", "embeddings-test")
+    history = pd.read_csv(tmp_path / "models/probe/history.csv")
+    np.testing.assert_allclose(history["C"], embeddings.PROBE_C[: len(history)], rtol=1e-9)
+    best = int(history["val_loss"].idxmin())
+    assert history["val_accuracy"].iloc[best] == 1.0
+    assert history["val_loss"].iloc[best] < 0.01 < history["val_loss"].iloc[0]
+    model = keras.models.load_model(tmp_path / "models/probe/model.keras")
+    segments = np.stack([h5py.File(f)["logmel"][0] for f in split_rows(data, "test").features])
+    assert model.predict(segments[..., None], verbose=0).argmax(axis=1).tolist() == [0, 1, 2]
+    # the saved head is the logistic regression of the best C (restored best epoch)
+    split = embeddings.EmbeddedSplit.of(
+        config, split_rows(data, "train"), split_rows(data, "val"), list(GENRES)
+    )
+    xt = split.standardised(split.x_train)
+    kernel, bias = embeddings.fit_probe(xt, split.y_train, 3, embeddings.PROBE_C[best], 3)
+    np.testing.assert_allclose(model.get_layer("probs").kernel.numpy(), kernel, atol=1e-6)
+
+
+def test_finetune_starts_from_the_probe_head(data):
+    config = {"architecture": "musicnn", "seed": 3, "augment": {}}
+    config["options"] = {"mode": "finetune", "backbone_learning_rate_factor": 0.1}
+    train_rows, val_rows = split_rows(data, "train"), split_rows(data, "val")
+    model = embeddings.initial_model(config, train_rows, val_rows, list(GENRES), (96, 187, 1))
+    split = embeddings.EmbeddedSplit.of(config, train_rows, val_rows, list(GENRES))
+    _, (kernel, bias) = embeddings.best_probe(split, seed=3)
+    np.testing.assert_array_equal(model.get_layer("probs").kernel.numpy(), kernel)
+    np.testing.assert_array_equal(model.get_layer("probs").bias.numpy(), bias)
+    assert model.get_layer("musicnn").trainable_weights
+    assert model.learning_rate_factors == {musicnn.BACKBONE_VARIABLES: 0.1}
+    # Its first loss is the probe's, far below chance.
+    segments = np.concatenate([h5py.File(f)["logmel"][:] for f in train_rows.features])
+    probs = model.predict(segments[..., None], verbose=0)
+    loss = -np.mean(np.log(probs[np.arange(len(probs)), split.y_train]))
+    assert loss < 0.5 * math.log(len(GENRES))
+
+
+def test_augment_needs_finetune(data):
+    config = {**FROZEN, "augment": {"crop": True}}
+    with pytest.raises(ValueError, match="augment needs mode: finetune"):
+        embeddings.initial_model(
+            config, split_rows(data, "train"), split_rows(data, "val"), list(GENRES), (96, 187, 1)
+        )
+
+
+@pytest.mark.slow
+def test_killed_frozen_job_resumes_exactly(data, tmp_path):
+    from _training_data import TINY_CONFIG
+
+    def job(name, kill_after=None):
+        out = tmp_path / name
+        config = {**TINY_CONFIG, **FROZEN, "keep_checkpoints": False}
+        config["early_stopping"] = {"patience": 100, "restore_best_weights": False}
+        spec = {
+            "config": config,
+            "split_path": str(data),
+            "model_path": str(out / "model.keras"),
+            "history_path": str(out / "history.csv"),
+            "run_info_path": str(out / "run.json"),
+            "checkpoint_dir": str(out / "checkpoints"),
+            "experiment": "embeddings-resume",
+            "model_name": name,
+            "threads": 1,
+        }
+        env = {"MLFLOW_TRACKING_URI": f"sqlite:///{out / 'mlflow.db'}"}
+        env["GENRE_CLASSIFICATION_KILL_AFTER_EPOCH"] = str(kill_after or "")
+        proc = start(spec, out, env)
+        output, _ = proc.communicate(timeout=600)
+        return proc.returncode, output, out
+
+    code, output, _ = job("resumed", kill_after=2)
+    assert code == -9, output
+    code, output, resumed = job("resumed")
+    assert code == 0, output
+    assert "Resuming from checkpoint after epoch 2" in output
+    code, output, full = job("full")
+    assert code == 0, output
+    h_full = pd.read_csv(full / "history.csv").drop(columns="epoch_seconds")
+    h_resumed = pd.read_csv(resumed / "history.csv").drop(columns="epoch_seconds")
+    pd.testing.assert_frame_equal(h_full, h_resumed, rtol=1e-5)
+    import keras
+
+    heads = [keras.models.load_model(d / "model.keras").get_layer("probs") for d in (full, resumed)]
+    for a, b in zip(heads[0].get_weights(), heads[1].get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
