@@ -19,8 +19,12 @@ PACK = Path("features/.packs/00000.npy")
 
 
 def packs_beside(split_path: Path) -> tuple[Path, ...]:
-    """The packs of the features ``make_features`` wrote beside ``split_path``."""
-    return (Path(split_path).parent / PACK,)
+    """The packs of the features of ``split_path`` (``make_features`` writes them beside it;
+    written here for a split table made otherwise)."""
+    pack = Path(split_path).parent / PACK
+    if not pack.is_file():
+        write_packs(split_path)
+    return (pack,)
 
 
 def make_features(
@@ -84,7 +88,7 @@ def write_packs(split_path: Path) -> None:
     from genre_classification.packs import write_pack
 
     rows = pd.read_csv(split_path, sep="\t", dtype=str)
-    write_pack(rows, packs_beside(split_path)[0])
+    write_pack(rows, Path(split_path).parent / PACK)
 
 
 TINY_CONFIG = {

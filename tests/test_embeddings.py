@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from _train_job import start
-from _training_data import train_tiny, write_packs
+from _training_data import train_tiny
 from genre_classification import embeddings, musicnn
 from genre_classification.columns import SPLIT_COLUMNS
 from genre_classification.demo_data import synthesize_clip
@@ -58,7 +58,6 @@ def make_musicnn_features(root: Path) -> Path:
     split_path = root / "split.tsv"
     lines = ["\t".join(SPLIT_COLUMNS)] + ["\t".join(map(str, r)) for r in rows]
     split_path.write_text("\n".join(lines) + "\n")
-    write_packs(split_path)
     (root / "data_version.json").write_text(
         json.dumps({"source": "dir", "md5": "0", "n_files": len(rows), "location": str(root)})
     )
