@@ -7,7 +7,7 @@ CORES ?= 2
 UV_VERSION := 0.13.9
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: run test install system-deps demo-data test-data test-config lint dag report bench bench-predict clean lock
+.PHONY: run test install system-deps demo-data test-data test-config lint dag report bench bench-predict bench-workflow bench-loader clean lock
 
 run: install demo-data
 	snakemake --cores $(CORES)
@@ -71,6 +71,14 @@ bench: install
 
 bench-predict: install
 	$(BIN)/python benchmarks/bench_predict.py --files 1000
+
+# Everything after extraction: rule all on 1,000 / 5,000 / 20,000 x 30 s clips, and the training
+# input paths side by side (packs, in memory, bare h5py) at 1,000 and 20,000 tracks.
+bench-workflow: install
+	$(BIN)/python benchmarks/bench_workflow.py --sizes 1000 5000 20000
+
+bench-loader: install
+	$(BIN)/python benchmarks/bench_loader.py --tracks 1000 20000
 
 clean:
 	rm -rf results/* logs .snakemake report.html
