@@ -204,9 +204,10 @@ class _PackedArray:
         return (len(self._segments), *self._segments.input_shape[:-1])
 
 
-def band_stats(data, chunk: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+def band_stats(data, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
     """Per-mel-band mean and variance over segments and frames of ``data`` (``Segments`` or
-    ``PackedSegments``), read ``chunk`` segments at a time (memory: one chunk)."""
+    ``PackedSegments``), read ``chunk`` segments at a time (memory: a few copies of one chunk,
+    256 x 66 KB)."""
     total = total_sq = 0.0
     for start in range(0, len(data), chunk):
         x = data.x[np.arange(start, min(start + chunk, len(data)))].astype(np.float64)
