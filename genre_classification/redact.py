@@ -8,6 +8,7 @@ inside URIs held in the environment, wherever they appear in the text.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Mapping
@@ -54,6 +55,21 @@ def redact(text: str, environ: Mapping[str, str] | None = None) -> str:
 
 def has_credentials(uri: str) -> bool:
     return redact(uri, environ={}) != uri
+
+
+class RedactingFilter(logging.Filter):
+    """Redacts the message of every record of the logger it is on, whatever handler gets it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = redact(record.getMessage()), ()
+        return True
+
+
+def redact_logger(name: str) -> None:
+    """Redact what logger ``name`` says (a library's thread that names URIs in its warnings)."""
+    logger = logging.getLogger(name)
+    if not any(isinstance(f, RedactingFilter) for f in logger.filters):
+        logger.addFilter(RedactingFilter())
 
 
 class RedactingStream:

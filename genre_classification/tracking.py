@@ -28,7 +28,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from genre_classification import fileio
-from genre_classification.redact import MASK, redact
+from genre_classification.redact import MASK, redact, redact_logger
 
 log = logging.getLogger(__name__)
 
@@ -220,6 +220,8 @@ def start_run(
         os.environ.setdefault(
             "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", str(SYSTEM_METRICS_INTERVAL_S)
         )
+        # its thread warns with the tracking URI (credentials included) when the server is lost
+        redact_logger("mlflow.system_metrics.system_metrics_monitor")
     if run_id:
         return mlflow.start_run(run_id=run_id, log_system_metrics=system_metrics)
     return mlflow.start_run(

@@ -64,3 +64,17 @@ def test_run_info_redacted_and_real_uri_recovered(tmp_path, monkeypatch):
     assert "s3cret" not in str(error.value)
     plain = {"run_id": "r2", "tracking_uri": "sqlite:////tmp/x.db"}
     assert tracking.run_tracking_uri(plain) == "sqlite:////tmp/x.db"
+
+
+def test_redacted_logger_masks_credentials_for_every_handler(caplog):
+    import logging
+
+    from genre_classification.redact import redact_logger
+
+    name = "mlflow.system_metrics.system_metrics_monitor"
+    redact_logger(name)
+    redact_logger(name)  # once is enough
+    assert len(logging.getLogger(name).filters) == 1
+    with caplog.at_level(logging.WARNING):
+        logging.getLogger(name).warning("Failed to get mlflow run: %s", "http://al:pw-42@h/api")
+    assert "pw-42" not in caplog.text and "http://***@h/api" in caplog.text
