@@ -231,7 +231,8 @@ def _batches(read, epoch_orders, n_batches, batch_size, signature, readers):
     """The ``n_batches`` batches of ``batch_size`` examples of each ``(epoch, order)`` of
     ``epoch_orders()`` (the examples of an epoch in order; the last batch of an epoch may be
     smaller): ``read(index, epoch, step)`` (NumPy) of each, by ``readers`` threads in parallel,
-    in order. One call per batch: larger reads per call measured slower (cache misses)."""
+    in order (``None``: tf.data's autotuning). One call per batch: larger reads per call
+    measured slower (cache misses)."""
     import tensorflow as tf
 
     def batches():
@@ -253,7 +254,7 @@ def _batches(read, epoch_orders, n_batches, batch_size, signature, readers):
         )
         return tf.ensure_shape(x, signature[0].shape), tf.ensure_shape(y, signature[1].shape)
 
-    ds = ds.map(call, num_parallel_calls=readers, deterministic=True)
+    ds = ds.map(call, num_parallel_calls=readers or tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
@@ -266,12 +267,6 @@ def _signature(data, n_classes: int | None):
         else tf.TensorSpec((None, n_classes), tf.float32)
     )
     return tf.TensorSpec((None, *data.input_shape), tf.float32), labels
-
-
-def _readers(readers: int | None):
-    import tensorflow as tf
-
-    return readers or tf.data.AUTOTUNE
 
 
 def train_dataset(
@@ -311,7 +306,7 @@ def train_dataset(
     n_classes = augmenter.n_classes if augmenter is not None and augmenter.soft_labels else None
     signature = _signature(data, n_classes)
     n_batches = (epochs - initial_epoch) * steps_per_epoch(n, batch_size)
-    return _batches(read, epoch_orders, n_batches, batch_size, signature, _readers(readers))
+    return _batches(read, epoch_orders, n_batches, batch_size, signature, readers)
 
 
 def eval_dataset(data, batch_size: int, n_classes: int | None = None, readers: int | None = None):
@@ -328,7 +323,6 @@ def eval_dataset(data, batch_size: int, n_classes: int | None = None, readers: i
 
     signature = _signature(data, n_classes)
     n_batches = steps_per_epoch(len(data), batch_size)
-    readers = _readers(readers)
     return _batches(read, epoch_orders, n_batches, batch_size, signature, readers)
 
 
