@@ -156,6 +156,7 @@ class PackedSegments:
             raise ValueError(f"split and packs disagree on the segment count of {list(bad)}")
         starts = np.repeat(found["first_row"].to_numpy(dtype=np.int64), counts)
         within = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+        self._entries = found[["pack", "entry"]].to_numpy(dtype=np.int64)
         self._packs = np.repeat(found["pack"].to_numpy(dtype=np.int32), counts)
         self._rows = starts + within
         class_of = {genre: i for i, genre in enumerate(labels)}
@@ -176,6 +177,20 @@ class PackedSegments:
     @property
     def nbytes(self) -> int:
         return len(self) * int(np.prod(self._reader.segment_shape)) * 4
+
+    def band_sums(self) -> np.ndarray:
+        """``packs.band_sums`` of all these segments, from the packs' per-file sums (one
+        pack's sums in memory at a time)."""
+        from genre_classification.packs import sums_path
+
+        total = 0.0
+        for pack in np.unique(self._entries[:, 0]):
+            path = sums_path(self._reader.paths[pack])
+            if not path.exists():
+                raise FileNotFoundError(f"{path} is missing: rerun snakemake to rebuild its pack")
+            entries = self._entries[self._entries[:, 0] == pack, 1]
+            total = total + np.load(path)[entries].sum(axis=0)
+        return total
 
     def read(self, index) -> np.ndarray:
         index = np.asarray(index, dtype=np.int64)
@@ -205,14 +220,17 @@ class _PackedArray:
 
 
 def band_stats(data, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """Per-mel-band mean and variance over segments and frames of ``data`` (``Segments`` or
-    ``PackedSegments``), read ``chunk`` segments at a time (memory: a few copies of one chunk,
-    256 x 66 KB)."""
-    total = total_sq = 0.0
-    for start in range(0, len(data), chunk):
-        x = data.x[np.arange(start, min(start + chunk, len(data)))].astype(np.float64)
-        total = total + x.sum(axis=(0, 2))
-        total_sq = total_sq + (x**2).sum(axis=(0, 2))
+    """Per-mel-band mean and variance over segments and frames of ``data``: of
+    ``PackedSegments`` from the packs' per-file sums (nothing read but the sums); of
+    ``Segments`` ``chunk`` segments at a time."""
+    from genre_classification.packs import band_sums
+
+    if isinstance(data, PackedSegments):
+        total, total_sq = data.band_sums()
+    else:
+        total, total_sq = sum(
+            band_sums(data.x[start : start + chunk]) for start in range(0, len(data), chunk)
+        )
     count = len(data) * data.input_shape[1]
     mean = total / count
     return mean, np.maximum(total_sq / count - mean**2, 0.0)

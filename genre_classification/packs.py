@@ -11,7 +11,8 @@ process's RSS), so a training job's memory does not grow with the data.
 A pack ``<features_dir>/.packs/<shard>.npy`` is a plain NumPy array ``(n_segments, n_mels,
 frames)`` of little-endian float32 (``numpy.load(path, mmap_mode="r")`` reads it too); its
 index ``<shard>.tsv`` lists the tracks (``PACK_INDEX_COLUMNS``): which rows of the pack hold
-each feature file's segments.
+each feature file's segments. Its band sums ``<shard>.sums.npy`` (``band_sums`` of each file, in
+index order) give a training set's normalisation statistics without reading its segments.
 """
 
 from __future__ import annotations
@@ -44,6 +45,17 @@ def index_path(pack: str | Path) -> Path:
     return Path(pack).with_suffix(".tsv")
 
 
+def sums_path(pack: str | Path) -> Path:
+    return Path(pack).with_suffix(".sums.npy")
+
+
+def band_sums(x: np.ndarray) -> np.ndarray:
+    """``(2, n_mels)`` float64: the sum over segments and frames of ``x`` (``(n, n_mels,
+    frames)``) per mel band, and of its square."""
+    x = x.astype(np.float64)
+    return np.stack([x.sum(axis=(0, 2)), (x**2).sum(axis=(0, 2))])
+
+
 def accepted_files(record_path: str | Path) -> pd.DataFrame:
     """The files of a shard record that have features (``genre track features n_segments``)."""
     record = pd.read_csv(record_path, sep="\t", dtype=str, keep_default_na=False)
@@ -57,12 +69,12 @@ def pack_shard(record_path: str | Path, pack: str | Path) -> int:
 
 def write_pack(files: pd.DataFrame, pack: str | Path, what: str = "the file list") -> int:
     """Pack the feature files ``files`` (rows with ``genre track features n_segments``) into
-    ``pack`` (file by file: memory is one file's segments) and write its index beside it.
-    Returns the number of segments."""
+    ``pack`` (file by file: memory is one file's segments) and write its index and band sums
+    beside it. Returns the number of segments."""
     start = time.perf_counter()
     n_segments = files["n_segments"].astype(int).to_numpy()
     total = int(n_segments.sum())
-    shape = None
+    shape, sums = None, []
     with atomic_path(pack) as tmp, open(tmp, "wb") as handle:
         for i, path in enumerate(files["features"]):
             x, _ = read_features(path)
@@ -78,6 +90,7 @@ def write_pack(files: pd.DataFrame, pack: str | Path, what: str = "the file list
             elif x.shape[1:] != shape:
                 raise ValueError(f"{path}: segment shape {x.shape[1:]} != {shape} of the shard")
             handle.write(np.ascontiguousarray(x, dtype=DTYPE).tobytes())
+            sums.append(band_sums(x))
         if shape is None:  # a shard without accepted files: an empty, valid array
             header = {"descr": DTYPE.str, "fortran_order": False, "shape": (0, 0, 0)}
             np.lib.format.write_array_header_2_0(handle, header)
@@ -92,6 +105,8 @@ def write_pack(files: pd.DataFrame, pack: str | Path, what: str = "the file list
         }
     )
     write_frame(index_path(pack), index[list(PACK_INDEX_COLUMNS)], sep="\t", index=False)
+    with atomic_path(sums_path(pack)) as tmp, open(tmp, "wb") as handle:
+        np.save(handle, np.stack(sums) if sums else np.zeros((0, 2, 0)))
     log.info(
         "%s: %d files, %d segments (%.0f MB) in %.1f s",
         pack, len(files), total, total * np.prod(shape or (0,)) * 4 / 1e6,
@@ -101,13 +116,14 @@ def write_pack(files: pd.DataFrame, pack: str | Path, what: str = "the file list
 
 
 def read_index(packs: Iterable[str | Path]) -> pd.DataFrame:
-    """The indexes of ``packs``, with ``pack``: the position of a track's pack in ``packs``."""
+    """The indexes of ``packs``, with ``pack``: the position of a track's pack in ``packs``,
+    and ``entry``: its row in that pack's index (and band sums)."""
     frames = []
     for i, pack in enumerate(packs):
         frame = pd.read_csv(
             index_path(pack), sep="\t", dtype={"genre": str, "track": str, "features": str}
         )
-        frame["pack"] = i
+        frame["pack"], frame["entry"] = i, np.arange(len(frame))
         frames.append(frame)
     if not frames:
         raise ValueError("no pack index files given")

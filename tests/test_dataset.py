@@ -88,12 +88,24 @@ def test_truncated_pack_is_named(split_path):
 def test_band_stats_of_packs_equal_in_memory(split_path):
     packed, rows, labels = _packed(split_path)
     x64 = dataset.load_segments(rows, labels).x.astype(np.float64)
-    mean, var = dataset.band_stats(packed, chunk=5)
+    mean, var = dataset.band_stats(packed)  # from the packs' per-file sums
     assert mean.shape == var.shape == (16,)
+    in_memory = dataset.band_stats(packed.load(), chunk=5)
+    np.testing.assert_allclose(in_memory[0], mean, rtol=1e-12)
+    np.testing.assert_allclose(in_memory[1], var, rtol=1e-12)
     np.testing.assert_allclose(mean, x64.mean(axis=(0, 2)), rtol=1e-9)
     np.testing.assert_allclose(var, x64.var(axis=(0, 2)), rtol=1e-6)
     # genre 0 (blues) lifts bands 0-3: their mean is above the others
     assert mean[:4].min() > mean[12:].max()
+
+
+def test_band_stats_name_a_missing_sums_file(split_path):
+    from genre_classification.packs import sums_path
+
+    packed, _, _ = _packed(split_path)
+    sums_path(packs_beside(split_path)[0]).unlink()
+    with pytest.raises(FileNotFoundError, match=r"sums\.npy is missing: rerun snakemake"):
+        dataset.band_stats(packed)
 
 
 def test_epoch_permutation_depends_only_on_seed_and_epoch():

@@ -24,7 +24,7 @@ from genre_classification.features import (
     shard_record_path,
 )
 from genre_classification.models import feature_set_of
-from genre_classification.packs import index_path, pack_path
+from genre_classification.packs import index_path, pack_path, sums_path
 from genre_classification.predict_set import set_source
 from genre_classification.shards import (
     assign_shards,
@@ -94,9 +94,10 @@ FEATURES_DIR = "results/features"
 # One directory per feature set: results/features (the default set), results/features-<set>.
 FEATURE_SET_DIR = "results/{feature_dir}"
 SHARD_RECORD = str(shard_record_path(FEATURE_SET_DIR, "{shard}"))
-# A shard's segments packed into one array (the training input) and its index.
+# A shard's segments packed into one array (the training input), its index and band sums.
 PACK = str(pack_path(FEATURE_SET_DIR, "{shard}"))
 PACK_INDEX = str(index_path(PACK))
+PACK_SUMS = str(sums_path(PACK))
 FETCHED = "results/data/fetched/{shard}.json"
 MANIFEST = "results/data/manifest.tsv"
 REJECTED = "results/qc/rejected.tsv"
@@ -236,13 +237,17 @@ def model_feature_records(wildcards):
 
 
 def model_packs(wildcards):
-    """The packs (and their indexes) of every shard of a model's feature set."""
+    """The packs (and their indexes and band sums) of every shard of a model's feature set."""
     name = feature_set_of(config["training"]["models"][wildcards.model])
     feature_dir = feature_set_dir(FEATURES_DIR, name).name
     packs = [
         PACK.format(feature_dir=feature_dir, shard=shard) for shard in audio_shards()
     ]
-    return {"packs": packs, "pack_indexes": [str(index_path(pack)) for pack in packs]}
+    return {
+        "packs": packs,
+        "pack_indexes": [str(index_path(pack)) for pack in packs],
+        "pack_sums": [str(sums_path(pack)) for pack in packs],
+    }
 
 
 def pack_runtime(wildcards, attempt):

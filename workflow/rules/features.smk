@@ -41,6 +41,7 @@ rule pack_features:
     output:
         pack=PACK,
         index=PACK_INDEX,
+        sums=PACK_SUMS,
     log:
         "logs/pack_features/{feature_dir}/{shard}.log",
     benchmark:
