@@ -178,6 +178,15 @@ else:
     )
 
 
+def shard_repairs(features_dir, shard):
+    """The ``repairs`` param of an extraction shard (``repair_requests``): recorded in its
+    ``.repairs`` file only when jobs run; a dry run (``-n``; also --summary, --dag, --report,
+    which execute nothing) only logs a newly found damaged file. ``workflow.dryrun`` is False
+    before an executor is chosen, hence the executor check."""
+    executing = workflow.executor_plugin is not None and not workflow.dryrun
+    return repair_requests(features_dir, shard, persist=executing)
+
+
 def run_path(pattern, run):
     """A per-run path (``MODEL``, ``METRICS``, ...) of ``run``: RUN for a rule, or a run name."""
     return pattern.replace("{run}", run)
