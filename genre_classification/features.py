@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import shutil
 from dataclasses import MISSING, asdict, dataclass, fields
@@ -12,6 +13,8 @@ import h5py
 import numpy as np
 
 from genre_classification.fileio import atomic_path, read_tsv
+
+log = logging.getLogger(__name__)
 
 DATASET = "logmel"
 SHARD_RECORDS = ".shards"
@@ -286,22 +289,35 @@ def shard_record_path(features_dir: str | Path, shard: str) -> Path:
     return Path(features_dir) / SHARD_RECORDS / f"{shard}.tsv"
 
 
-def repair_requests(features_dir: str | Path, shard: str) -> str:
+def repair_requests(features_dir: str | Path, shard: str, persist: bool = True) -> str:
     """Damaged files of a shard: those reported by readers (see ``unreadable_features``) and
     those changed since the shard record was written (``changed_features``, added to the
     reports here); a rule param of the shard, so a new report or a changed file makes the next
     `snakemake` rerun the shard, which re-extracts what does not open. The reports stay in the
     ``.repairs`` file: the param keeps its text after the rerun (Snakemake evaluates it again
-    when the job starts, after removing the record), and no second rerun follows."""
+    when the job starts, after removing the record), and no second rerun follows.
+
+    ``persist=False`` (a dry run, ``--summary``, ``--dag``: nothing runs) returns the same text
+    but writes nothing: the new lines are only logged, so a later real run still finds them."""
     record = shard_record_path(features_dir, shard)
     path = record.with_suffix(".repairs")
     reports = path.read_text() if path.is_file() else ""
     new = [line for line in changed_features(record).splitlines() if line not in reports]
-    if new:
+    if new and persist:
         with open(path, "a") as handle:
             handle.write("".join(f"{line}\n" for line in new))
         reports = path.read_text()
+    elif new:
+        for line in new:
+            if (path, line) not in _LOGGED:
+                _LOGGED.add((path, line))
+                log.warning("shard %s will re-extract %s (not recorded: nothing runs)", shard, line)
+        reports += "".join(f"{line}\n" for line in new)
     return reports
+
+
+# (repairs file, line) already logged by repair_requests: Snakemake evaluates a param repeatedly.
+_LOGGED: set[tuple[Path, str]] = set()
 
 
 def changed_features(record_path: str | Path) -> str:

@@ -71,60 +71,55 @@ def _same_slot(metadata: dict, labels: dict) -> bool:
     return all(metadata.get(k) == labels["metadata"].get(k) for k in keys)
 
 
+# The dashboard panels, one line plot each: title, description, the tags of the snapshots it
+# reads, and its series: (legend, Evidently metric type, metric labels).
+DATA_PANELS = (
+    (
+        "Data drift: share of drifted columns",
+        "DriftedColumnsCount share of the data drift report, per data version",
+        ["data_drift"],
+        [("drift share", "DriftedColumnsCount", {"value_type": "share"})],
+    ),
+    (
+        "Data quality tests: failing counts (0 = passed)",
+        "values of the data quality report's tested metrics, per data version",
+        ["data_quality"],
+        [
+            ("missing values", "DatasetMissingValueCount", {"value_type": "count"}),
+            ("constant columns", "ConstantColumnsCount", {}),
+            ("duplicated tracks", "DuplicatedRowCount", {}),
+        ],
+    ),
+)
+
+
+def model_panel(model: str) -> tuple:
+    """The macro-F1 panel of ``model`` (as DATA_PANELS' entries)."""
+    return (
+        f"Macro-F1: {model}",
+        "Evidently's F1Score (macro average over the genres) of the model's test predictions, "
+        "per data version",
+        ["classification", f"model:{model}"],
+        [("macro-F1", "F1Score", {})],
+    )
+
+
 def panels(model: str | None = None) -> list:
     """The dashboard panels: drift share and quality test values; macro-F1 of ``model``."""
     from evidently.sdk.models import PanelMetric
     from evidently.sdk.panels import line_plot_panel
 
-    if model:
-        return [
-            line_plot_panel(
-                title=f"Macro-F1: {model}",
-                description="Evidently's F1Score (macro average over the genres) of the "
-                "model's test predictions, per data version",
-                values=[
-                    PanelMetric(
-                        legend="macro-F1",
-                        metric="F1Score",
-                        tags=["classification", f"model:{model}"],
-                    )
-                ],
-                size="half",
-            )
-        ]
     return [
         line_plot_panel(
-            title="Data drift: share of drifted columns",
-            description="DriftedColumnsCount share of the data drift report, per data version",
+            title=title,
+            description=description,
             values=[
-                PanelMetric(
-                    legend="drift share",
-                    metric="DriftedColumnsCount",
-                    metric_labels={"value_type": "share"},
-                    tags=["data_drift"],
-                )
+                PanelMetric(legend=legend, metric=metric, metric_labels=labels, tags=tags)
+                for legend, metric, labels in series
             ],
             size="half",
-        ),
-        line_plot_panel(
-            title="Data quality tests: failing counts (0 = passed)",
-            description="values of the data quality report's tested metrics, per data version",
-            values=[
-                PanelMetric(
-                    legend="missing values",
-                    metric="DatasetMissingValueCount",
-                    metric_labels={"value_type": "count"},
-                    tags=["data_quality"],
-                ),
-                PanelMetric(
-                    legend="constant columns", metric="ConstantColumnsCount", tags=["data_quality"]
-                ),
-                PanelMetric(
-                    legend="duplicated tracks", metric="DuplicatedRowCount", tags=["data_quality"]
-                ),
-            ],
-            size="half",
-        ),
+        )
+        for title, description, tags, series in ([model_panel(model)] if model else DATA_PANELS)
     ]
 
 

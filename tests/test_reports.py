@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import skip_unless_required
+from _browser import headless_chromium
 from genre_classification.demo_data import synthesize_clip
 from genre_classification.features import FeatureParams, log_mel_segments, write_features
 from genre_classification.reports import (
@@ -420,30 +418,7 @@ def test_html_is_self_contained_and_renders(tables, tmp_path):
     data_drift_report(tables["reference"], tables["louder"], html_path, tmp_path / "d.json")
     html = html_path.read_text()
     assert "drawDashboard" in html and "<script src=" not in html  # JS bundle inlined
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        skip_unless_required("chromium not installed (make system-deps): rendering not checked")
-    result = subprocess.run(
-        [
-            chromium,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            f"--user-data-dir={tmp_path / 'chromium'}",
-            "--virtual-time-budget=10000",
-            "--dump-dom",
-            html_path.as_uri(),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    dom = result.stdout
+    dom = headless_chromium(html_path.as_uri(), tmp_path / "chromium")
     # the dashboard is drawn by the inlined JS: its text only exists after rendering
     assert "Dataset Drift" in dom and "Drifted Columns" in dom, dom[-2000:]
     assert "rms_mean" in dom

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import os
 import signal
 import subprocess
@@ -227,7 +228,7 @@ def test_a_damaged_feature_file_names_itself_and_resets_its_shard(collection, tm
     assert read_features(damaged)[0].shape[0] == 2
 
 
-def test_a_file_changed_since_its_record_reruns_the_shard_once(collection, tmp_path):
+def test_a_file_changed_since_its_record_reruns_the_shard_once(collection, tmp_path, caplog):
     """The record keeps each HDF5's size and mtime; listing the shard (a stat per file) names a
     truncated one in the shard's repairs param (and its .repairs file); the job re-extracts only it
     and the next listing gives the same text (no second rerun)."""
@@ -242,7 +243,13 @@ def test_a_file_changed_since_its_record_reruns_the_shard_once(collection, tmp_p
 
     damaged = feature_path(tmp_path / "features", "classical", "classical.00001")
     damaged.write_bytes(damaged.read_bytes()[:500])  # truncated, as a full disk leaves it
+    # a dry run (nothing runs): the same param, only logged, no .repairs file
+    with caplog.at_level(logging.WARNING, logger="genre_classification.features"):
+        planned = repair_requests(tmp_path / "features", "00000", persist=False)
+    assert not record.with_suffix(".repairs").exists()
+    assert f"will re-extract {damaged}\tchanged since the shard record" in caplog.text
     param = repair_requests(tmp_path / "features", "00000")
+    assert param == planned
     assert param.startswith(f"{damaged}\tchanged since the shard record (")
     assert param.count("\n") == 1
 

@@ -251,8 +251,9 @@ def test_damaged_feature_file_is_named_and_rebuilt_by_a_plain_rerun(workflow_dir
 
 def test_truncated_feature_file_is_found_by_the_next_plain_run(workflow_dir):
     """After a full run an HDF5 is truncated (a full disk, a killed copy), its shard record
-    untouched: the next plain `snakemake` sees it by the record's size and mtime, reruns that
-    shard, which rewrites exactly that file, and then only what reads it; then nothing."""
+    untouched: a dry run names it and writes nothing; the next plain `snakemake` sees it by the
+    record's size and mtime, reruns that shard, which rewrites exactly that file, and then only
+    what reads it; then nothing."""
     workflow_dir.overlay("shards.yaml", {"extraction": {"files_per_shard": 4}})
     targets = [*TARGETS, "results/tables/tracks.tsv"]
     workflow_dir("--cores", "2", *targets)
@@ -273,6 +274,9 @@ def test_truncated_feature_file_is_found_by_the_next_plain_run(workflow_dir):
         "track_table": 1,
     }, plan.stdout
     assert "params have changed since last execution" in plan.stdout + plan.stderr
+    # the dry run only reports the damage: nothing is written beside the shard records
+    assert f"will re-extract {damaged.relative_to(work)}" in plan.stdout + plan.stderr
+    assert not list((work / "results/features/.shards").glob("*.repairs"))
 
     workflow_dir("--cores", "2", *targets)
     with h5py.File(damaged) as h5:

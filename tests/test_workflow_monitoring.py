@@ -1,25 +1,32 @@
 """What a whole run leaves for monitoring (issue 20), through the real workflow on the tiny data
 set: one resource row per job with used and declared memory and runtime, and its picture in the
 Snakemake report (rendered in a real browser); MLflow system metrics of the training run; the
-report jobs' snapshots in the Evidently workspace."""
+report jobs' snapshots in the Evidently workspace, and after a second run on a new DVC data
+version (one clip changed) `evidently ui` serving both versions' snapshots and their dashboard."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from conftest import TINY_MODEL, planned_jobs, skip_unless_required
+from _browser import EvidentlyUI, headless_chromium
+from conftest import TINY_MODEL, planned_jobs
+from genre_classification.demo_data import synthesize_clip
+from genre_classification.dvc_repo import add_and_push, dvc_executable
 from genre_classification.fileio import read_tsv
 
 pytestmark = pytest.mark.slow
 # Where the test leaves the browser's screenshot of the report page with the resource picture
 # (docs/snakemake_report_resources.png is one).
 SCREENSHOT_ENV = "GENRE_REPORT_SCREENSHOT"
+# ... and of the Evidently dashboard of the two data versions (docs/evidently_dashboard.png).
+DASHBOARD_ENV = "GENRE_EVIDENTLY_SCREENSHOT"
+KINDS = ("classification", "data_drift", "data_quality")
 
 
 def declared_resources(dry_run: str) -> dict[tuple[str, str], dict[str, str]]:
@@ -37,7 +44,7 @@ def declared_resources(dry_run: str) -> dict[tuple[str, str], dict[str, str]]:
     return jobs
 
 
-def test_resource_records_system_metrics_and_evidently_workspace(workflow_dir, tmp_path):
+def test_resources_system_metrics_and_evidently_across_two_data_versions(workflow_dir, tmp_path):
     workflow_dir.overlay(
         "training.yaml",
         {"training": {"run": ["tiny"], "models": {"tiny": TINY_MODEL}, "resources": {"gpu": 0}}},
@@ -67,8 +74,6 @@ def test_resource_records_system_metrics_and_evidently_workspace(workflow_dir, t
     assert (work / "results/resources/jobs.png").read_bytes()[:4] == b"\x89PNG"
 
     # MLflow system metrics of the training run (training.system_metrics defaults to true)
-    import json
-
     import mlflow
 
     info = json.loads((work / "results/mlflow/runs/tiny.json").read_text())
@@ -94,6 +99,44 @@ def test_resource_records_system_metrics_and_evidently_workspace(workflow_dir, t
     assert "jobs.png" in html and "used vs declared" in html
     render_resource_picture(work / "report.html", tmp_path)
 
+    # A collaborator changes one clip and publishes a new data version (dvc add + push); the
+    # next plain run adds that version's snapshots to the same project.
+    first = json.loads((work / "results/data/data_version.json").read_text())["md5"]
+    new_data_version(workflow_dir.data["repo"])
+    workflow_dir("--cores", "2")
+    second = json.loads((work / "results/data/data_version.json").read_text())["md5"]
+    assert second != first
+    assert second in (workflow_dir.data["repo"] / "genres.dvc").read_text()
+
+    with EvidentlyUI(work / "results/evidently", tmp_path / "ui.log") as ui:
+        [project] = ui.api("projects/")
+        snapshots = ui.api(f"projects/{project['id']}/snapshots")
+        slots = sorted((s["metadata"]["kind"], s["metadata"]["data_version"]) for s in snapshots)
+        assert slots == sorted((kind, v) for kind in KINDS for v in (first, second))
+        tags = {tag for s in snapshots for tag in s["tags"]}
+        assert {f"data:{first[:12]}", f"data:{second[:12]}", "model:tiny"} <= tags
+        # the dashboard, drawn by the UI's JavaScript from its API, in a real browser
+        png = Path(os.environ.get(DASHBOARD_ENV) or tmp_path / "dashboard.png")
+        dom = headless_chromium(
+            f"{ui.url}/projects/{project['id']}",
+            tmp_path / "chromium-ui",
+            screenshot=png,
+            window="1400,1100",
+            budget_ms=20000,
+        )
+        for title in ("Data drift: share of drifted columns", "Macro-F1: tiny"):
+            assert title in dom, dom[-2000:]
+
+
+def new_data_version(repo: Path) -> None:
+    """One clip of the DVC data repo replaced by another recording, added and pushed."""
+    import soundfile as sf
+
+    subprocess.run([dvc_executable(), "pull", "-q", "genres.dvc"], cwd=repo, check=True)
+    changed = repo / "genres" / "metal" / "metal.00002.wav"
+    sf.write(changed, synthesize_clip("metal", 3.5, 22050, seed=999), 22050, subtype="PCM_16")
+    add_and_push(repo, "genres", "new version of one clip")
+
 
 # Opens the picture as a user does: the "Resources" category, then its result.
 SHOW_PICTURE = """
@@ -109,34 +152,10 @@ window.addEventListener("load", () => setTimeout(() => {
 
 
 def render_resource_picture(report: Path, tmp_path: Path) -> None:
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        skip_unless_required("chromium not installed (make system-deps): report not rendered")
     page = tmp_path / "report-resources.html"
     head, tail = report.read_text(errors="replace").rsplit("</body>", 1)  # the page's own
     page.write_text(head + SHOW_PICTURE + "</body>" + tail)
     png = Path(os.environ.get(SCREENSHOT_ENV) or tmp_path / "report.png")
-    common = [
-        chromium,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={tmp_path / 'chromium'}",
-        "--virtual-time-budget=10000",
-    ]
-    dom = subprocess.run(
-        [*common, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120
-    ).stdout
+    dom = headless_chromium(page.as_uri(), tmp_path / "chromium", screenshot=png, window="1500,900")
     assert "<title>shown results/resources/jobs.png</title>" in dom, dom[:2000]
     assert '<img src="data:image/png;' in dom
-    subprocess.run(
-        [*common, "--window-size=1500,900", f"--screenshot={png}", page.as_uri()],
-        capture_output=True,
-        timeout=120,
-        check=True,
-    )
-    assert png.read_bytes()[:4] == b"\x89PNG"

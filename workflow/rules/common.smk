@@ -162,8 +162,30 @@ def benchmark_path(rule, job):
 
 # Benchmark files in Snakemake's extended format (as --benchmark-extended): each also holds the
 # job's rule, wildcards, threads and resources as evaluated for it (mem_mb, runtime of the
-# attempt), which results/resources/jobs.tsv sets against what the job used.
-workflow.output_settings.benchmark_extended = True
+# attempt), which results/resources/jobs.tsv sets against what the job used. Snakemake's only
+# public switch is that flag (profile key `benchmark-extended`, in profiles/*); a workflow
+# profile (workflow/profiles/default) is skipped by `--workflow-profile none` and shadowed by a
+# profiles/default/ in the working directory, and the API has no default. So that a plain
+# `snakemake -c8` gets the columns too, the workflow sets the flag's OutputSettings attribute
+# (Snakemake 9; passed on to Slurm job steps as --benchmark-extended). Should a release drop
+# it, the run warns and jobs.tsv has no declared mem_mb/runtime (resources.job_row leaves them
+# empty) unless the flag is given.
+if hasattr(workflow.output_settings, "benchmark_extended"):
+    workflow.output_settings.benchmark_extended = True
+else:
+    logger.warning(
+        "this Snakemake has no output_settings.benchmark_extended: pass --benchmark-extended "
+        "for the declared resources in results/resources/jobs.tsv"
+    )
+
+
+def shard_repairs(features_dir, shard):
+    """The ``repairs`` param of an extraction shard (``repair_requests``): recorded in its
+    ``.repairs`` file only when jobs run; a dry run (``-n``; also --summary, --dag, --report,
+    which execute nothing) only logs a newly found damaged file. ``workflow.dryrun`` is False
+    before an executor is chosen, hence the executor check."""
+    executing = workflow.executor_plugin is not None and not workflow.dryrun
+    return repair_requests(features_dir, shard, persist=executing)
 
 
 def run_path(pattern, run):

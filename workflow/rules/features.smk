@@ -26,7 +26,7 @@ rule extract_features:
         features_dir=lambda wildcards, output: Path(output.record).parent.parent,
         features=extraction_params,
         # damaged feature files reported by readers: a new report reruns the shard
-        repairs=lambda wildcards: repair_requests(
+        repairs=lambda wildcards: shard_repairs(
             FEATURE_SET_DIR.format(feature_dir=wildcards.feature_dir), wildcards.shard
         ),
     script:

@@ -46,7 +46,7 @@ rule predict_extract_features:
         root=lambda wildcards: str(audio_root(predict_source(wildcards.set))),
         # the record lives in <features_dir>/.shards/
         features_dir=lambda wildcards, output: Path(output.record).parent.parent,
-        repairs=lambda wildcards: repair_requests(
+        repairs=lambda wildcards: shard_repairs(
             PREDICT_FEATURES.format(set=wildcards.set), wildcards.shard
         ),
     script:
