@@ -225,7 +225,16 @@ def test_demo_workflow_through_slurm_equals_local(slurm_cluster, slurm_env, work
     assert "--bind" in argv and "/tmp" in argv
     assert any(c["slurm_job_id"] == extract_id for c in calls), "extraction not in the container"
 
-    # 4. Same results as the local run.
+    # 4. Each job run on the node left its benchmark record (extended format: the resources it
+    # was submitted with, set against what it used in results/resources/jobs.tsv).
+    for rule in ("extract_features", "train_model", "evaluate_model"):
+        records = list((work / "results/benchmarks" / rule).rglob("*.tsv"))
+        assert len(records) == 1, (rule, records)
+        bench = pd.read_csv(records[0], sep="\t")
+        assert len(bench) == 1 and bench["rule_name"][0] == rule
+        assert bench["max_rss"][0] > 0 and "mem_mb" in bench["resources"][0], bench.iloc[0]
+
+    # 5. Same results as the local run.
     lw = local.workdir
     for rel in ("results/data/manifest.tsv", "results/split/split.tsv"):
         pd.testing.assert_frame_equal(
