@@ -11,6 +11,16 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
+def output_paths(out: Path) -> dict:
+    """A job's output paths in ``out`` (the keys ``run`` reads)."""
+    return {
+        "model_path": str(out / "model.keras"),
+        "history_path": str(out / "history.csv"),
+        "run_info_path": str(out / "run.json"),
+        "checkpoint_dir": str(out / "checkpoints"),
+    }
+
+
 def start(
     job: dict, workdir: Path, env: dict | None = None, pythonpath: tuple[str, ...] = ()
 ) -> subprocess.Popen:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from _train_job import start
+from _train_job import output_paths, start
 from _training_data import TINY_CONFIG, full_config, make_features
 from genre_classification import train
 
@@ -16,10 +16,7 @@ def test_training_mirrors_over_two_devices(tmp_path):
     job = {
         "config": {**TINY_CONFIG, "epochs": 2},
         "split_path": str(split_path),
-        "model_path": str(out / "model.keras"),
-        "history_path": str(out / "history.csv"),
-        "run_info_path": str(out / "run.json"),
-        "checkpoint_dir": str(out / "checkpoints"),
+        **output_paths(out),
         "experiment": "distribute-test",
         "model_name": "mirrored",
         "threads": 2,

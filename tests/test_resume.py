@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from _train_job import start
+from _train_job import output_paths, start
 from _training_data import TINY_CONFIG, make_features
 from genre_classification.train import KILL_AFTER_EPOCH_ENV
 
@@ -23,10 +23,7 @@ def start_job(tmp_path: Path, name: str, split_path: Path, kill_after: int | Non
     job = {
         "config": config,
         "split_path": str(split_path),
-        "model_path": str(out / "model.keras"),
-        "history_path": str(out / "history.csv"),
-        "run_info_path": str(out / "run.json"),
-        "checkpoint_dir": str(out / "checkpoints"),
+        **output_paths(out),
         "experiment": "resume-test",
         "data_version_path": str(split_path.parent / "data_version.json"),
         "model_name": name,

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from _train_job import start
+from _train_job import output_paths, start
 from _training_data import TINY_CONFIG, make_features
 
 EPOCHS = 4
@@ -25,10 +25,7 @@ def run_job(
     job = {
         "config": config,
         "split_path": str(split_path),
-        "model_path": str(out / "model.keras"),
-        "history_path": str(out / "history.csv"),
-        "run_info_path": str(out / "run.json"),
-        "checkpoint_dir": str(out / "checkpoints"),
+        **output_paths(out),
         "experiment": "system-metrics",
         "model_name": name,
         "threads": 1,
