@@ -265,7 +265,8 @@ def embed_shard(
     from genre_classification.fileio import write_frame
     from genre_classification.packs import accepted_files
 
-    _set_threads(threads)
+    if backbones:
+        _set_threads(threads)
     files = accepted_files(record_path)
     rows = []
     for checkpoint, embedding in backbones:

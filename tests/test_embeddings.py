@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import re
 from dataclasses import asdict
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import pytest
 
 from _train_job import start
 from _training_data import train_tiny
+from conftest import TINY_MODEL, planned_jobs
 from genre_classification import embeddings, musicnn
 from genre_classification.columns import SPLIT_COLUMNS
 from genre_classification.demo_data import synthesize_clip
@@ -165,6 +167,27 @@ def test_cached_backbones_of_the_models_that_read_the_cache():
         ["MSD_vgg", "pool5"],
     ]
     assert [embeddings.head_only(m) for m in models] == [False, True, True, True, False, False]
+
+
+def test_embed_features_jobs_feed_the_frozen_and_probe_jobs(workflow_dir):
+    """The wiring (a dry run): one embed_features job per shard of the musicnn set when a
+    frozen/probe model is run, an input of its training and evaluation jobs; none for a CNN."""
+    probe = {"architecture": "musicnn", "options": {"mode": "probe"}}
+    vgg = {"architecture": "musicnn", "options": {"mode": "frozen", "checkpoint": "MSD_vgg"}}
+    models = {"tiny": TINY_MODEL, "probe": probe, "vgg": vgg}
+    workflow_dir.overlay("mnn.yaml", {"training": {"run": ["tiny"], "models": models}})
+    dry = workflow_dir("--cores", "2", "--dry-run", "results/eval/tiny/metrics.json")
+    assert "embed_features" not in planned_jobs(dry.stdout)
+    workflow_dir.overlay("mnn2.yaml", {"training": {"run": ["probe", "vgg"], "models": models}})
+    targets = ["results/eval/probe/metrics.json", "results/eval/vgg/metrics.json"]
+    dry = workflow_dir("--cores", "2", "--dry-run", *targets)
+    jobs = planned_jobs(dry.stdout)
+    assert jobs["embed_features"] == jobs["extract_features"] - 1  # the musicnn set's shards
+    record = "results/features-musicnn/.embeddings/.shards/"
+    blocks = re.split(r"\n\[\w{3} \w{3} ", dry.stdout)  # a job's block starts with its date
+    for rule in ("train_model", "evaluate_model"):
+        inputs = [b for b in blocks if f"rule {rule}:" in b]
+        assert len(inputs) == 2 and all(record in b for b in inputs), inputs
 
 
 def test_evaluation_on_cached_embeddings_equals_the_whole_model(data, tmp_path, monkeypatch):
