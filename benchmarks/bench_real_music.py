@@ -31,9 +31,14 @@ few epochs (it costs ~0.15 s per training segment and epoch there). The variants
   vgg-probe         {mode: probe, checkpoint: MSD_vgg}
   musicnn-finetune  {mode: finetune, backbone_learning_rate_factor: 0.1}, from the probe's head
                     (--epochs-finetune)
-Prints per variant the mean ± std macro-F1 over the folds, mean accuracy and wall time (the
-summed durations of its Snakemake jobs: training, evaluation, aggregation), then the best
-pretrained variant's macro-F1 minus the scratch CNN's, in points, per fold (paired).
+The frozen/probe variants' embeddings are computed by the `embed_features` jobs (one per
+extraction shard, every backbone of the run), shared by all variants and folds of a backbone:
+they are listed with the shared jobs, not in a variant's time.
+Prints per variant the mean ± std macro-F1 over the folds, mean accuracy, wall time (the
+summed durations of its Snakemake jobs: parent run, training, evaluation, aggregation) and the
+CPU time (user + sys) of the same jobs (their Snakemake benchmark files: less sensitive to a
+shared machine than wall time), then the best pretrained variant's macro-F1 minus the scratch
+CNN's, in points, per fold (paired).
 --json writes the settings, the set's composition and the figures.
 """
 
@@ -45,6 +50,7 @@ import datetime as dt
 import json
 import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -463,9 +469,12 @@ def run_workflow(work: Path, args: argparse.Namespace, models: dict) -> tuple[fl
         "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
     }
     start = time.perf_counter()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     with open(run_dir / "snakemake.out", "w") as out:
         result = subprocess.run(command, cwd=run_dir, stdout=out, stderr=subprocess.STDOUT, env=env)
     elapsed = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    args.workflow_cpu_s = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     if result.returncode:
         tail = (run_dir / "snakemake.out").read_text()[-4000:]
         raise SystemExit(f"snakemake failed (log {run_dir / 'snakemake.out'}):\n{tail}")
@@ -473,7 +482,30 @@ def run_workflow(work: Path, args: argparse.Namespace, models: dict) -> tuple[fl
     return elapsed, logs[-1] if logs else None
 
 
-def summarise(run_dir: Path, models: dict, jobs: list[dict]) -> dict:
+def cpu_seconds(run_dir: Path, rule: str, job: str) -> float:
+    """user + sys CPU seconds of a job (``cpu_time`` of its Snakemake benchmark file)."""
+    path = run_dir / "results/benchmarks" / rule / f"{job}.tsv"
+    if not path.is_file():
+        return 0.0
+    with open(path) as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t"))
+    return sum(float(r["cpu_time"]) for r in rows if r.get("cpu_time") not in (None, "", "NA"))
+
+
+def variant_cpu_seconds(run_dir: Path, model: str, folds: int) -> float:
+    runs = [f"{model}/fold-{i}" for i in range(folds)]
+    per_model = sum(
+        cpu_seconds(run_dir, r, model) for r in ("mlflow_parent_run", "aggregate_folds")
+    )
+    per_run = sum(
+        cpu_seconds(run_dir, rule, run)
+        for rule in ("train_model", "evaluate_model")
+        for run in runs
+    )
+    return per_model + per_run
+
+
+def summarise(run_dir: Path, models: dict, jobs: list[dict], folds: int) -> dict:
     results = {}
     for model in models:
         cv = json.loads((run_dir / f"results/eval/{model}/cv_metrics.json").read_text())
@@ -496,17 +528,25 @@ def summarise(run_dir: Path, models: dict, jobs: list[dict]) -> dict:
             else models[model]["epochs"],
             "wall_s": sum(j["seconds"] for j in own),
             "train_s": sum(j["seconds"] for j in own if j["rule"] == "train_model"),
+            "cpu_s": variant_cpu_seconds(run_dir, model, folds),
         }
     return results
 
 
-def extraction_seconds(jobs: list[dict]) -> dict[str, float]:
+def extraction_seconds(jobs: list[dict], run_dir: Path | None = None) -> dict[str, float]:
+    """Wall seconds of the jobs shared by the variants, per rule (and feature set); with
+    ``run_dir`` the CPU seconds instead."""
     out: dict[str, float] = {}
     for job in jobs:
         if "model" not in job["wildcards"]:
             where = job["wildcards"].get("feature_dir")
             key = job["rule"] + (f"[{where}]" if where else "")
-            out[key] = out.get(key, 0.0) + job["seconds"]
+            if run_dir is None:
+                value = job["seconds"]
+            else:
+                name = "/".join(job["wildcards"].values()) if job["wildcards"] else "all"
+                value = cpu_seconds(run_dir, job["rule"], name)
+            out[key] = out.get(key, 0.0) + value
     return out
 
 
@@ -564,19 +604,24 @@ def main() -> None:
         print((work / "run/snakemake.out").read_text())
         return
     jobs = job_seconds(log)
-    results = summarise(work / "run", models, jobs)
-    print(f"\nworkflow: {elapsed / 60:.1f} min ({args.cores} cores); shared jobs: " + ", ".join(
-        f"{k} {v:.0f} s" for k, v in sorted(extraction_seconds(jobs).items())
+    results = summarise(work / "run", models, jobs, args.folds)
+    shared_cpu = extraction_seconds(jobs, work / "run")
+    cpu_min = args.workflow_cpu_s / 60
+    print(f"\nworkflow: {elapsed / 60:.1f} min, cpu {cpu_min:.1f} min ({args.cores} cores); "
+          "shared jobs: " + ", ".join(
+        f"{k} {v:.0f} s (cpu {shared_cpu.get(k, 0):.0f} s)"
+        for k, v in sorted(extraction_seconds(jobs).items())
     ))  # fmt: skip
     print(
-        f"\n{'variant':<17} {'macro-F1 (mean ± std)':>22} {'accuracy':>9} {'wall':>8}  "
-        "epochs / best epoch / cap"
+        f"\n{'variant':<17} {'macro-F1 (mean ± std)':>22} {'accuracy':>9} {'wall':>8} "
+        f"{'cpu':>8}  epochs / best epoch / cap"
     )
     for model, r in results.items():
         f1 = r["macro_f1"]
         print(
             f"{model:<17} {f1['mean']:>13.3f} ± {f1['std']:.3f} {r['accuracy']['mean']:>9.3f}"
-            f" {r['wall_s'] / 60:>6.1f} m  {' '.join(map(str, r['epochs_trained']))} / "
+            f" {r['wall_s'] / 60:>6.1f} m {r['cpu_s'] / 60:>6.1f} m  "
+            f"{' '.join(map(str, r['epochs_trained']))} / "
             f"{' '.join(map(str, r['best_epoch']))} / {r['epoch_cap']}"
         )
     comparison = None
@@ -605,7 +650,9 @@ def main() -> None:
             "notes": notes,
             "set": composition,
             "workflow_s": elapsed,
+            "workflow_cpu_s": args.workflow_cpu_s,
             "shared_jobs_s": extraction_seconds(jobs),
+            "shared_jobs_cpu_s": shared_cpu,
             "results": results,
             "comparison": comparison,
         }

@@ -25,6 +25,9 @@ RECORD_STATUSES = ("kept", "extracted", "rejected")
 # results/features[-<set>]/.packs/<shard>.tsv: the rows of each file's segments in the shard's
 # packed array (genre_classification.packs).
 PACK_INDEX_COLUMNS = ("genre", "track", "features", "n_segments", "first_row")
+# The record of an embed_features job: per accepted file of the shard and cached backbone
+# (``<checkpoint>-<embedding>``), the number of segments embedded (genre_classification.embeddings).
+EMBEDDING_RECORD_COLUMNS = ("genre", "track", "features", "backbone", "n_segments")
 # results/split/split.tsv and the k-fold tables (plus "group" with split.group_by).
 SPLIT_COLUMNS = ("genre", "track", "split", "features", "n_segments", "source_md5")
 # results/eval/{model}/predictions.csv: then one prob_<genre> column per genre.

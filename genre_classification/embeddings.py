@@ -28,12 +28,17 @@ from __future__ import annotations
 import hashlib
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
 CACHE_DIR = ".embeddings"
+SHARD_RECORDS = ".shards"  # in CACHE_DIR: the records of the embed_features jobs
 # Inverse regularisation strengths of the probe, strongest regularisation first.
 PROBE_C = tuple(float(c) for c in np.logspace(-4, 2, 13))
 PROBE_MAX_ITER = 2000
@@ -54,6 +59,12 @@ def options(cfg: dict) -> dict:
     opts = {**defaults, **(cfg.get("options") or {})}
     opts["embedding"] = opts["embedding"] or DEFAULT_EMBEDDING[family(opts["checkpoint"])]
     return opts
+
+
+def backbone_of(cfg: dict) -> tuple[str, str]:
+    """``(checkpoint, embedding)`` of a musicnn model entry."""
+    opts = options(cfg)
+    return opts["checkpoint"], opts["embedding"]
 
 
 def _is_musicnn(cfg: dict) -> bool:
@@ -96,19 +107,47 @@ def cache_key(features_file: str | Path, weights_sha256: str) -> str:
     return f"{_sha256(features_file)}:{weights_sha256}"
 
 
+def shard_record_path(features_dir: str | Path, shard: str) -> Path:
+    """The record of the ``embed_features`` job of ``shard`` (its files' embeddings in the
+    cache, per backbone)."""
+    return Path(features_dir) / CACHE_DIR / SHARD_RECORDS / f"{shard}.tsv"
+
+
+def cached_backbones(entries) -> list[list[str]]:
+    """``[checkpoint, embedding]`` of every model entry (validated) whose job reads the cache
+    (``builds_model``), each once, sorted: what ``embed_features`` computes."""
+    return [list(b) for b in sorted({backbone_of(cfg) for cfg in entries if builds_model(cfg)})]
+
+
+def backbone_name(checkpoint: str, embedding: str) -> str:
+    """The cache directory of a backbone: ``<checkpoint>-<embedding>``."""
+    return f"{checkpoint}-{embedding}"
+
+
 class Embedder:
-    """The backbone of ``checkpoint`` up to ``embedding``, in inference mode, and its cache."""
+    """The backbone of ``checkpoint`` up to ``embedding``, in inference mode, and its cache.
 
-    def __init__(self, checkpoint: str, embedding: str, frames: int):
-        from genre_classification.musicnn import musicnn_provenance, pretrained_backbone
+    The backbone is built on the first file that is not cached (its segments give the
+    frames): a job whose files are all cached (the ``embed_features`` jobs ran) never builds
+    it."""
 
-        self.name = f"{checkpoint}-{embedding}"
-        self.frames = frames
+    def __init__(self, checkpoint: str, embedding: str):
+        from genre_classification.musicnn import musicnn_provenance
+
+        self.checkpoint, self.embedding = checkpoint, embedding
+        self.name = backbone_name(checkpoint, embedding)
         self.weights_sha256 = musicnn_provenance(checkpoint)["weights_sha256"]
-        self.model = pretrained_backbone(checkpoint, embedding, frames, "frozen")
+        self.model = None
+        self.computed = 0  # files embedded (not read from the cache)
 
     def embed(self, x: np.ndarray) -> np.ndarray:
         """``(n, 96, frames)`` log-mel segments -> ``(n, width)`` float32 embeddings."""
+        from genre_classification.musicnn import pretrained_backbone
+
+        if self.model is None:
+            self.model = pretrained_backbone(
+                self.checkpoint, self.embedding, int(x.shape[2]), "frozen"
+            )
         if not len(x):
             return np.zeros((0, self.model.output.shape[-1]), dtype=np.float32)
         frames_first = np.ascontiguousarray(np.transpose(x, (0, 2, 1)), dtype=np.float32)
@@ -133,6 +172,7 @@ class Embedder:
             except (OSError, ValueError, KeyError):
                 log.warning("unreadable embedding cache %s: recomputing it", path)
         embeddings = self.embed(_read_file(features_file, genre))
+        self.computed += 1
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp, open(tmp, "wb") as handle:
             np.savez(handle, key=np.asarray(key), embeddings=embeddings)
@@ -150,13 +190,6 @@ class Embedder:
         return np.concatenate(xs), np.concatenate(ys)
 
 
-def _frames(rows) -> int:
-    from genre_classification.dataset import _read_file
-
-    first = next(rows.itertuples(index=False))
-    return int(_read_file(first.features, first.genre).shape[2])
-
-
 _LAST: dict = {}
 
 
@@ -168,15 +201,17 @@ class EmbeddedSplit:
 
         opts = options(cfg)
         start = time.perf_counter()
-        embedder = Embedder(opts["checkpoint"], opts["embedding"], _frames(train_rows))
+        embedder = Embedder(opts["checkpoint"], opts["embedding"])
         self.x_train, self.y_train = embedder.rows(train_rows, labels)
         self.x_val, self.y_val = embedder.rows(val_rows, labels)
         self.mean = self.x_train.astype(np.float64).mean(axis=0)
         self.variance = self.x_train.astype(np.float64).var(axis=0)
         self.n_classes = len(labels)
         log.info(
-            "Embeddings %s of %d train and %d val segments in %.1f s (cache %s)",
+            "Embeddings %s of %d train and %d val segments in %.1f s (%d of %d files computed, "
+            "the rest read from the cache %s)",
             embedder.name, len(self.y_train), len(self.y_val), time.perf_counter() - start,
+            embedder.computed, len(train_rows) + len(val_rows),
             cache_path(train_rows.iloc[0]["features"], embedder.name).parent.parent,
         )  # fmt: skip
 
@@ -199,6 +234,106 @@ class EmbeddedSplit:
 
     def standardised(self, x: np.ndarray) -> np.ndarray:
         return ((x - self.mean) / np.sqrt(np.maximum(self.variance, 1e-6))).astype(np.float32)
+
+
+def _set_threads(threads: int | None) -> None:
+    import tensorflow as tf
+
+    if threads:
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(int(threads))
+            tf.config.threading.set_inter_op_parallelism_threads(int(threads))
+        except RuntimeError:  # the runtime is already initialised (several calls in a process)
+            pass
+
+
+def embed_shard(
+    record_path: str | Path,
+    backbones,
+    output: str | Path,
+    threads: int | None = None,
+) -> pd.DataFrame:
+    """Fill the cache for the accepted files of an extraction shard record, for every
+    ``[checkpoint, embedding]`` of ``backbones`` (rule ``embed_features``, one job per shard);
+    file by file, so memory is one file's segments. Writes ``output``: one row per file and
+    backbone (``EMBEDDING_RECORD_COLUMNS``)."""
+    import time
+
+    import pandas as pd  # noqa: F811
+
+    from genre_classification.columns import EMBEDDING_RECORD_COLUMNS
+    from genre_classification.fileio import write_frame
+    from genre_classification.packs import accepted_files
+
+    if backbones:
+        _set_threads(threads)
+    files = accepted_files(record_path)
+    rows = []
+    for checkpoint, embedding in backbones:
+        start = time.perf_counter()
+        embedder = Embedder(checkpoint, embedding)
+        for row in files.itertuples(index=False):
+            e = embedder.track(row.features, row.genre)
+            rows.append((row.genre, row.track, row.features, embedder.name, len(e)))
+        log.info(
+            "%s: %d files of %s, %d computed, the rest cached (%.1f s)",
+            embedder.name, len(files), record_path, embedder.computed,
+            time.perf_counter() - start,
+        )  # fmt: skip
+    table = pd.DataFrame(rows, columns=list(EMBEDDING_RECORD_COLUMNS))
+    write_frame(output, table, sep="\t", index=False)
+    return table
+
+
+def head_of(model):
+    """The head of a saved frozen/probe model (``full_model``): embedding -> its
+    standardisation, dropout and softmax layers (the same layer objects, so the same weights
+    and arithmetic as the model's own tail)."""
+    import keras
+
+    norm = model.get_layer("embedding_standardisation")
+    width = int(np.asarray(norm.input_mean).size)
+    inputs = keras.Input(shape=(width,), name="embedding")
+    outputs = model.get_layer("probs")(model.get_layer("head_dropout")(norm(inputs)))
+    return keras.Model(inputs, outputs, name="musicnn_head")
+
+
+def predict_tracks(model, cfg: dict, rows, labels: list[str], batch_size: int, chunk_segments: int):
+    """``evaluate.predict_tracks`` of a frozen/probe model with windows = its segments
+    (``overlap`` 0): the head on the cached embeddings of the tracks of ``rows`` (computed
+    for the files not cached), about ``chunk_segments`` segments at a time. The same
+    probabilities as the whole model on the segments (``tests/test_evaluate.py``)."""
+    from genre_classification.dataset import track_id
+    from genre_classification.evaluate import aggregate_tracks
+
+    checkpoint, embedding = backbone_of(cfg)
+    embedder, head = Embedder(checkpoint, embedding), head_of(model)
+    tracks, probs, counts = [], [], {"segments": 0, "windows": 0}
+    xs, owners = [], []
+
+    def flush():
+        chunk = head.predict(np.concatenate(xs), batch_size=batch_size, verbose=0)
+        names, means = aggregate_tracks(chunk, owners)
+        tracks.extend(names)
+        probs.append(means)
+        xs.clear()
+        owners.clear()
+
+    for row in rows.itertuples(index=False):
+        e = embedder.track(row.features, row.genre)
+        xs.append(e)
+        owners.extend([track_id(row.genre, row.track)] * len(e))
+        counts["segments"] += len(e)
+        if len(owners) >= chunk_segments:
+            flush()
+    if xs:
+        flush()
+    counts["windows"] = counts["segments"]
+    log.info(
+        "%d tracks predicted on the embeddings of %s (%d files computed, the rest cached)",
+        len(tracks), embedder.name, embedder.computed,
+    )  # fmt: skip
+    return tracks, np.concatenate(probs), counts
 
 
 # --- the heads --------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from genre_classification import dataset, fileio, tracking
+from genre_classification import dataset, embeddings, fileio, tracking
 from genre_classification.columns import EVAL_PREDICTION_COLUMNS
 
 log = logging.getLogger(__name__)
@@ -160,12 +160,16 @@ def evaluate(
     name: str | None = None,
     feature_records: list[str] | None = None,
     overlap: float = 0.0,
+    model_config: dict | None = None,
 ) -> dict:
     """Evaluate ``model_path`` on the ``subset`` tracks and write the three outputs.
 
     ``name``: what the confusion matrix title calls the model (default its directory name).
     ``feature_records``: the model's feature set when it is not the default (as in training).
     ``overlap``: windows predicted per track overlap by this share (``dataset.overlap_windows``).
+    ``model_config``: the model's entry (validated); a musicnn ``frozen``/``probe`` model with
+    ``overlap`` 0 runs only its head, on the embeddings cached beside the features
+    (``embeddings.predict_tracks``: the same probabilities as the whole model).
 
     If ``run_info_path`` (``results/mlflow/runs/{model}.json``) is given, the test metrics and
     the three files are also logged to the training job's MLflow run (its server is checked
@@ -186,7 +190,12 @@ def evaluate(
     rows = split[split.split == subset]
     if rows.empty:
         raise ValueError(f"{split_path}: no {subset} tracks")
-    tracks, track_probs, counts = predict_tracks(model, rows, labels, batch_size, overlap)
+    if model_config is not None and not overlap and embeddings.head_only(model_config):
+        tracks, track_probs, counts = embeddings.predict_tracks(
+            model, model_config, rows, labels, batch_size, CHUNK_SEGMENTS
+        )
+    else:
+        tracks, track_probs, counts = predict_tracks(model, rows, labels, batch_size, overlap)
     truth = {dataset.track_id(r.genre, r.track): labels.index(r.genre) for r in rows.itertuples()}
     y_true = np.array([truth[t] for t in tracks])
     y_pred = track_probs.argmax(axis=1)

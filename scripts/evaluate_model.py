@@ -4,6 +4,7 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
+from genre_classification.config_check import model_entry  # noqa: E402
 from genre_classification.evaluate import evaluate_and_register  # noqa: E402
 from genre_classification.runlog import log_to_file  # noqa: E402
 
@@ -27,4 +28,7 @@ evaluate_and_register(
     overlap=snakemake.params.overlap,
     name="/".join(f"fold-{v}" if k == "fold" else v for k, v in snakemake.wildcards.items()),
     feature_records=list(snakemake.input.feature_records),
+    # the validated entry (not a param: no rerun); a frozen/probe model runs only its head on
+    # the cached embeddings
+    model_config=model_entry(snakemake.config, snakemake.wildcards.model),
 )

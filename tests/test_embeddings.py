@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import re
 from dataclasses import asdict
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import pytest
 
 from _train_job import start
 from _training_data import train_tiny
+from conftest import TINY_MODEL, planned_jobs
 from genre_classification import embeddings, musicnn
 from genre_classification.columns import SPLIT_COLUMNS
 from genre_classification.demo_data import synthesize_clip
@@ -76,7 +78,7 @@ def split_rows(split_path: Path, name: str) -> pd.DataFrame:
 
 def test_cache_is_computed_once_and_follows_the_file_and_weights(data):
     rows = split_rows(data, "train")
-    embedder = embeddings.Embedder("MSD_musicnn", "penultimate", 187)
+    embedder = embeddings.Embedder("MSD_musicnn", "penultimate")
     first = rows.iloc[0]
     cache = embeddings.cache_path(first.features, embedder.name)
     assert cache == (
@@ -108,6 +110,132 @@ def test_cache_is_computed_once_and_follows_the_file_and_weights(data):
     assert calls == [2, 2]
     with h5py.File(first.features, "a") as h5:  # restore the file for the other tests
         h5["logmel"][0, :, :] -= 0.5
+
+
+def shard_record(split_path: Path, out: Path) -> Path:
+    """An extraction shard record of every file of the split (the columns embed_shard reads)."""
+    split = pd.read_csv(split_path, sep="\t", dtype=str)
+    record = split[["genre", "track", "features", "n_segments"]].assign(status="extracted")
+    record.to_csv(out, sep="\t", index=False)
+    return out
+
+
+def test_embed_shard_fills_the_cache_for_every_backbone_once(data, tmp_path, monkeypatch):
+    from genre_classification.columns import EMBEDDING_RECORD_COLUMNS
+
+    record = shard_record(data, tmp_path / "00000.tsv")
+    out = embeddings.shard_record_path(tmp_path / "features-musicnn", "00000")
+    assert out == tmp_path / "features-musicnn/.embeddings/.shards/00000.tsv"
+    backbones = [["MSD_musicnn", "penultimate"], ["MSD_vgg", "pool5"]]
+    table = embeddings.embed_shard(record, backbones, out, threads=2)
+    written = pd.read_csv(out, sep="\t", dtype=str)
+    assert tuple(written.columns) == EMBEDDING_RECORD_COLUMNS
+    n_files = len(GENRES) * sum(n for _, n in SPLITS)
+    assert len(written) == 2 * n_files and set(table["n_segments"]) == {2}
+    assert set(written["backbone"]) == {"MSD_musicnn-penultimate", "MSD_vgg-pool5"}
+    for row in written.itertuples():
+        with np.load(embeddings.cache_path(row.features, row.backbone)) as cached:
+            width = 200 if row.backbone.startswith("MSD_musicnn") else 256
+            assert cached["embeddings"].shape == (2, width)
+
+    # A rerun (or a training/evaluation job) reads everything back: no backbone is built.
+    def no_backbone(*args, **kwargs):
+        raise AssertionError("built a backbone although every file is cached")
+
+    monkeypatch.setattr(musicnn, "pretrained_backbone", no_backbone)
+    again = embeddings.embed_shard(record, backbones, out)
+    pd.testing.assert_frame_equal(again, table)
+    config = {"architecture": "musicnn", "options": {"mode": "probe", "checkpoint": "MSD_vgg"}}
+    split = embeddings.EmbeddedSplit(
+        config, split_rows(data, "train"), split_rows(data, "val"), list(GENRES)
+    )
+    assert split.x_train.shape == (len(GENRES) * 4 * 2, 256)
+
+
+def test_cached_backbones_of_the_models_that_read_the_cache():
+    models = [
+        {"architecture": "cnn", "options": {}},
+        {"architecture": "musicnn", "options": {}},  # frozen
+        {"architecture": "musicnn", "options": {"mode": "probe"}},
+        {"architecture": "musicnn", "options": {"mode": "probe", "checkpoint": "MSD_vgg"}},
+        {"architecture": "musicnn", "options": {"mode": "finetune", "embedding": "pool"}},
+        {"architecture": "musicnn", "options": {"mode": "finetune", "head_init": "random"}},
+    ]
+    assert embeddings.cached_backbones(models) == [
+        ["MSD_musicnn", "penultimate"],
+        ["MSD_musicnn", "pool"],
+        ["MSD_vgg", "pool5"],
+    ]
+    assert [embeddings.head_only(m) for m in models] == [False, True, True, True, False, False]
+
+
+def test_embed_features_jobs_feed_the_frozen_and_probe_jobs(workflow_dir):
+    """The wiring (a dry run): one embed_features job per shard of the musicnn set when a
+    frozen/probe model is run, an input of its training and evaluation jobs; none for a CNN."""
+    probe = {"architecture": "musicnn", "options": {"mode": "probe"}}
+    vgg = {"architecture": "musicnn", "options": {"mode": "frozen", "checkpoint": "MSD_vgg"}}
+    models = {"tiny": TINY_MODEL, "probe": probe, "vgg": vgg}
+    workflow_dir.overlay("mnn.yaml", {"training": {"run": ["tiny"], "models": models}})
+    dry = workflow_dir("--cores", "2", "--dry-run", "results/eval/tiny/metrics.json")
+    assert "embed_features" not in planned_jobs(dry.stdout)
+    workflow_dir.overlay("mnn2.yaml", {"training": {"run": ["probe", "vgg"], "models": models}})
+    targets = ["results/eval/probe/metrics.json", "results/eval/vgg/metrics.json"]
+    dry = workflow_dir("--cores", "2", "--dry-run", *targets)
+    jobs = planned_jobs(dry.stdout)
+    assert jobs["embed_features"] == jobs["extract_features"] - 1  # the musicnn set's shards
+    record = "results/features-musicnn/.embeddings/.shards/"
+    blocks = re.split(r"\n\[\w{3} \w{3} ", dry.stdout)  # a job's block starts with its date
+    for rule in ("train_model", "evaluate_model"):
+        inputs = [b for b in blocks if f"rule {rule}:" in b]
+        assert len(inputs) == 2 and all(record in b for b in inputs), inputs
+
+
+def test_evaluation_on_cached_embeddings_equals_the_whole_model(data, tmp_path, monkeypatch):
+    """A frozen/probe model is evaluated by its head on the cached embeddings: the same
+    predictions and metrics as the whole saved model (backbone included) on the segments."""
+    from _training_data import full_config
+    from genre_classification import evaluate
+
+    config = full_config(
+        {**FROZEN, "options": {"mode": "probe"}, "early_stopping": {"patience": 3}}
+    )
+    train_tiny(config, data, tmp_path, "probe", "embeddings-eval-test")
+    model_path = tmp_path / "models/probe/model.keras"
+    embeddings.embed_shard(
+        shard_record(data, tmp_path / "00000.tsv"),
+        [["MSD_musicnn", "penultimate"]],
+        tmp_path / "embedded.tsv",
+    )
+    results = {}
+    for how, model_config in (("whole", None), ("head", config)):
+        if how == "head":  # neither the segments through the model nor a backbone pass
+
+            def fail(*args, **kwargs):
+                raise AssertionError("ran the backbone")
+
+            monkeypatch.setattr(evaluate, "predict_tracks", fail)
+            monkeypatch.setattr(musicnn, "pretrained_backbone", fail)
+        for subset in ("val", "test"):
+            out = tmp_path / how / subset
+            metrics = evaluate.evaluate(
+                model_path,
+                data,
+                out / "metrics.json",
+                out / "predictions.csv",
+                out / "confusion.png",
+                subset=subset,
+                model_config=model_config,
+            )
+            results[how, subset] = (metrics, pd.read_csv(out / "predictions.csv"))
+    for subset in ("val", "test"):
+        (m_whole, p_whole), (m_head, p_head) = results["whole", subset], results["head", subset]
+        assert m_head == m_whole
+        assert p_head[["track", "true", "predicted"]].equals(
+            p_whole[["track", "true", "predicted"]]
+        )
+        probs = [c for c in p_whole.columns if c.startswith("prob_")]
+        np.testing.assert_allclose(p_head[probs], p_whole[probs], atol=1e-5)
+    assert results["whole", "val"][0]["n_segments"] == len(GENRES) * 2 * 2
 
 
 def test_frozen_head_starts_at_chance_converges_and_saves_a_logmel_model(data, tmp_path):

@@ -23,6 +23,12 @@ from genre_classification.features import (
     repair_requests,
     shard_record_path,
 )
+from genre_classification.embeddings import (
+    builds_model,
+    cached_backbones,
+    head_only,
+)
+from genre_classification.embeddings import shard_record_path as embedding_record_path
 from genre_classification.models import feature_set_of
 from genre_classification.packs import index_path, pack_path, sums_path
 from genre_classification.predict_set import set_source
@@ -98,6 +104,8 @@ SHARD_RECORD = str(shard_record_path(FEATURE_SET_DIR, "{shard}"))
 PACK = str(pack_path(FEATURE_SET_DIR, "{shard}"))
 PACK_INDEX = str(index_path(PACK))
 PACK_SUMS = str(sums_path(PACK))
+# The record of a shard's pretrained embeddings (cached beside its HDF5s: musicnn frozen/probe).
+EMBEDDING_RECORD = str(embedding_record_path(FEATURE_SET_DIR, "{shard}"))
 FETCHED = "results/data/fetched/{shard}.json"
 MANIFEST = "results/data/manifest.tsv"
 REJECTED = "results/qc/rejected.tsv"
@@ -270,6 +278,48 @@ def model_packs(wildcards):
         "pack_indexes": [str(index_path(pack)) for pack in packs],
         "pack_sums": [str(sums_path(pack)) for pack in packs],
     }
+
+
+def model_feature_dir(model):
+    """The features directory of a model's feature set (results/<this>)."""
+    name = feature_set_of(config["training"]["models"][model])
+    return feature_set_dir(FEATURES_DIR, name).name
+
+
+def cached_backbones_of(feature_dir):
+    """[checkpoint, embedding] of the models of training.run on this feature set that train
+    on cached embeddings: what its embed_features jobs compute."""
+    models = config["training"]["models"]
+    entries = [
+        models[m] for m in training_models() if model_feature_dir(m) == feature_dir
+    ]
+    return cached_backbones(entries)
+
+
+def model_embedding_records(step):
+    """The embed_features records of every shard of a model's feature set, for the jobs of
+    ``step`` that read the cache: "train" (frozen, probe, a fine-tune from the probe's
+    head), "evaluate" (frozen, probe); none for other models."""
+    reads = builds_model if step == "train" else head_only
+
+    def records(wildcards):
+        if not reads(config["training"]["models"][wildcards.model]):
+            return []
+        feature_dir = model_feature_dir(wildcards.model)
+        return [
+            EMBEDDING_RECORD.format(feature_dir=feature_dir, shard=shard)
+            for shard in audio_shards()
+        ]
+
+    return records
+
+
+def embed_runtime(wildcards, attempt):
+    """About extraction.embedding_s_per_file per file and backbone (one thread's worth)."""
+    n_files = len(audio_shards()[wildcards.shard])
+    n_backbones = len(cached_backbones_of(wildcards.feature_dir))
+    per_file = config["extraction"]["embedding_s_per_file"]
+    return shard_runtime_minutes(n_files * n_backbones, per_file, 1, attempt)
 
 
 def pack_runtime(wildcards, attempt):

@@ -55,6 +55,31 @@ rule pack_features:
         "../../scripts/pack_features.py"
 
 
+rule embed_features:
+    # The embeddings of a shard's files by every pretrained backbone that a musicnn model of
+    # training.run trains a head on (frozen, probe; the fine-tune's probe head), into the
+    # cache beside the HDF5s (genre_classification.embeddings): the training and evaluation
+    # jobs of all folds then only read them. Files already cached are not recomputed.
+    input:
+        record=SHARD_RECORD,
+    output:
+        record=EMBEDDING_RECORD,
+    log:
+        "logs/embed_features/{feature_dir}/{shard}.log",
+    benchmark:
+        benchmark_path("embed_features", "{feature_dir}/{shard}")
+    container:
+        config["container"]["image"]
+    threads: config["extraction"]["threads"]
+    resources:
+        mem_mb=lambda wildcards, attempt: 3000 * attempt,
+        runtime=embed_runtime,
+    params:
+        backbones=lambda wildcards: cached_backbones_of(wildcards.feature_dir),
+    script:
+        "../../scripts/embed_features.py"
+
+
 rule collect_features:
     input:
         records=shard_records,

@@ -46,6 +46,7 @@ rule train_model:
         split=run_split,
         data_version=DATA_VERSION,
         feature_records=model_feature_records,
+        embeddings=model_embedding_records("train"),
     output:
         model=run_path(MODEL, RUN),
         features=run_path(MODEL_FEATURES, RUN),
@@ -89,6 +90,7 @@ rule evaluate_model:
         split=run_split,
         data_version=DATA_VERSION,
         feature_records=model_feature_records,
+        embeddings=model_embedding_records("evaluate"),
     output:
         metrics=report(
             run_path(METRICS, RUN),
