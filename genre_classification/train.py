@@ -277,6 +277,34 @@ def _epoch_callback(ckpt_dir, state, run_id, early, on_epoch=None):
     return CheckpointAndTrack()
 
 
+PROGRESS_EVERY_S = 60
+
+
+def progress_callback(steps: int, batch_size: int, every_s: float = PROGRESS_EVERY_S):
+    """Logs the progress of a long epoch at most every ``every_s`` seconds (Keras' ``verbose=2``
+    prints only at the end of an epoch, 20 minutes away at 20,000 tracks on CPUs)."""
+    import keras
+
+    class EpochProgress(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self._epoch, self._start = epoch + 1, time.perf_counter()
+            self._last = self._start
+
+        def on_train_batch_end(self, batch, logs=None):
+            now = time.perf_counter()
+            if now - self._last < every_s:
+                return
+            self._last, done = now, batch + 1
+            rate = done * batch_size / (now - self._start)
+            left = (steps - done) * batch_size / rate
+            log.info(
+                "epoch %d: %d of %d steps (%.0f %%), %.0f segments/s, about %.0f min left",
+                self._epoch, done, steps, 100 * done / steps, rate, left / 60,
+            )  # fmt: skip
+
+    return EpochProgress()
+
+
 def _kill_hook(epoch: int) -> None:
     target = os.environ.get(KILL_AFTER_EPOCH_ENV)
     if target and int(target) == epoch:
@@ -442,7 +470,7 @@ def fit(
         initial_epoch=initial_epoch,
         steps_per_epoch=steps,
         shuffle=False,
-        callbacks=[callback],
+        callbacks=[callback, progress_callback(steps, bs)],
         verbose=2,
     )
 
