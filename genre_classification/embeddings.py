@@ -195,9 +195,8 @@ class EmbeddedSplit:
     def __init__(self, cfg: dict, train_rows, val_rows, labels: list[str]):
         import time
 
-        opts = options(cfg)
         start = time.perf_counter()
-        embedder = Embedder(opts["checkpoint"], opts["embedding"])
+        embedder = Embedder(*backbone_of(cfg))
         self.x_train, self.y_train = embedder.rows(train_rows, labels)
         self.x_val, self.y_val = embedder.rows(val_rows, labels)
         self.mean = self.x_train.astype(np.float64).mean(axis=0)
@@ -215,10 +214,8 @@ class EmbeddedSplit:
     def of(cls, cfg: dict, train_rows, val_rows, labels: list[str]) -> EmbeddedSplit:
         """The split's embeddings, computed once per process for the same tracks and backbone
         (the job builds its model and fits it from the same arrays)."""
-        opts = options(cfg)
         key = (
-            opts["checkpoint"],
-            opts["embedding"],
+            *backbone_of(cfg),
             tuple(train_rows["features"]),
             tuple(val_rows["features"]),
             tuple(labels),
@@ -230,17 +227,6 @@ class EmbeddedSplit:
 
     def standardised(self, x: np.ndarray) -> np.ndarray:
         return ((x - self.mean) / np.sqrt(np.maximum(self.variance, 1e-6))).astype(np.float32)
-
-
-def _set_threads(threads: int | None) -> None:
-    import tensorflow as tf
-
-    if threads:
-        try:
-            tf.config.threading.set_intra_op_parallelism_threads(int(threads))
-            tf.config.threading.set_inter_op_parallelism_threads(int(threads))
-        except RuntimeError:  # the runtime is already initialised (several calls in a process)
-            pass
 
 
 def embed_shard(
@@ -262,7 +248,9 @@ def embed_shard(
     from genre_classification.packs import accepted_files
 
     if backbones:
-        _set_threads(threads)
+        from genre_classification.train import set_threads
+
+        set_threads(threads)
     files = accepted_files(record_path)
     rows = []
     for checkpoint, embedding in backbones:

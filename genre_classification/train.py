@@ -133,6 +133,18 @@ def fingerprint(config: dict, split_path: str | Path, replicas: int = 1) -> str:
     return digest.hexdigest()
 
 
+def set_threads(threads: int | None) -> None:
+    """TensorFlow's intra- and inter-op thread pools of ``threads`` (the job's cores)."""
+    import tensorflow as tf
+
+    if threads:
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(int(threads))
+            tf.config.threading.set_inter_op_parallelism_threads(int(threads))
+        except RuntimeError:  # TF runtime already initialised (e.g. several jobs in one process)
+            pass
+
+
 def configure_tensorflow(seed: int, threads: int | None, deterministic: bool) -> str:
     """Seed Python/NumPy/TF/Keras, pin thread pools, enable op determinism; return the device
     (TensorFlow places the model on a visible GPU by itself; several: ``distribution``)."""
@@ -146,12 +158,7 @@ def configure_tensorflow(seed: int, threads: int | None, deterministic: bool) ->
             tf.config.list_physical_devices(kind)[0],
             [tf.config.LogicalDeviceConfiguration()] * int(count),
         )
-    if threads:
-        try:
-            tf.config.threading.set_intra_op_parallelism_threads(int(threads))
-            tf.config.threading.set_inter_op_parallelism_threads(int(threads))
-        except RuntimeError:  # TF runtime already initialised (e.g. several jobs in one process)
-            pass
+    set_threads(threads)
     keras.utils.set_random_seed(seed)
     if deterministic:
         tf.config.experimental.enable_op_determinism()
