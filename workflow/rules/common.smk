@@ -268,8 +268,7 @@ def model_feature_records(wildcards):
 
 def model_packs(wildcards):
     """The packs (and their indexes and band sums) of every shard of a model's feature set."""
-    name = feature_set_of(config["training"]["models"][wildcards.model])
-    feature_dir = feature_set_dir(FEATURES_DIR, name).name
+    feature_dir = model_feature_dir(wildcards.model)
     packs = [
         PACK.format(feature_dir=feature_dir, shard=shard) for shard in audio_shards()
     ]
