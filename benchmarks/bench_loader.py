@@ -66,7 +66,8 @@ def make_data(root: Path, n_tracks: int, n_shards: int) -> Path:
 
 
 def packs_of(root: Path) -> list[str]:
-    return sorted(str(p) for p in (root / "features" / ".packs").glob("*.npy"))
+    # each pack has an index <shard>.tsv beside it (and band sums <shard>.sums.npy)
+    return sorted(str(p.with_suffix(".npy")) for p in (root / "features" / ".packs").glob("*.tsv"))
 
 
 def measure(path: str, root: Path, n_segments: int, batch_size: int) -> dict:

@@ -169,21 +169,29 @@ class PackReader:
         out = np.empty((n, *self.segment_shape), dtype=DTYPE)
         if not n:
             return out
-        flat = out.reshape(n, -1)
         order = np.lexsort((rows, packs))
         sorted_packs, sorted_rows = packs[order], rows[order]
         breaks = np.flatnonzero((np.diff(sorted_packs) != 0) | (np.diff(sorted_rows) != 1)) + 1
-        for start, end in zip(np.r_[0, breaks], np.r_[breaks, n], strict=True):
-            places = order[start:end]
-            direct = end - start == 1 or np.all(np.diff(places) == 1)
-            target = flat[places[0] : places[0] + end - start] if direct else flat[places]
-            self._pread(int(sorted_packs[start]), int(sorted_rows[start]), target)
-            if not direct:
-                flat[places] = target
+        starts, ends = np.r_[0, breaks], np.r_[breaks, n]
+        # a run is direct when its places in the output are consecutive as well
+        gaps = np.r_[0, np.cumsum(np.diff(order) != 1)]
+        direct = gaps[ends - 1] == gaps[starts]
+        # plain ints and one memoryview: per-segment Python work is most of a shuffled read
+        view, size = memoryview(out).cast("B"), self._row_bytes
+        for start, end, pack, row, place, whole in zip(
+            starts.tolist(), ends.tolist(), sorted_packs[starts].tolist(),
+            sorted_rows[starts].tolist(), order[starts].tolist(), direct.tolist(), strict=True,
+        ):  # fmt: skip
+            if whole:
+                self._pread(pack, row, view[place * size : (place + end - start) * size])
+            else:
+                places = order[start:end]
+                target = np.empty((end - start, *self.segment_shape), dtype=DTYPE)
+                self._pread(pack, row, memoryview(target).cast("B"))
+                out[places] = target
         return out
 
-    def _pread(self, pack: int, row: int, target: np.ndarray) -> None:
-        view = memoryview(target).cast("B")
+    def _pread(self, pack: int, row: int, view: memoryview) -> None:
         got = os.preadv(self._fds[pack], [view], self._offsets[pack] + row * self._row_bytes)
         if got != len(view):
             raise OSError(
