@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -320,7 +321,7 @@ def train_dataset(
 
     n_classes = augmenter.n_classes if augmenter is not None and augmenter.soft_labels else None
     signature = _signature(data, n_classes)
-    order_of = lambda epoch: epoch_permutation(n, seed, epoch)  # noqa: E731
+    order_of = partial(epoch_permutation, n, seed)
     return _batches(read, order_of, range(initial_epoch, epochs), n, batch_size, signature, readers)
 
 
