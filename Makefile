@@ -20,18 +20,21 @@ $(BIN)/.installed: requirements.lock requirements-weights.txt pyproject.toml
 	$(BIN)/uv pip install --python $(BIN)/python --compile-bytecode -r requirements.lock
 	$(BIN)/uv pip install --python $(BIN)/python --no-deps --require-hashes -r requirements-weights.txt
 	$(BIN)/uv pip install --python $(BIN)/python --no-deps -e .
+	@# the native pack reader (genre_classification/pack_op.py); without g++ training reads in Python
+	$(BIN)/python -m genre_classification.pack_op || echo "warning: packs will be read in Python (3x slower): apt-get install g++"
 	touch $@
 
 install: $(BIN)/.installed
 
 # Debian packages: ffmpeg (m4a/aac audio; the format tests), graphviz (DAG pictures), chromium
-# (report screenshots).
+# (report screenshots), g++ (the native pack reader; tests/test_pack_op.py).
 # The Slurm test installs slurm-wlm and munge itself (scripts/slurm_cluster.sh).
 system-deps:
 	@missing=""; \
 	command -v ffmpeg >/dev/null || missing="$$missing ffmpeg"; \
 	command -v dot >/dev/null || missing="$$missing graphviz"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v g++ >/dev/null || missing="$$missing g++"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	  else echo "missing Debian packages:$$missing (sudo apt-get install$$missing)"; fi; \

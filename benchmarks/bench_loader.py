@@ -1,7 +1,10 @@
 """Training input paths side by side, same files, same run: segments/s and peak RSS.
 
 * ``packed``: the workflow's path (``streaming: true``, the default): batches read from the
-  shards' packs (``genre_classification.packs``) by parallel ``tf.data`` readers;
+  shards' packs (``genre_classification.packs``) by the native pack reader (``pack_op``) in
+  parallel ``tf.data`` map calls;
+* ``packed-python``: the same batches read by the Python reader (``packs.PackReader`` in a
+  ``tf.numpy_function``), the fallback where no C++ compiler is installed;
 * ``in-memory``: the path before packs (every training segment in one array, batches gathered
   by ``tf.gather`` from a ``tf.constant`` of it), kept here as the baseline;
 * ``h5py``: a bare read of every per-file HDF5 in random file order (the ceiling of reading the
@@ -12,7 +15,7 @@ segments in batches of ``--batch-size``, at each ``--tracks`` count; tracks are 
 30 s clips (10 segments of 128 x 129, as the default features), in ``--shards`` packs.
 
     python benchmarks/bench_loader.py --tracks 1000 20000
-    python benchmarks/bench_loader.py --tracks 1000 --paths packed h5py
+    python benchmarks/bench_loader.py --tracks 1000 --paths packed packed-python h5py
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 
 SEGMENTS_PER_TRACK, N_MELS, FRAMES = 10, 128, 129
-PATHS = ("packed", "in-memory", "h5py")
+PATHS = ("packed", "packed-python", "in-memory", "h5py")
 
 
 def make_data(root: Path, n_tracks: int, n_shards: int) -> Path:
@@ -88,8 +91,14 @@ def measure(path: str, root: Path, n_segments: int, batch_size: int) -> dict:
             count += len(read_features(files[order[i % len(order)]])[0])
             i += 1
         return {"segments": count, "seconds": time.perf_counter() - start}
+    from genre_classification import pack_op
+
+    if path == "packed-python":
+        os.environ[pack_op.READER_ENV] = "python"
+    elif path == "packed" and pack_op.load() is None:
+        raise SystemExit("the native pack reader is not available (see the warning above)")
     packed = dataset.PackedSegments(rows, labels, packs_of(root))
-    if path == "packed":
+    if path.startswith("packed"):
         ds = dataset.train_dataset(packed, batch_size, seed=0, initial_epoch=0, epochs=10**6)
     else:
         ds = in_memory_baseline(packed.load(), batch_size)

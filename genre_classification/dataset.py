@@ -197,6 +197,27 @@ class PackedSegments:
         index = np.asarray(index, dtype=np.int64)
         return self._reader.read(self._packs[index], self._rows[index])
 
+    def native_read(self, n_classes: int | None = None):
+        """``read(index)`` -> ``(x[..., None], y)`` as TensorFlow ops (the native pack reader,
+        ``pack_op``), ``y`` one-hot with ``n_classes``; ``None`` where the op is not available."""
+        from genre_classification import pack_op
+
+        read_rows = pack_op.reader(self._reader)
+        if read_rows is None:
+            return None
+        import tensorflow as tf
+
+        packs, rows, y = tf.constant(self._packs), tf.constant(self._rows), tf.constant(self.y)
+
+        def read(index):
+            labels = tf.gather(y, index)
+            if n_classes is not None:
+                labels = tf.one_hot(labels, n_classes, dtype=tf.float32)
+            x = read_rows(tf.gather(packs, index), tf.gather(rows, index))
+            return tf.expand_dims(x, -1), labels
+
+        return read
+
     def load(self) -> Segments:
         x = self.read(np.arange(len(self)))
         return Segments(
@@ -246,19 +267,22 @@ def steps_per_epoch(n: int, batch_size: int) -> int:
     return math.ceil(n / batch_size)
 
 
-def _batches(read, order_of, epochs: range, n: int, batch_size, signature, readers):
+def _batches(read, order_of, epochs: range, n: int, batch_size, signature, readers, native=None):
     """The batches of ``batch_size`` examples of each epoch in ``epochs``, in the order
     ``order_of(epoch)`` (a permutation of the ``n`` examples; the last batch of an epoch may be
     smaller): ``read(index, epoch, step)`` (NumPy) of each, by ``readers`` threads in parallel,
-    in order (``None``: tf.data's autotuning). Python runs once per epoch (its order) and once
-    per batch (the read); batching the order is tf.data's own (a Python generator per batch
-    measured half as fast). One read per batch: larger reads per call measured slower."""
+    in order (``None``: tf.data's autotuning); or ``native(index)`` (TensorFlow ops, the same
+    batches without Python per batch) where given. Python runs once per epoch (its order);
+    batching the order is tf.data's own (a Python generator per batch measured half as fast).
+    One read per batch: larger reads per call measured slower."""
     import tensorflow as tf
 
     def epoch_batches(epoch):
         order = tf.numpy_function(lambda e: order_of(int(e)), [epoch], tf.int64)
-        order = tf.data.Dataset.from_tensor_slices(tf.ensure_shape(order, (n,)))
-        return order.batch(batch_size).enumerate().map(lambda step, index: (index, epoch, step))
+        batches = tf.data.Dataset.from_tensor_slices(tf.ensure_shape(order, (n,))).batch(batch_size)
+        if native is not None:  # needs only the index: no stage numbering the steps
+            return batches
+        return batches.enumerate().map(lambda step, index: (index, epoch, step))
 
     ds = tf.data.Dataset.range(epochs.start, epochs.stop).flat_map(epoch_batches)
     # a known length: Keras then stops at the last batch instead of asking for one more
@@ -266,12 +290,13 @@ def _batches(read, order_of, epochs: range, n: int, batch_size, signature, reade
         tf.data.experimental.assert_cardinality(len(epochs) * steps_per_epoch(n, batch_size))
     )
 
-    def call(index, epoch, step):
-        x, y = tf.numpy_function(
-            lambda i, e, s: read(i, int(e), int(s)),
-            [index, epoch, step],
-            [spec.dtype for spec in signature],
-        )
+    def call(*batch):
+        if native is not None:
+            x, y = native(*batch)
+        else:
+            x, y = tf.numpy_function(
+                lambda i, e, s: read(i, int(e), int(s)), batch, [spec.dtype for spec in signature]
+            )
         return tf.ensure_shape(x, signature[0].shape), tf.ensure_shape(y, signature[1].shape)
 
     ds = ds.map(call, num_parallel_calls=readers or tf.data.AUTOTUNE, deterministic=True)
@@ -322,7 +347,9 @@ def train_dataset(
     n_classes = augmenter.n_classes if augmenter is not None and augmenter.soft_labels else None
     signature = _signature(data, n_classes)
     order_of = partial(epoch_permutation, n, seed)
-    return _batches(read, order_of, range(initial_epoch, epochs), n, batch_size, signature, readers)
+    native = data.native_read() if augmenter is None and isinstance(data, PackedSegments) else None
+    epoch_range = range(initial_epoch, epochs)
+    return _batches(read, order_of, epoch_range, n, batch_size, signature, readers, native)
 
 
 def eval_dataset(data, batch_size: int, n_classes: int | None = None, readers: int | None = None):
@@ -336,7 +363,9 @@ def eval_dataset(data, batch_size: int, n_classes: int | None = None, readers: i
 
     n = len(data)
     signature = _signature(data, n_classes)
-    return _batches(read, lambda _: np.arange(n), range(1), n, batch_size, signature, readers)
+    native = data.native_read(n_classes) if isinstance(data, PackedSegments) else None
+    in_order = partial(np.arange, n)
+    return _batches(read, lambda _: in_order(), range(1), n, batch_size, signature, readers, native)
 
 
 # --- test-time windows ------------------------------------------------------------------------

@@ -150,7 +150,7 @@ class PackReader:
     def __init__(self, pack_paths: list[str | Path]):
         self.paths = [Path(p) for p in pack_paths]
         self.segment_shape: tuple[int, ...] | None = None
-        self._fds, self._offsets = [], []
+        self._fds, self.offsets = [], []
         for path in self.paths:
             offset, shape = _data_offset(path)
             if shape[0] and self.segment_shape is None:
@@ -158,7 +158,7 @@ class PackReader:
             elif shape[0] and tuple(shape[1:]) != self.segment_shape:
                 raise ValueError(f"{path}: segment shape {shape[1:]} != {self.segment_shape}")
             self._fds.append(os.open(path, os.O_RDONLY))
-            self._offsets.append(offset)
+            self.offsets.append(offset)
         self._row_bytes = int(np.prod(self.segment_shape or (0,))) * DTYPE.itemsize
 
     def read(self, packs: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -192,7 +192,7 @@ class PackReader:
         return out
 
     def _pread(self, pack: int, row: int, view: memoryview) -> None:
-        got = os.preadv(self._fds[pack], [view], self._offsets[pack] + row * self._row_bytes)
+        got = os.preadv(self._fds[pack], [view], self.offsets[pack] + row * self._row_bytes)
         if got != len(view):
             raise OSError(
                 f"{self.paths[pack]}: short read at row {row} (truncated pack?): delete it "

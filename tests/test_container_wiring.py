@@ -124,6 +124,19 @@ def test_definition_labels(definition):
     assert re.search(r"image\.version .*genre_classification\.__version__.*APPTAINER_LABELS", post)
 
 
+def test_definition_builds_the_native_pack_reader_where_jobs_find_it(definition):
+    _, sections = definition
+    post = "\n".join(sections["post"])
+    assert re.search(r"apt-get install[^\n]* g\+\+", post), "%post must install g++"
+    built = re.search(
+        r"GENRE_CLASSIFICATION_OPS_DIR=(\S+) python3 -m genre_classification.pack_op", post
+    )
+    assert built, "%post must build the pack reader (the image is read-only when jobs run)"
+    assert f"export GENRE_CLASSIFICATION_OPS_DIR={built.group(1)}" in sections["environment"]
+    assert any("pack_op.load()" in line for line in sections["test"])
+    assert built.start() > post.index("--no-deps /opt/genre-classification/src")
+
+
 def test_workflow_container_directives_read_config():
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     assert config["container"]["image"] == "containers/genre-classification.sif"
