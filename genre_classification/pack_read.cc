@@ -28,7 +28,6 @@ REGISTER_OP("PackRead")
     .Attr("offsets: list(int)")
     .Attr("segment_shape: list(int)")
     .Output("segments: float")
-    .SetIsStateful()  // holds open files
     .SetShapeFn([](shape_inference::InferenceContext* c) {
       std::vector<int64_t> shape;
       TF_RETURN_IF_ERROR(c->GetAttr("segment_shape", &shape));
