@@ -21,7 +21,7 @@ rule track_table_shard:
         config["container"]["image"]
     threads: config["extraction"]["threads"]
     resources:
-        mem_mb=lambda wildcards, threads, attempt: (500 + 300 * threads) * attempt,
+        mem_mb=lambda wildcards, threads, attempt: (600 + 350 * threads) * attempt,
         runtime=shard_runtime,
     params:
         n_bands=config["reports"]["track_table"]["n_bands"],
