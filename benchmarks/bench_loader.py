@@ -1,7 +1,7 @@
 """Training input paths side by side, same files, same run: segments/s and peak RSS.
 
 * ``packed``: the workflow's path (``streaming: true``, the default): batches read from the
-  shards' packs (``genre_classification.packs``) by the native pack reader (``pack_op``) in
+  shards' packs (``genre_classification.features.packs``) by the native pack reader (``pack_op``) in
   parallel ``tf.data`` map calls;
 * ``packed-python``: the same batches read by the Python reader (``packs.PackReader`` in a
   ``tf.numpy_function``), the fallback where no C++ compiler is installed;
@@ -45,7 +45,7 @@ def make_data(root: Path, n_tracks: int, n_shards: int) -> Path:
     import h5py
     import pandas as pd
 
-    from genre_classification.packs import pack_path, write_pack
+    from genre_classification.features.packs import pack_path, write_pack
 
     rng = np.random.default_rng(0)
     rows = []
@@ -75,14 +75,14 @@ def packs_of(root: Path) -> list[str]:
 
 def measure(path: str, root: Path, n_segments: int, batch_size: int) -> dict:
     """One path in this process: ``{"segments": n, "seconds": s}`` of the timed part."""
-    from genre_classification import dataset
+    from genre_classification.training import dataset
 
     split = dataset.read_split(root / "split.tsv")
     rows = split[split.split == "train"]
     labels = dataset.genre_labels(split)
     steps = n_segments // batch_size
     if path == "h5py":
-        from genre_classification.features import read_features
+        from genre_classification.features.features import read_features
 
         order = np.random.default_rng(0).permutation(len(rows))
         files = rows["features"].to_numpy()
@@ -91,7 +91,7 @@ def measure(path: str, root: Path, n_segments: int, batch_size: int) -> dict:
             count += len(read_features(files[order[i % len(order)]])[0])
             i += 1
         return {"segments": count, "seconds": time.perf_counter() - start}
-    from genre_classification import pack_op
+    from genre_classification.features import pack_op
 
     if path == "packed-python":
         os.environ[pack_op.READER_ENV] = "python"
@@ -122,7 +122,7 @@ def in_memory_baseline(data, batch_size: int, epochs: int = 50):
     2026-12): permutations of every epoch, ``tf.gather`` from a ``tf.constant`` of the data."""
     import tensorflow as tf
 
-    from genre_classification.dataset import epoch_permutation
+    from genre_classification.training.dataset import epoch_permutation
 
     perms = np.stack([epoch_permutation(len(data), 0, e) for e in range(epochs)])
     x, y = tf.constant(data.x), tf.constant(data.y)

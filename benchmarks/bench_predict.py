@@ -1,7 +1,7 @@
 """``predict`` on N × 30 s clips against a bare loop doing the same work, in one run.
 
 Bare loop: load the model once, then per file ``load_audio → log_mel_segments → model.predict``
-and the mean over segments. ``predict``: ``genre_classification.predict.predict`` (what the
+and the mean over segments. ``predict``: ``genre_classification.predict.predict.predict`` (what the
 command runs: model loading, file walk, decoding pool, batched model calls, CSV rows). Both load
 the model inside the timed section. Ratio = bare seconds / predict seconds (≥ 1: predict is
 faster). The model is the default CNN with untrained weights (inference costs the same) and the
@@ -22,9 +22,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from genre_classification import model_info, predict  # noqa: E402
-from genre_classification.demo_data import GENRES, make_demo_dataset  # noqa: E402
-from genre_classification.features import FeatureParams, load_audio, log_mel_segments  # noqa: E402
+from genre_classification.data.demo_data import GENRES, make_demo_dataset  # noqa: E402
+from genre_classification.features.features import FeatureParams, load_audio, log_mel_segments  # noqa: E402
+from genre_classification.predict import predict  # noqa: E402
+from genre_classification.training import model_info  # noqa: E402
 
 
 def clips(workdir: Path, n: int, seconds: float) -> list[Path]:
@@ -39,7 +40,7 @@ def clips(workdir: Path, n: int, seconds: float) -> list[Path]:
 def untrained_model(workdir: Path, params: FeatureParams) -> Path:
     import keras
 
-    from genre_classification import models
+    from genre_classification.training import models
 
     path = workdir / "model" / "model.keras"
     if not path.is_file():
@@ -105,7 +106,7 @@ def main() -> None:
         f"{len(files) / bare_s:8.1f} {1.0:6.2f}"
     )
     print(
-        f"{'predict (genre_classification.predict)':<44} {predict_s:8.1f} "
+        f"{'predict (genre_classification.predict.predict)':<44} {predict_s:8.1f} "
         f"{len(files) / predict_s:8.1f} {bare_s / predict_s:6.2f}"
     )
     print(f"same predicted genre as the bare loop: {same:.1%} of files")

@@ -58,7 +58,7 @@ for path in sys.stdin.read().split("\\n"):
 def _write_share(args: tuple) -> None:
     import soundfile as sf
 
-    from genre_classification.demo_data import synthesize_clip
+    from genre_classification.data.demo_data import synthesize_clip
 
     audio, genres, seconds, indices = args
     bases = {
@@ -72,7 +72,7 @@ def _write_share(args: tuple) -> None:
 
 
 def make_clips(audio: Path, n: int, seconds: float, cores: int) -> list[Path]:
-    from genre_classification.demo_data import GENRES
+    from genre_classification.data.demo_data import GENRES
 
     genres = sorted(GENRES)
     for genre in genres:
@@ -124,7 +124,7 @@ def feature_mtimes(workdir: Path) -> dict[Path, int]:
 def measure(root: Path, n: int, seconds: float, cores: int, baselines: list[str]) -> dict:
     import soundfile as sf
 
-    from genre_classification.demo_data import synthesize_clip
+    from genre_classification.data.demo_data import synthesize_clip
 
     audio = root / "audio"
     start = time.perf_counter()

@@ -85,7 +85,8 @@ def _load_pyfunc(data_path: str) -> AudioGenreModel:
     """Called by ``mlflow.pyfunc.load_model`` with the model's ``data`` directory."""
     from mlflow.models import Model
 
-    from genre_classification import model_info, predict
+    from genre_classification.predict import predict
+    from genre_classification.training import model_info
 
     model_dir = Path(data_path).parent
     metadata = Model.load(str(model_dir)).metadata or {}
@@ -107,7 +108,7 @@ class AudioGenreModel:
     def predict(self, model_input, params: dict | None = None):
         import pandas as pd
 
-        from genre_classification import predict
+        from genre_classification.predict import predict
 
         frame = _as_frame(model_input)
         top_k = max(1, int((params or {}).get("top_k") or DEFAULT_TOP_K))
@@ -119,7 +120,7 @@ class AudioGenreModel:
         return pd.DataFrame(out, columns=list(OUTPUT_COLUMNS))
 
     def _decoded(self, index: int, record: dict, tmp: Path):
-        from genre_classification import predict
+        from genre_classification.predict import predict
 
         path, audio, name = (_text(record.get(c)) for c in INPUT_COLUMNS)
         label = path or name or f"input-{index}"
@@ -159,7 +160,7 @@ def _as_frame(model_input):
 
 def _output_row(row, labels: list[str], top_k: int) -> list:
     """The ``predict`` command's CSV row (``predict.csv_row``), the probability unrounded."""
-    from genre_classification import predict
+    from genre_classification.predict import predict
 
     path, genre, _, top, n_segments, error = predict.csv_row(row, labels, top_k)
     probability = float(np.max(row.probs)) if row.probs is not None else float("nan")

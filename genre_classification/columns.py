@@ -23,10 +23,10 @@ REJECTED_COLUMNS = ("genre", "track", "path", "reason")
 RECORD_COLUMNS = (*MANIFEST_COLUMNS, "status", "reason", "features_size", "features_mtime_ns")
 RECORD_STATUSES = ("kept", "extracted", "rejected")
 # results/features[-<set>]/.packs/<shard>.tsv: the rows of each file's segments in the shard's
-# packed array (genre_classification.packs).
+# packed array (genre_classification.features.packs).
 PACK_INDEX_COLUMNS = ("genre", "track", "features", "n_segments", "first_row")
 # The record of an embed_features job: per accepted file of the shard and cached backbone
-# (``<checkpoint>-<embedding>``), the number of segments embedded (genre_classification.embeddings).
+# (``<checkpoint>-<embedding>``), the number of segments embedded (training.embeddings).
 EMBEDDING_RECORD_COLUMNS = ("genre", "track", "features", "backbone", "n_segments")
 # results/split/split.tsv and the k-fold tables (plus "group" with split.group_by).
 SPLIT_COLUMNS = ("genre", "track", "split", "features", "n_segments", "source_md5")

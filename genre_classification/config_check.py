@@ -83,8 +83,7 @@ def unknown_keys(config, schema: dict, root: dict | None = None, path: str = "")
 
 def cross_check(config: dict) -> list[str]:
     """Problems spanning several keys (run after schema validation)."""
-    from genre_classification import models
-    from genre_classification.features import (
+    from genre_classification.features.features import (
         BUILTIN_SETS,
         DEFAULT_SET,
         FeatureParams,
@@ -92,6 +91,7 @@ def cross_check(config: dict) -> list[str]:
         feature_sets,
     )
     from genre_classification.redact import has_credentials
+    from genre_classification.training import models
 
     training = config["training"]
     known = training["models"]

@@ -1,6 +1,6 @@
-"""Snakemake entry point of aggregate_folds (logic: genre_classification.cv)."""
+"""Snakemake entry point of aggregate_folds (logic: genre_classification.evaluation.cv)."""
 
-from genre_classification.cv import aggregate_folds
+from genre_classification.evaluation.cv import aggregate_folds
 from genre_classification.runlog import log_to_file
 
 snakemake = globals()["snakemake"]

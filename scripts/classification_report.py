@@ -1,7 +1,7 @@
-"""Snakemake entry point of classification_report (genre_classification.reports)."""
+"""Snakemake entry point of classification_report (genre_classification.reports.reports)."""
 
-from genre_classification.monitoring import Monitor
-from genre_classification.reports import write_classification_report
+from genre_classification.reports.monitoring import Monitor
+from genre_classification.reports.reports import write_classification_report
 from genre_classification.runlog import log_to_file
 
 snakemake = globals()["snakemake"]
@@ -20,7 +20,7 @@ write_classification_report(
     artifact_path=params.artifact_path,
     tracking_uri=training.get("tracking_uri"),
     mlflow_timeout_s=training["mlflow_timeout_s"],
-    # the Evidently monitoring workspace (genre_classification.monitoring)
+    # the Evidently monitoring workspace (genre_classification.reports.monitoring)
     max_rows=snakemake.params.max_rows,
     monitor=Monitor(params.monitor_workspace, params.monitor_project),
 )

@@ -1,7 +1,7 @@
-"""Snakemake entry point of collect_features (genre_classification.shards.write_collection)."""
+"""Snakemake entry point of collect_features (genre_classification.data.shards.write_collection)."""
 
+from genre_classification.data.shards import write_collection
 from genre_classification.runlog import log_to_file
-from genre_classification.shards import write_collection
 
 snakemake = globals()["snakemake"]
 log_to_file(snakemake.log[0])

@@ -1,6 +1,6 @@
-"""Snakemake entry point of cv_summary (logic: genre_classification.cv)."""
+"""Snakemake entry point of cv_summary (logic: genre_classification.evaluation.cv)."""
 
-from genre_classification.cv import write_summary
+from genre_classification.evaluation.cv import write_summary
 from genre_classification.runlog import log_to_file
 
 snakemake = globals()["snakemake"]

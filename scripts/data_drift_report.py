@@ -1,11 +1,11 @@
-"""Snakemake entry point of data_drift_report (genre_classification.reports).
+"""Snakemake entry point of data_drift_report (genre_classification.reports.reports).
 
 Without a reference data version: train tracks (reference) vs test tracks (current). With one:
 the reference version's tracks vs all current tracks.
 """
 
-from genre_classification.monitoring import Monitor
-from genre_classification.reports import write_data_drift_report
+from genre_classification.reports.monitoring import Monitor
+from genre_classification.reports.reports import write_data_drift_report
 from genre_classification.runlog import log_to_file
 
 snakemake = globals()["snakemake"]
@@ -22,7 +22,7 @@ write_data_drift_report(
     drift_share=params.drift_share,
     method=params.method,
     threshold=params.threshold,
-    # the Evidently monitoring workspace (genre_classification.monitoring)
+    # the Evidently monitoring workspace (genre_classification.reports.monitoring)
     max_rows=snakemake.params.max_rows,
     monitor=Monitor(params.monitor_workspace, params.monitor_project),
 )

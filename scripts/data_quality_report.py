@@ -1,9 +1,9 @@
-"""Snakemake entry point of data_quality_report (genre_classification.reports)."""
+"""Snakemake entry point of data_quality_report (genre_classification.reports.reports)."""
 
 from pathlib import Path
 
-from genre_classification.monitoring import Monitor
-from genre_classification.reports import write_data_quality_report
+from genre_classification.reports.monitoring import Monitor
+from genre_classification.reports.reports import write_data_quality_report
 from genre_classification.runlog import log_to_file
 
 snakemake = globals()["snakemake"]
@@ -18,7 +18,7 @@ write_data_quality_report(
     fail_on_quality_issue=params.fail_on_quality_issue,
     min_class_ratio=params.min_class_ratio,
     ignore_constant=params.ignore_constant,
-    # the Evidently monitoring workspace (genre_classification.monitoring)
+    # the Evidently monitoring workspace (genre_classification.reports.monitoring)
     max_rows=snakemake.params.max_rows,
     monitor=Monitor(params.monitor_workspace, params.monitor_project),
 )

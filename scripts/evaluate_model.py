@@ -1,11 +1,11 @@
-"""Snakemake entry point of evaluate_model (logic: genre_classification.evaluate, .registry)."""
+"""Snakemake entry point of evaluate_model (logic: genre_classification.evaluation)."""
 
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 from genre_classification.config_check import model_entry  # noqa: E402
-from genre_classification.evaluate import evaluate_and_register  # noqa: E402
+from genre_classification.evaluation.evaluate import evaluate_and_register  # noqa: E402
 from genre_classification.runlog import log_to_file  # noqa: E402
 
 snakemake = globals()["snakemake"]

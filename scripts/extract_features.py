@@ -1,9 +1,9 @@
-"""Snakemake entry point of extract_features: one shard (genre_classification.shards)."""
+"""Snakemake entry point of extract_features: one shard (genre_classification.data.shards)."""
 
-from genre_classification.audio_source import AudioFile
-from genre_classification.features import FeatureParams
+from genre_classification.data.audio_source import AudioFile
+from genre_classification.data.shards import extract_shard
+from genre_classification.features.features import FeatureParams
 from genre_classification.runlog import log_to_file
-from genre_classification.shards import extract_shard
 
 snakemake = globals()["snakemake"]
 log_to_file(snakemake.log[0])

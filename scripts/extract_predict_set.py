@@ -1,8 +1,8 @@
 """Snakemake entry point of predict_extract_features: one shard of a predict set, with the
-feature parameters recorded with the model (genre_classification.predict_set)."""
+feature parameters recorded with the model (genre_classification.predict.predict_set)."""
 
-from genre_classification.audio_source import AudioFile
-from genre_classification.predict_set import extract_set_shard
+from genre_classification.data.audio_source import AudioFile
+from genre_classification.predict.predict_set import extract_set_shard
 from genre_classification.runlog import log_to_file
 
 snakemake = globals()["snakemake"]

@@ -1,6 +1,6 @@
-"""Snakemake entry point of fetch_audio (genre_classification.audio_source.fetch_audio)."""
+"""Snakemake entry point of fetch_audio (genre_classification.data.audio_source.fetch_audio)."""
 
-from genre_classification.audio_source import AudioFile, fetch_audio
+from genre_classification.data.audio_source import AudioFile, fetch_audio
 from genre_classification.runlog import log_to_file
 
 snakemake = globals()["snakemake"]

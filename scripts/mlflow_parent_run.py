@@ -1,7 +1,7 @@
-"""Snakemake entry point of mlflow_parent_run (logic: genre_classification.cv)."""
+"""Snakemake entry point of mlflow_parent_run (logic: genre_classification.evaluation.cv)."""
 
 from genre_classification.config_check import model_entry
-from genre_classification.cv import start_parent_run
+from genre_classification.evaluation.cv import start_parent_run
 from genre_classification.runlog import log_to_file
 
 snakemake = globals()["snakemake"]

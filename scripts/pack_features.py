@@ -1,6 +1,6 @@
-"""Snakemake entry point of pack_features (logic: genre_classification.packs)."""
+"""Snakemake entry point of pack_features (logic: genre_classification.features.packs)."""
 
-from genre_classification.packs import pack_shard
+from genre_classification.features.packs import pack_shard
 from genre_classification.runlog import log_to_file
 
 snakemake = globals()["snakemake"]

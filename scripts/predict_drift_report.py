@@ -1,6 +1,6 @@
-"""Snakemake entry point of predict_drift_report (genre_classification.predict_set)."""
+"""Snakemake entry point of predict_drift_report (genre_classification.predict.predict_set)."""
 
-from genre_classification.predict_set import write_drift_report
+from genre_classification.predict.predict_set import write_drift_report
 from genre_classification.runlog import log_to_file
 
 snakemake = globals()["snakemake"]

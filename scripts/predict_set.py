@@ -1,10 +1,10 @@
-"""Snakemake entry point of predict_set (genre_classification.predict_set.write_predictions)."""
+"""Snakemake entry point of predict_set (logic: genre_classification.predict.predict_set)."""
 
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from genre_classification.predict_set import write_predictions  # noqa: E402
+from genre_classification.predict.predict_set import write_predictions  # noqa: E402
 from genre_classification.runlog import log_to_file  # noqa: E402
 
 snakemake = globals()["snakemake"]

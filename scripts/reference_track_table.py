@@ -1,6 +1,6 @@
-"""Snakemake entry point of reference_track_table (logic: genre_classification.reference)."""
+"""Snakemake entry point of reference_track_table (genre_classification.reports.reference)."""
 
-from genre_classification.reference import build_reference_table
+from genre_classification.reports.reference import build_reference_table
 from genre_classification.runlog import log_to_file
 
 snakemake = globals()["snakemake"]

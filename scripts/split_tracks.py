@@ -1,7 +1,7 @@
-"""Snakemake entry point of split_tracks (logic: genre_classification.split)."""
+"""Snakemake entry point of split_tracks (logic: genre_classification.data.split)."""
 
+from genre_classification.data.split import write_split
 from genre_classification.runlog import log_to_file
-from genre_classification.split import write_split
 
 snakemake = globals()["snakemake"]
 log_to_file(snakemake.log[0])

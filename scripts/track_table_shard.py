@@ -1,7 +1,7 @@
-"""Snakemake entry point of track_table_shard (genre_classification.track_table)."""
+"""Snakemake entry point of track_table_shard (genre_classification.reports.track_table)."""
 
+from genre_classification.reports.track_table import write_shard_table
 from genre_classification.runlog import log_to_file
-from genre_classification.track_table import write_shard_table
 
 snakemake = globals()["snakemake"]
 log_to_file(snakemake.log[0])

@@ -1,4 +1,4 @@
-"""Snakemake entry point of train_model (logic: genre_classification.train)."""
+"""Snakemake entry point of train_model (logic: genre_classification.training.train)."""
 
 import os
 
@@ -7,7 +7,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 from genre_classification.config_check import model_entry  # noqa: E402
 from genre_classification.runlog import log_to_file  # noqa: E402
 from genre_classification.tracking import provenance_tags  # noqa: E402
-from genre_classification.train import MlflowSettings, TrainingPaths, train  # noqa: E402
+from genre_classification.training.train import MlflowSettings, TrainingPaths, train  # noqa: E402
 
 snakemake = globals()["snakemake"]
 log_to_file(snakemake.log[0], capture_output=True)

@@ -45,7 +45,7 @@ def run(job: dict) -> dict:
     """``train.train`` of a job as the tests write it: the model entry (schema defaults filled
     in), the paths and the MLflow settings as flat keys."""
     from _training_data import full_config, packs_beside
-    from genre_classification import train
+    from genre_classification.training import train
 
     job = dict(job)
     packs = job.pop("packs", None) or packs_beside(job["split_path"])

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from genre_classification.columns import SPLIT_COLUMNS
-from genre_classification.features import FeatureParams
+from genre_classification.features.features import FeatureParams
 
 GENRES = ("blues", "metal", "pop")
 # The pack of every track make_features writes (one shard), relative to its root.
@@ -85,7 +85,7 @@ def write_packs(split_path: Path) -> None:
     """The pack of every track of ``split_path`` (as the workflow's pack_features writes)."""
     import pandas as pd
 
-    from genre_classification.packs import write_pack
+    from genre_classification.features.packs import write_pack
 
     rows = pd.read_csv(split_path, sep="\t", dtype=str)
     write_pack(rows, Path(split_path).parent / PACK)
@@ -115,7 +115,7 @@ def train_tiny(config: dict, split_path: Path, out: Path, model_name: str, exper
     """``train.train`` with its outputs in ``out/models/<model_name>`` and a local MLflow store
     ``out/mlflow.db``; returns the run info and the tracking URI. mlflow.set_tracking_uri
     exports MLFLOW_TRACKING_URI: it is kept out of later tests."""
-    from genre_classification import train
+    from genre_classification.training import train
 
     uri = f"sqlite:///{out / 'mlflow.db'}"
     model_dir = out / "models" / model_name

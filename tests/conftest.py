@@ -16,12 +16,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from genre_classification.demo_data import (  # noqa: F401 (BAD_FILES: tests import it)
+from genre_classification.data.demo_data import (  # noqa: F401 (BAD_FILES: tests import it)
     BAD_FILES,
     TINY_DATA,
     make_demo_repo,
 )
-from genre_classification.features import FeatureParams
+from genre_classification.features.features import FeatureParams
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEFILE = REPO / "workflow" / "Snakefile"

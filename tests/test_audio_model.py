@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from conftest import BIN, free_port
-from genre_classification import registry
+from genre_classification.evaluation import registry
 from test_predict import read_rows, run_cli, trained  # noqa: F401 (trained: the fixture)
 
 NAME = "genre-audio-test"

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from genre_classification.audio_source import (
+from genre_classification.data.audio_source import (
     DataSourceError,
     data_version,
     fetch_audio,
@@ -19,8 +19,8 @@ from genre_classification.audio_source import (
     listing_digest,
     scan_collection,
 )
-from genre_classification.demo_data import make_demo_dataset
-from genre_classification.dvc_repo import add_and_push, drop_local_copy, init_data_repo
+from genre_classification.data.demo_data import make_demo_dataset
+from genre_classification.data.dvc_repo import add_and_push, drop_local_copy, init_data_repo
 
 
 def dir_config(root) -> dict:

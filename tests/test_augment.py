@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from _training_data import TINY_CONFIG, full_config, make_features, packs_beside, train_tiny
-from genre_classification import augment, dataset, train
+from genre_classification.training import augment, dataset, train
 
 ALL_ON = {
     "crop": True,

@@ -13,8 +13,8 @@ import pytest
 import soundfile as sf
 
 from conftest import SMALL_FEATURES, skip_unless_required
-from genre_classification.audio_source import scan_directory
-from genre_classification.features import load_audio, log_mel_segments
+from genre_classification.data.audio_source import scan_directory
+from genre_classification.features.features import load_audio, log_mel_segments
 
 PARAMS = SMALL_FEATURES
 EXTENSIONS = ["wav", "flac", "ogg", "opus", "mp3", "m4a", "aac", "aiff", "aif", "au"]
@@ -120,7 +120,7 @@ def test_every_format_decodes_to_the_log_mel_of_its_wav_original(tmp_path):
 
 MISSING_FFMPEG = """
 import sys
-from genre_classification.features import AudioError, FeatureParams, load_audio
+from genre_classification.features.features import AudioError, FeatureParams, load_audio
 try:
     load_audio(sys.argv[1], FeatureParams())
 except AudioError as error:

@@ -208,7 +208,7 @@ def test_every_schema_key_has_a_default_or_is_required(schema):
 
 def test_no_default_in_code():
     """The copies of the defaults that the schema replaced stay gone."""
-    from genre_classification import train
+    from genre_classification.training import train
 
     assert not hasattr(train, "DEFAULTS") and not hasattr(train, "merge_config")
     rules = "\n".join(p.read_text() for p in (REPO / "workflow" / "rules").glob("*.smk"))
@@ -221,7 +221,7 @@ def test_feature_params_defaults_are_the_schemas(schema):
     feature files); they must be the schema's."""
     from dataclasses import fields
 
-    from genre_classification.features import FeatureParams
+    from genre_classification.features.features import FeatureParams
 
     defaults = with_defaults({}, "/properties/features")
     assert defaults == {
@@ -232,7 +232,7 @@ def test_feature_params_defaults_are_the_schemas(schema):
 
 def test_model_entry_defaults_are_the_ones_training_had():
     """A minimal model entry, validated, trains with what train.DEFAULTS gave before."""
-    from genre_classification import augment, train
+    from genre_classification.training import augment, train
 
     effective = train.model_config(with_defaults({"architecture": "cnn"}, MODEL_SCHEMA))
     assert effective == {

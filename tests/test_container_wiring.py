@@ -129,7 +129,7 @@ def test_definition_builds_the_native_pack_reader_where_jobs_find_it(definition)
     post = "\n".join(sections["post"])
     assert re.search(r"apt-get install[^\n]* g\+\+", post), "%post must install g++"
     built = re.search(
-        r"GENRE_CLASSIFICATION_OPS_DIR=(\S+) python3 -m genre_classification.pack_op", post
+        r"GENRE_CLASSIFICATION_OPS_DIR=(\S+) python3 -m genre_classification.features.pack_op", post
     )
     assert built, "%post must build the pack reader (the image is read-only when jobs run)"
     assert f"export GENRE_CLASSIFICATION_OPS_DIR={built.group(1)}" in sections["environment"]

@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 
 from genre_classification import columns
-from genre_classification.cv import SCORES
-from genre_classification.evaluate import compute_metrics
-from genre_classification.features import FeatureParams, write_features
-from genre_classification.split import make_split, split_summary
-from genre_classification.track_table import ID_COLUMNS
+from genre_classification.data.split import make_split, split_summary
+from genre_classification.evaluation.cv import SCORES
+from genre_classification.evaluation.evaluate import compute_metrics
+from genre_classification.features.features import FeatureParams, write_features
+from genre_classification.reports.track_table import ID_COLUMNS
 
 REPO = Path(__file__).resolve().parents[1]
 NOT_A_RULE_OUTPUT = "not a rule output"

@@ -7,9 +7,9 @@ import json
 import pandas as pd
 import pytest
 
-from genre_classification.cv import aggregate_folds, summary_table
-from genre_classification.evaluate import compute_metrics, predictions_table
-from genre_classification.sweep import expand_sweep, point_name
+from genre_classification.evaluation.cv import aggregate_folds, summary_table
+from genre_classification.evaluation.evaluate import compute_metrics, predictions_table
+from genre_classification.training.sweep import expand_sweep, point_name
 
 LABELS = ["jazz", "metal"]
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from _training_data import GENRES, make_features, packs_beside
-from genre_classification import dataset
+from genre_classification.training import dataset
 
 
 @pytest.fixture
@@ -100,7 +100,7 @@ def test_band_stats_of_packs_equal_in_memory(split_path):
 
 
 def test_band_stats_name_a_missing_sums_file(split_path):
-    from genre_classification.packs import sums_path
+    from genre_classification.features.packs import sums_path
 
     packed, _, _ = _packed(split_path)
     sums_path(packs_beside(split_path)[0]).unlink()

@@ -7,7 +7,7 @@ import pandas as pd
 
 from _train_job import output_paths, start
 from _training_data import TINY_CONFIG, full_config, make_features
-from genre_classification import train
+from genre_classification.training import train
 
 
 def test_training_mirrors_over_two_devices(tmp_path):

@@ -1,5 +1,5 @@
-"""musicnn transfer learning on embeddings computed once (genre_classification.embeddings): the
-per-file cache, a frozen head that starts at chance and converges, the probe, the fine-tune from
+"""musicnn transfer learning on embeddings computed once (training.embeddings): the per-file
+cache, a frozen head that starts at chance and converges, the probe, the fine-tune from
 the probe's head, the self-contained saved model, and exact resume of a killed frozen job."""
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ import pytest
 from _train_job import start
 from _training_data import train_tiny
 from conftest import TINY_MODEL, planned_jobs
-from genre_classification import embeddings, musicnn
 from genre_classification.columns import SPLIT_COLUMNS
-from genre_classification.demo_data import synthesize_clip
-from genre_classification.features import FeatureParams
+from genre_classification.data.demo_data import synthesize_clip
+from genre_classification.features.features import FeatureParams
+from genre_classification.training import embeddings, musicnn
 
 if importlib.util.find_spec("musicnn") is None:
     pytest.skip("musicnn wheel not installed (make install)", allow_module_level=True)
@@ -194,7 +194,7 @@ def test_evaluation_on_cached_embeddings_equals_the_whole_model(data, tmp_path, 
     """A frozen/probe model is evaluated by its head on the cached embeddings: the same
     predictions and metrics as the whole saved model (backbone included) on the segments."""
     from _training_data import full_config
-    from genre_classification import evaluate
+    from genre_classification.evaluation import evaluate
 
     config = full_config(
         {**FROZEN, "options": {"mode": "probe"}, "early_stopping": {"patience": 3}}

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from _training_data import make_features
-from genre_classification import evaluate
+from genre_classification.evaluation import evaluate
 
 LABELS = ["blues", "metal", "pop"]
 
@@ -69,7 +69,7 @@ def test_genre_without_test_tracks_is_not_a_zero_in_the_macro_scores(caplog):
 def test_evaluate_writes_contract_files(tmp_path, monkeypatch):
     import keras
 
-    from genre_classification import dataset, models
+    from genre_classification.training import dataset, models
 
     split_path = make_features(tmp_path)
     split = dataset.read_split(split_path)

@@ -12,11 +12,10 @@ import pandas as pd
 import pytest
 
 from conftest import TINY_MODEL, planned_jobs
-from genre_classification import dataset, models, musicnn
 from genre_classification.columns import RECORD_COLUMNS
 from genre_classification.config_check import cross_check
-from genre_classification.demo_data import synthesize_clip
-from genre_classification.features import (
+from genre_classification.data.demo_data import synthesize_clip
+from genre_classification.features.features import (
     BUILTIN_SETS,
     DEFAULT_SET,
     FeatureParams,
@@ -29,6 +28,7 @@ from genre_classification.features import (
     params_from_attrs,
 )
 from genre_classification.fileio import write_tsv
+from genre_classification.training import dataset, models, musicnn
 
 
 def test_set_params_are_the_default_with_the_set_keys_on_top(config):

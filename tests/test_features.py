@@ -8,7 +8,7 @@ import pytest
 import soundfile as sf
 
 from conftest import SMALL_FEATURES
-from genre_classification.features import (
+from genre_classification.features.features import (
     AudioError,
     FeatureParams,
     extract_audio,
@@ -100,7 +100,7 @@ def test_numpy_spectrogram_equals_librosa(params):
     importing librosa.core in every extraction job)."""
     import librosa
 
-    from genre_classification.features import mel_filter_bank, mel_power
+    from genre_classification.features.features import mel_filter_bank, mel_power
 
     rng = np.random.default_rng(0)
     audio = (0.3 * rng.standard_normal(int(params.sample_rate * 7.3))).astype(np.float32)
@@ -127,7 +127,7 @@ def test_numpy_spectrogram_equals_librosa(params):
 def test_resample_equals_librosa():
     import librosa
 
-    from genre_classification.features import resample
+    from genre_classification.features.features import resample
 
     audio = np.random.default_rng(1).standard_normal(44100 * 2 + 17).astype(np.float32)
     expected = librosa.resample(audio, orig_sr=44100, target_sr=22050)

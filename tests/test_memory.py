@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from _training_data import TINY_CONFIG, full_config, make_features, packs_beside
-from genre_classification import train
+from genre_classification.training import train
 
 
 def test_check_memory_names_the_settings():

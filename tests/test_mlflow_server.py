@@ -12,9 +12,9 @@ from _training_data import TINY_CONFIG, full_config, make_features, packs_beside
 def test_training_run_logged_to_server(mlflow_server, tmp_path, monkeypatch):
     import mlflow
 
-    from genre_classification.evaluate import evaluate
+    from genre_classification.evaluation.evaluate import evaluate
     from genre_classification.tracking import provenance_tags
-    from genre_classification.train import MlflowSettings, TrainingPaths, train
+    from genre_classification.training.train import MlflowSettings, TrainingPaths, train
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
     monkeypatch.chdir(tmp_path)

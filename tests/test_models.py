@@ -7,7 +7,7 @@ import importlib.util
 import numpy as np
 import pytest
 
-from genre_classification import models
+from genre_classification.training import models
 
 
 @pytest.fixture(autouse=True)

@@ -14,8 +14,8 @@ import pytest
 
 from _browser import EvidentlyUI
 from _monitoring_data import predictions, track_table
-from genre_classification.monitoring import Monitor
-from genre_classification.reports import (
+from genre_classification.reports.monitoring import Monitor
+from genre_classification.reports.reports import (
     classification_report,
     data_drift_report,
     data_quality_report,
@@ -111,7 +111,7 @@ def test_concurrent_report_jobs_lose_no_snapshot(tmp_path):
 
 @pytest.mark.parametrize("kind", ["data_drift", "classification"])
 def test_snapshot_labels(kind):
-    from genre_classification.monitoring import snapshot_labels
+    from genre_classification.reports.monitoring import snapshot_labels
 
     model = "cnn" if kind == "classification" else None
     labels = snapshot_labels(kind, {"data_version": {"md5": "f" * 32}, "git_commit": "c"}, model)

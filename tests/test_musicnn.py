@@ -8,8 +8,8 @@ import importlib.util
 import numpy as np
 import pytest
 
-from genre_classification import models, musicnn
-from genre_classification.demo_data import synthesize_clip
+from genre_classification.data.demo_data import synthesize_clip
+from genre_classification.training import models, musicnn
 
 if importlib.util.find_spec("musicnn") is None:
     pytest.skip("musicnn wheel not installed (make install)", allow_module_level=True)

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from _training_data import make_features, packs_beside
-from genre_classification import dataset, pack_op
-from genre_classification.packs import PackReader, pack_path, write_pack
+from genre_classification.features import pack_op
+from genre_classification.features.packs import PackReader, pack_path, write_pack
+from genre_classification.training import dataset
 
 
 @pytest.fixture(autouse=True)

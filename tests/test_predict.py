@@ -18,10 +18,12 @@ import pytest
 import yaml
 
 from _training_data import TINY_CONFIG, train_tiny
-from genre_classification import evaluate, model_info, predict
 from genre_classification.columns import SPLIT_COLUMNS
-from genre_classification.demo_data import make_demo_dataset
-from genre_classification.features import FeatureParams, extract_audio
+from genre_classification.data.demo_data import make_demo_dataset
+from genre_classification.evaluation import evaluate
+from genre_classification.features.features import FeatureParams, extract_audio
+from genre_classification.predict import predict
+from genre_classification.training import model_info
 
 REPO = Path(__file__).resolve().parents[1]
 GENRES = ["classical", "disco", "metal"]
@@ -190,8 +192,8 @@ def test_streaming_batches_give_the_same_rows(trained):
 
 def test_overlapping_windows_agree_with_evaluation(trained, tmp_path):
     """predict_segments (predict command, predict sets) and evaluation cut the same windows."""
-    from genre_classification import dataset
-    from genre_classification.features import read_features
+    from genre_classification.features.features import read_features
+    from genre_classification.training import dataset
 
     out = tmp_path / "eval"
     evaluate.evaluate(
@@ -244,7 +246,7 @@ def test_default_model_is_the_newest_file_without_a_tracking_store(tmp_path, mon
 
 
 def test_registered_champion_is_the_default_model(trained, tmp_path, monkeypatch):
-    from genre_classification import registry
+    from genre_classification.evaluation import registry
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", trained["uri"])
     decision = registry.register_and_promote(trained["run_info"], trained["metrics"], "tiny-genres")

@@ -10,15 +10,15 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from genre_classification.audio_source import (
+from genre_classification.data.audio_source import (
     UNLABELLED,
     DataSourceError,
     list_dvc_tree,
     list_unlabelled,
     tree_track_id,
 )
-from genre_classification.predict_set import drift_report, set_source
-from genre_classification.shards import assign_shards
+from genre_classification.data.shards import assign_shards
+from genre_classification.predict.predict_set import drift_report, set_source
 
 
 def test_track_ids_are_unique_file_names():

@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from genre_classification import registry, tracking
+from genre_classification import tracking
+from genre_classification.evaluation import registry
 
 NAME = "genre-test"
 
@@ -16,7 +17,7 @@ def logged_run(tmp_path, uri: str, experiment: str = "registry-test") -> str:
     import keras
     import mlflow
 
-    from genre_classification import models
+    from genre_classification.training import models
 
     experiment_id = tracking.setup_experiment(experiment, uri)
     model = models.build_model(

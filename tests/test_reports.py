@@ -1,6 +1,6 @@
 """Track table and Evidently reports on tiny synthetic data in the contract format.
 
-Audio is synthesised in memory (genre_classification.demo_data), turned into log-mel HDF5 files
+Audio is synthesised in memory (genre_classification.data.demo_data), turned into log-mel HDF5 files
 with the extraction stage's own functions, summarised into track tables, and fed to the reports.
 """
 
@@ -15,9 +15,9 @@ import pandas as pd
 import pytest
 
 from _browser import headless_chromium
-from genre_classification.demo_data import synthesize_clip
-from genre_classification.features import FeatureParams, log_mel_segments, write_features
-from genre_classification.reports import (
+from genre_classification.data.demo_data import synthesize_clip
+from genre_classification.features.features import FeatureParams, log_mel_segments, write_features
+from genre_classification.reports.reports import (
     DataQualityError,
     check_tested_splits,
     classification_report,
@@ -28,7 +28,7 @@ from genre_classification.reports import (
     keep_failed_quality_json,
     write_data_quality_report,
 )
-from genre_classification.track_table import (
+from genre_classification.reports.track_table import (
     ID_COLUMNS,
     attach_predictions,
     build_track_table,
@@ -486,7 +486,7 @@ def test_failed_quality_json_is_kept_beside_the_log_and_named(tables, tmp_path, 
 
 
 def test_reports_read_at_most_max_rows(tables, tmp_path):
-    from genre_classification.reports import sample_rows, write_data_drift_report
+    from genre_classification.reports.reports import sample_rows, write_data_drift_report
 
     table = pd.concat([tables["reference"], tables["louder"].assign(split="test")])
     table = table.reset_index(drop=True)

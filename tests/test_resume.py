@@ -11,7 +11,7 @@ import pandas as pd
 
 from _train_job import output_paths, start
 from _training_data import TINY_CONFIG, make_features
-from genre_classification.train import KILL_AFTER_EPOCH_ENV
+from genre_classification.training.train import KILL_AFTER_EPOCH_ENV
 
 EPOCHS = 5
 

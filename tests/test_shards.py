@@ -18,10 +18,11 @@ import pytest
 import soundfile as sf
 
 from conftest import SMALL_FEATURES
-from genre_classification import shards
-from genre_classification.audio_source import AudioFile, list_directory
-from genre_classification.demo_data import make_demo_dataset, synthesize_clip
-from genre_classification.features import (
+from genre_classification.data import shards
+from genre_classification.data.audio_source import AudioFile, list_directory
+from genre_classification.data.demo_data import make_demo_dataset, synthesize_clip
+from genre_classification.data.shards import assign_shards, extract_shard, shard_count
+from genre_classification.features.features import (
     FeatureFileError,
     FeatureParams,
     existing_features,
@@ -30,7 +31,6 @@ from genre_classification.features import (
     repair_requests,
     shard_record_path,
 )
-from genre_classification.shards import assign_shards, extract_shard, shard_count
 
 PARAMS = SMALL_FEATURES
 GENRES = ["classical", "metal"]
@@ -177,9 +177,9 @@ def test_a_crashing_worker_costs_only_its_file(collection, tmp_path, monkeypatch
 
 KILLABLE_SHARD = """
 import sys
-from genre_classification.audio_source import list_directory
-from genre_classification.features import FeatureParams
-from genre_classification.shards import extract_shard
+from genre_classification.data.audio_source import list_directory
+from genre_classification.features.features import FeatureParams
+from genre_classification.data.shards import extract_shard
 root, out = sys.argv[1], sys.argv[2]
 from conftest import SMALL_FEATURES as PARAMS
 extract_shard(list_directory(root, ["wav"]), root, out + "/features", PARAMS, out + "/r.tsv", 1)
@@ -244,7 +244,7 @@ def test_a_file_changed_since_its_record_reruns_the_shard_once(collection, tmp_p
     damaged = feature_path(tmp_path / "features", "classical", "classical.00001")
     damaged.write_bytes(damaged.read_bytes()[:500])  # truncated, as a full disk leaves it
     # a dry run (nothing runs): the same param, only logged, no .repairs file
-    with caplog.at_level(logging.WARNING, logger="genre_classification.features"):
+    with caplog.at_level(logging.WARNING, logger="genre_classification.features.features"):
         planned = repair_requests(tmp_path / "features", "00000", persist=False)
     assert not record.with_suffix(".repairs").exists()
     assert f"will re-extract {damaged}\tchanged since the shard record" in caplog.text
@@ -293,7 +293,7 @@ if sys.argv[1] == "librosa.load":
     import librosa
     librosa.load(sys.argv[2], sr=22050, mono=True)
 else:
-    from genre_classification.features import FeatureParams, extract_audio
+    from genre_classification.features.features import FeatureParams, extract_audio
     params = FeatureParams(excerpt_seconds=0)  # the whole file
     print(extract_audio(sys.argv[2], sys.argv[3], params, "x", "0" * 32)[0])
 """

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from genre_classification.demo_data import GENRES, synthesize_clip
-from genre_classification.split import assign_splits
+from genre_classification.data.demo_data import GENRES, synthesize_clip
+from genre_classification.data.split import assign_splits
 
 FRACTIONS = {"train": 0.7, "val": 0.15, "test": 0.15}
 
@@ -63,7 +63,7 @@ import json  # noqa: E402
 import random  # noqa: E402
 from collections import Counter  # noqa: E402
 
-from genre_classification.split import (  # noqa: E402
+from genre_classification.data.split import (  # noqa: E402
     SplitError,
     holdout_split,
     kfold_splits,
@@ -263,7 +263,7 @@ def test_write_split_kfold_tables(tmp_path):
 )
 def test_small_genres_are_left_out_with_a_warning(caplog, method, folds, needs, small):
     rows = tracks({"jazz": 12, "metal": 12, **small})
-    with caplog.at_level("WARNING", logger="genre_classification.split"):
+    with caplog.at_level("WARNING", logger="genre_classification.data.split"):
         result = make_split(rows, method, FRACTIONS, seed=1, folds=folds)
     for genre, n in small.items():
         track_word = "track" if n == 1 else "tracks"

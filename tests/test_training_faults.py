@@ -14,7 +14,7 @@ import pytest
 from _train_job import start
 from _training_data import TINY_CONFIG, make_features
 from genre_classification import tracking
-from genre_classification.evaluate import evaluate
+from genre_classification.evaluation.evaluate import evaluate
 from genre_classification.fileio import LockedError, exclusive_lock
 
 SECRET = "s3cret-token-4711"

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from conftest import BAD_FILES, TINY_CLIPS, TINY_GENRES, planned_jobs, skip_unless_required
-from genre_classification.demo_data import synthesize_clip
-from genre_classification.dvc_repo import add_and_push, drop_local_copy
+from genre_classification.data.demo_data import synthesize_clip
+from genre_classification.data.dvc_repo import add_and_push, drop_local_copy
 
 pytestmark = pytest.mark.slow
 TARGETS = ["results/split/split.tsv", "results/qc/rejected.tsv"]
@@ -122,7 +122,7 @@ def test_feature_parameter_reextracts_all_others_none(workflow_dir):
 
 
 def test_plain_directory_source(workflow_dir, tmp_path):
-    from genre_classification.demo_data import make_demo_dataset
+    from genre_classification.data.demo_data import make_demo_dataset
 
     audio = tmp_path / "genres_original"
     # 4 clips: jazz keeps the 3 tracks a holdout needs after one moves to a sub-folder
@@ -193,7 +193,7 @@ def test_drift_of_a_new_data_version_against_an_earlier_dvc_revision(workflow_di
 
     import soundfile as sf
 
-    from genre_classification.dvc_repo import dvc_executable
+    from genre_classification.data.dvc_repo import dvc_executable
 
     repo = workflow_dir.data["repo"]
     v1 = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True)
@@ -292,7 +292,7 @@ def test_truncated_feature_file_is_found_by_the_next_plain_run(workflow_dir):
 def test_label_table_with_a_plain_root(workflow_dir, tmp_path):
     """FMA's layout: <root>/000/<id>.wav labelled by a table with group and split columns; the
     split is the table's own (split.method file, no split.file), groups never cross splits."""
-    from genre_classification.demo_data import make_demo_dataset
+    from genre_classification.data.demo_data import make_demo_dataset
 
     demo, root = tmp_path / "demo", tmp_path / "fma"
     make_demo_dataset(demo, 3, seconds=3.5, genres=["jazz", "reggae", "hiphop"])

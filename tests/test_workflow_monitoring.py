@@ -16,8 +16,8 @@ import pytest
 
 from _browser import EvidentlyUI, headless_chromium
 from conftest import TINY_MODEL, planned_jobs
-from genre_classification.demo_data import synthesize_clip
-from genre_classification.dvc_repo import add_and_push, dvc_executable
+from genre_classification.data.demo_data import synthesize_clip
+from genre_classification.data.dvc_repo import add_and_push, dvc_executable
 from genre_classification.fileio import read_tsv
 
 pytestmark = pytest.mark.slow

@@ -17,7 +17,7 @@ import h5py
 import pytest
 
 from conftest import BAD_FILES, TINY_MODEL, planned_jobs
-from genre_classification.demo_data import make_demo_dataset
+from genre_classification.data.demo_data import make_demo_dataset
 
 pytestmark = pytest.mark.slow
 

@@ -9,7 +9,7 @@ import json
 import pytest
 
 from conftest import REPO, TINY_MODEL, SnakemakeRunner
-from genre_classification.demo_data import make_demo_dataset
+from genre_classification.data.demo_data import make_demo_dataset
 
 pytestmark = pytest.mark.slow
 

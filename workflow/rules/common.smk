@@ -7,7 +7,7 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from genre_classification.audio_source import (
+from genre_classification.data.audio_source import (
     audio_root,
     data_version,
     list_unlabelled,
@@ -15,7 +15,7 @@ from genre_classification.audio_source import (
     uses_dvc,
 )
 from genre_classification.config_check import check_keys, check_values
-from genre_classification.features import (
+from genre_classification.features.features import (
     DEFAULT_SET,
     feature_set_dir,
     feature_set_of_dir,
@@ -23,22 +23,22 @@ from genre_classification.features import (
     repair_requests,
     shard_record_path,
 )
-from genre_classification.embeddings import (
+from genre_classification.training.embeddings import (
     builds_model,
     cached_backbones,
     head_only,
 )
-from genre_classification.embeddings import shard_record_path as embedding_record_path
-from genre_classification.models import feature_set_of
-from genre_classification.packs import index_path, pack_path, sums_path
-from genre_classification.predict_set import set_source
-from genre_classification.shards import (
+from genre_classification.training.embeddings import shard_record_path as embedding_record_path
+from genre_classification.training.models import feature_set_of
+from genre_classification.features.packs import index_path, pack_path, sums_path
+from genre_classification.predict.predict_set import set_source
+from genre_classification.data.shards import (
     assign_shards,
     member_params,
     shard_runtime_minutes,
 )
 from genre_classification.slurm_watch import PendingWatch, request_of_job, unfit_jobs
-from genre_classification.sweep import expand_sweep
+from genre_classification.training.sweep import expand_sweep
 
 # The schema is the one source of defaults: `validate` fills every absent key with its
 # `default:` (config/README.md lists them).
@@ -508,7 +508,7 @@ if KFOLD:
 # --- Evidently report targets (rules in rules/reports.smk; maintained with the reports stage)
 
 
-# params of the report jobs: where their Evidently snapshots go (genre_classification.monitoring)
+# params of the report jobs: where their Evidently snapshots go (reports.monitoring)
 MONITOR_PARAMS = {
     "monitor_workspace": EVIDENTLY_WORKSPACE,
     "monitor_project": config["training"]["experiment"],
@@ -535,7 +535,7 @@ def report_targets(wildcards=None):
     ]
 
 
-# --- predict sets (rules in rules/predict.smk; logic in genre_classification.predict_set) ---
+# --- predict sets (rules/predict.smk; logic: genre_classification.predict.predict_set) ---
 
 
 def predict_model():

@@ -1,5 +1,5 @@
 rule extract_features:
-    # One job per shard of files (genre_classification.shards); one HDF5 per audio file in
+    # One job per shard of files (genre_classification.data.shards); one HDF5 per audio file in
     # results/features[-<set>]/<genre>/<track>.h5 (feature sets: rules/common.smk), recomputed
     # only where source md5 or parameters differ.
     input:
@@ -34,7 +34,7 @@ rule extract_features:
 
 
 rule pack_features:
-    # A shard's segments in one array beside its HDF5s (genre_classification.packs): what the
+    # A shard's segments in one array beside its HDF5s (features.packs): what the
     # training jobs read batches from, a few reads per batch whatever the collection's size.
     input:
         record=SHARD_RECORD,
@@ -58,7 +58,7 @@ rule pack_features:
 rule embed_features:
     # The embeddings of a shard's files by every pretrained backbone that a musicnn model of
     # training.run trains a head on (frozen, probe; the fine-tune's probe head), into the
-    # cache beside the HDF5s (genre_classification.embeddings): the training and evaluation
+    # cache beside the HDF5s (genre_classification.training.embeddings): the training and evaluation
     # jobs of all folds then only read them. Files already cached are not recomputed.
     input:
         record=SHARD_RECORD,

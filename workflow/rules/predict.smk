@@ -1,7 +1,7 @@
 # Batch predictions on new, unlabelled audio: one set per entry of predict.sets. Its files are
 # extracted by the training data's sharded machinery with the model's recorded feature
 # parameters, predicted like the `predict` command, and compared with the train tracks.
-# Logic: genre_classification.predict_set; input functions: "predict sets" in rules/common.smk.
+# Logic: genre_classification.predict.predict_set; input functions: "predict sets" in common.smk.
 
 
 wildcard_constraints:

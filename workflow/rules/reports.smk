@@ -1,6 +1,6 @@
 # Evidently reports on the per-track feature table (issue 4): classification per model, data
 # drift (train vs test, or a reference data version vs the current data) and data quality tests.
-# Logic: genre_classification.track_table / .reports / .reference; entry points: scripts/*.py.
+# Logic: genre_classification.reports (track_table, reports, reference); entry points: scripts/*.py.
 # Targets: report_targets() in rules/common.smk.
 
 

@@ -1,5 +1,5 @@
 # Track-level split (config `split`): holdout, k folds (one table per fold) or a predefined
-# table, optionally group-aware. Logic: genre_classification.split.
+# table, optionally group-aware. Logic: genre_classification.data.split.
 
 
 rule split_tracks:

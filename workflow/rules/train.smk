@@ -1,8 +1,8 @@
 # Training (one job per entry of training.run and fold: wildcards {model}, {fold} with k folds),
 # track-level evaluation per fold, the per-model cross-validation aggregate and the comparison
-# of all models. Paths of a run: RUN in rules/common.smk. Logic: genre_classification.train /
-# .evaluate / .cv; entry points: scripts/train_model.py, evaluate_model.py, mlflow_parent_run.py,
-# aggregate_folds.py, cv_summary.py.
+# of all models. Paths of a run: RUN in rules/common.smk. Logic: genre_classification.training
+# (train) and .evaluation (evaluate, cv); entry points: scripts/train_model.py,
+# evaluate_model.py, mlflow_parent_run.py, aggregate_folds.py, cv_summary.py.
 
 
 wildcard_constraints:

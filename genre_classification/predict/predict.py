@@ -27,11 +27,12 @@ from pathlib import Path
 
 import numpy as np
 
-from genre_classification import model_info, tracking
+from genre_classification import tracking
 from genre_classification.columns import PREDICT_COLUMNS
-from genre_classification.dataset import overlap_windows
-from genre_classification.evaluate import aggregate_tracks
-from genre_classification.features import FeatureParams, load_audio, log_mel_segments
+from genre_classification.evaluation.evaluate import aggregate_tracks
+from genre_classification.features.features import FeatureParams, load_audio, log_mel_segments
+from genre_classification.training import model_info
+from genre_classification.training.dataset import overlap_windows
 
 # The workflow's default data.extensions (tests check they agree with config/config.yaml).
 AUDIO_EXTENSIONS = ("wav", "flac", "ogg", "opus", "mp3", "m4a", "aac", "aiff", "aif", "au")
@@ -88,7 +89,7 @@ def local_tracking_uri() -> str | None:
 
 def workflow_registry_name() -> str:
     """``training.registry.name`` of the workflow config here, else the schema default."""
-    from genre_classification import registry
+    from genre_classification.evaluation import registry
 
     return (_workflow_training_config().get("registry") or {}).get("name") or registry.DEFAULT_NAME
 
@@ -100,7 +101,7 @@ def default_model(models_dir: str | Path = MODELS_DIR) -> str:
     if uri:
         import mlflow
 
-        from genre_classification import registry
+        from genre_classification.evaluation import registry
 
         name = workflow_registry_name()
         client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)

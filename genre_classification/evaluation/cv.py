@@ -80,7 +80,7 @@ def aggregate_folds(
 ) -> dict:
     """Write ``cv_metrics.json``, the pooled out-of-fold predictions and their confusion matrix;
     log the aggregate to the model's MLflow parent run and finish it (if there is one)."""
-    from genre_classification.evaluate import compute_metrics, plot_confusion_matrix
+    from genre_classification.evaluation.evaluate import compute_metrics, plot_confusion_matrix
 
     fold_metrics = [json.loads(Path(p).read_text()) for p in metrics_paths]
     result = {"model": model, **aggregate_metrics(fold_metrics)}

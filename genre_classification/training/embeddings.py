@@ -50,7 +50,11 @@ def options(cfg: dict) -> dict:
     """The musicnn options of a model entry with the builder's defaults."""
     import inspect
 
-    from genre_classification.musicnn import DEFAULT_EMBEDDING, build_musicnn_classifier, family
+    from genre_classification.training.musicnn import (
+        DEFAULT_EMBEDDING,
+        build_musicnn_classifier,
+        family,
+    )
 
     defaults = {
         name: p.default
@@ -128,7 +132,7 @@ class Embedder:
     it."""
 
     def __init__(self, checkpoint: str, embedding: str):
-        from genre_classification.musicnn import musicnn_provenance
+        from genre_classification.training.musicnn import musicnn_provenance
 
         self.checkpoint, self.embedding = checkpoint, embedding
         self.name = backbone_name(checkpoint, embedding)
@@ -138,7 +142,7 @@ class Embedder:
 
     def embed(self, x: np.ndarray) -> np.ndarray:
         """``(n, 96, frames)`` log-mel segments -> ``(n, width)`` float32 embeddings."""
-        from genre_classification.musicnn import pretrained_backbone
+        from genre_classification.training.musicnn import pretrained_backbone
 
         if self.model is None:
             self.model = pretrained_backbone(
@@ -155,8 +159,8 @@ class Embedder:
 
     def track(self, features_file: str | Path, genre: str) -> np.ndarray:
         """The embeddings of one feature file: from the cache when its key matches."""
-        from genre_classification.dataset import _read_file
         from genre_classification.fileio import atomic_path
+        from genre_classification.training.dataset import _read_file
 
         path = cache_path(features_file, self.name)
         key = cache_key(features_file, self.weights_sha256)
@@ -244,11 +248,11 @@ def embed_shard(
     import pandas as pd  # noqa: F811
 
     from genre_classification.columns import EMBEDDING_RECORD_COLUMNS
+    from genre_classification.features.packs import accepted_files
     from genre_classification.fileio import write_frame
-    from genre_classification.packs import accepted_files
 
     if backbones:
-        from genre_classification.train import set_threads
+        from genre_classification.training.train import set_threads
 
         set_threads(threads)
     files = accepted_files(record_path)
@@ -287,8 +291,8 @@ def predict_tracks(model, cfg: dict, rows, labels: list[str], batch_size: int, c
     (``overlap`` 0): the head on the cached embeddings of the tracks of ``rows`` (computed
     for the files not cached), about ``chunk_segments`` segments at a time. The same
     probabilities as the whole model on the segments (``tests/test_evaluate.py``)."""
-    from genre_classification.dataset import track_id
-    from genre_classification.evaluate import aggregate_tracks
+    from genre_classification.evaluation.evaluate import aggregate_tracks
+    from genre_classification.training.dataset import track_id
 
     checkpoint, embedding = backbone_of(cfg)
     embedder, head = Embedder(checkpoint, embedding), head_of(model)
@@ -328,7 +332,7 @@ def head_model(width: int, n_classes: int, mean, variance, dropout: float):
     import keras
     from keras import layers
 
-    from genre_classification.musicnn import standardisation_layer
+    from genre_classification.training.musicnn import standardisation_layer
 
     inputs = keras.Input(shape=(width,), name="embedding")
     x = standardisation_layer(mean, variance)(inputs)
@@ -385,8 +389,12 @@ def best_probe(split: EmbeddedSplit, seed: int) -> tuple[float, tuple]:
 def initial_model(cfg: dict, train_rows, val_rows, labels: list[str], input_shape):
     """The model a new job starts from: the head model (frozen, probe; its input is the
     embedding), or the full fine-tune model with the probe's head and standardisation."""
-    from genre_classification import augment
-    from genre_classification.musicnn import check_options, classifier_on, pretrained_backbone
+    from genre_classification.training import augment
+    from genre_classification.training.musicnn import (
+        check_options,
+        classifier_on,
+        pretrained_backbone,
+    )
 
     opts = options(cfg)
     check_options(
@@ -426,7 +434,7 @@ def initial_model(cfg: dict, train_rows, val_rows, labels: list[str], input_shap
 def _train_batches(x, y, batch_size: int, seed: int, initial_epoch: int, epochs: int):
     import tensorflow as tf
 
-    from genre_classification.dataset import epoch_permutation
+    from genre_classification.training.dataset import epoch_permutation
 
     perms = np.stack(
         [epoch_permutation(len(y), seed, e) for e in range(initial_epoch, epochs)]
@@ -491,7 +499,7 @@ def _fit_probe_grid(model, cfg, split, state, callback) -> None:
 def full_model(head, cfg: dict, input_shape):
     """The saved model of a frozen/probe job: log-mel -> backbone -> the head's
     standardisation, dropout and softmax (weights copied)."""
-    from genre_classification.musicnn import classifier_on, pretrained_backbone
+    from genre_classification.training.musicnn import classifier_on, pretrained_backbone
 
     opts = options(cfg)
     norm = head.get_layer("embedding_standardisation")

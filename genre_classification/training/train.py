@@ -34,9 +34,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from genre_classification import augment, dataset, embeddings, tracking
+from genre_classification import tracking
 from genre_classification.fileio import atomic_path, exclusive_lock, write_json
 from genre_classification.redact import redact
+from genre_classification.training import augment, dataset, embeddings
 
 log = logging.getLogger(__name__)
 
@@ -331,7 +332,7 @@ def write_history(path: str | Path, history: list[dict]) -> None:
 def _parent_tag(parent_run_path: str | Path | None, uri: str) -> dict:
     if not parent_run_path:
         return {}
-    from genre_classification.cv import PARENT_TAG
+    from genre_classification.evaluation.cv import PARENT_TAG
 
     parent = tracking.read_run_info(parent_run_path)
     if parent["tracking_uri"] != redact(uri):
@@ -385,7 +386,7 @@ def _soft_labels(cfg: dict) -> bool:
 def model_and_state(cfg: dict, ckpt_dir: Path, fp: str, data: _Data):
     """``(model, state)``: resumed from the checkpoint of fingerprint ``fp``, else a new
     model (band statistics of the training set) and an empty state in a cleared directory."""
-    from genre_classification import models
+    from genre_classification.training import models
 
     model, state = load_checkpoint(ckpt_dir, fp)
     if model is not None:
@@ -451,7 +452,7 @@ def fit(
     model, cfg: dict, data: _Data, state: dict, ckpt_dir: Path, run_id: str, replicas: int = 1
 ) -> None:
     """The epochs after ``state["epochs_done"]``, each ending in a checkpoint (the callback)."""
-    from genre_classification import models
+    from genre_classification.training import models
 
     epochs, initial_epoch = cfg["epochs"], state["epochs_done"]
     bs = global_batch_size(cfg["batch_size"], replicas)
@@ -487,7 +488,7 @@ def finalize(model, cfg, data, state, paths: TrainingPaths, ckpt_dir: Path) -> N
     MLflow artifacts), summary metrics and the logged Keras model."""
     import mlflow
 
-    from genre_classification import model_info
+    from genre_classification.training import model_info
 
     if state["stopped_early"]:
         log.info("Early stopping after epoch %d", state["epochs_done"])
@@ -534,7 +535,7 @@ def train(
     """
     import keras
 
-    from genre_classification import models
+    from genre_classification.training import models
 
     cfg = model_config(config)
     ckpt_dir = Path(paths.checkpoint_dir)

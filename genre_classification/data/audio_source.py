@@ -13,7 +13,7 @@ the workflow is parsed, so ``snakemake -n`` knows every file and its version:
 
 A DVC source is pulled shard by shard (``fetch_audio``, one job per extraction shard), so a new
 data version pulls and re-extracts only the shards whose files changed. Decoding, quarantine of
-bad audio and content checks happen in the extraction jobs (``genre_classification.shards``).
+bad audio and content checks happen in the extraction jobs (``genre_classification.data.shards``).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from stat import S_ISREG
 import yaml
 
 from genre_classification.columns import MANIFEST_COLUMNS
-from genre_classification.dvc_repo import dvc_executable
+from genre_classification.data.dvc_repo import dvc_executable
 from genre_classification.fileio import write_json
 
 log = logging.getLogger(__name__)
@@ -468,7 +468,7 @@ def data_version(data: dict, collection: Collection | None = None) -> dict:
     return version
 
 
-# --- unlabelled audio: the workflow's predict sets (genre_classification.predict_set) ---------
+# --- unlabelled audio: the workflow's predict sets (predict.predict_set) --------------------------
 
 # A predict set has no genres: its files all get this placeholder genre, so that their feature
 # files and shard records have the layout of the training data (<features>/<genre>/<track>.h5).

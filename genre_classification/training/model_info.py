@@ -14,7 +14,7 @@ from pathlib import Path
 import h5py
 import pandas as pd
 
-from genre_classification.features import FeatureParams, params_from_attrs
+from genre_classification.features.features import FeatureParams, params_from_attrs
 from genre_classification.fileio import write_json
 
 FILE_NAME = "features.json"

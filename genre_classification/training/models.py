@@ -5,7 +5,7 @@
 * ``efficientnetb0`` / ``resnet50``: ``keras.applications`` backbones with
   ``weights: none | imagenet | <path to .weights.h5>``.
 * ``musicnn``: the music-tagging CNN pretrained on the Million Song Dataset, weights from the
-  musicnn wheel (``genre_classification.musicnn``); needs 96-band musicnn log-mel input.
+  musicnn wheel (``genre_classification.training.musicnn``); needs 96-band musicnn log-mel input.
 
 Every model starts with a per-band ``Normalization`` layer holding the training-set statistics,
 so a saved ``model.keras`` takes raw log-mel input. The softmax output is float32 also under
@@ -145,7 +145,7 @@ def build_model(architecture: str, input_shape, n_classes: int, mean=None, varia
 
 
 def _musicnn_builder():
-    from genre_classification.musicnn import build_musicnn_classifier
+    from genre_classification.training.musicnn import build_musicnn_classifier
 
     return build_musicnn_classifier
 
@@ -157,7 +157,7 @@ ARCHITECTURE_FEATURE_SETS = {"musicnn": "musicnn"}
 
 def feature_set_of(model_config: dict) -> str:
     """The feature set a model entry trains on (``features``, else its architecture's)."""
-    from genre_classification.features import DEFAULT_SET
+    from genre_classification.features.features import DEFAULT_SET
 
     architecture = str(model_config.get("architecture", "cnn")).lower()
     return model_config.get("features") or ARCHITECTURE_FEATURE_SETS.get(architecture, DEFAULT_SET)
@@ -167,7 +167,7 @@ def weights_provenance(model_config: dict) -> dict[str, str]:
     """MLflow tags naming the pretrained weights a model starts from (file and sha256)."""
     if str(model_config.get("architecture")).lower() != "musicnn":
         return {}
-    from genre_classification.musicnn import build_musicnn_classifier, musicnn_provenance
+    from genre_classification.training.musicnn import build_musicnn_classifier, musicnn_provenance
 
     default = inspect.signature(build_musicnn_classifier).parameters["checkpoint"].default
     checkpoint = (model_config.get("options") or {}).get("checkpoint", default)

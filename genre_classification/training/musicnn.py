@@ -32,7 +32,7 @@ CHECKPOINTS = ("MSD_musicnn", "MTT_musicnn", "MSD_vgg", "MTT_vgg")
 EMBEDDINGS = {"penultimate": 200, "pool": 1506}
 VGG_EMBEDDINGS = {"pool5": 256}
 DEFAULT_EMBEDDING = {"musicnn": "penultimate", "vgg": "pool5"}
-# frozen: a head on embeddings computed once (genre_classification.embeddings); probe: the same
+# frozen: a head on embeddings computed once (training.embeddings); probe: the same
 # with a logistic regression; finetune: everything trains, from the probe's head by default.
 MODES = ("frozen", "probe", "finetune")
 HEAD_INITS = ("probe", "random")
@@ -464,7 +464,7 @@ def build_musicnn_classifier(
 ):
     """Pretrained musicnn (or vgg) up to ``embedding`` + dropout + softmax head, on
     ``(96, frames, 1)``; with a random head (the training job builds frozen/probe models and
-    the fine-tune's probe head in ``genre_classification.embeddings``).
+    the fine-tune's probe head in ``genre_classification.training.embeddings``).
 
     * ``checkpoint``: one of ``CHECKPOINTS``: musicnn or vgg, trained on the Million Song
       Dataset (MSD) or MagnaTagATune (MTT); weights from the wheel, loaded by name.

@@ -1,6 +1,6 @@
-// PackRead: rows of the shards' packed segment arrays (genre_classification/packs.py), read
+// PackRead: rows of the shards' packed segment arrays (genre_classification/features/packs.py), read
 // by pread(2) into the op's output tensor inside tf.data's own threads, without Python or the
-// GIL. Built and loaded by genre_classification/pack_op.py; equal to packs.PackReader.read.
+// GIL. Built and loaded by genre_classification/features/pack_op.py; equal to packs.PackReader.read.
 #include <fcntl.h>
 #include <unistd.h>
 

@@ -24,12 +24,12 @@ from pathlib import Path
 import pandas as pd
 
 from genre_classification.columns import PREDICT_SET_COLUMNS
-from genre_classification.features import read_features
+from genre_classification.features.features import read_features
 from genre_classification.fileio import atomic_path, read_tsv, write_json
-from genre_classification.predict import Row, csv_row, load_model, predict_segments
+from genre_classification.predict.predict import Row, csv_row, load_model, predict_segments
 from genre_classification.provenance import result_provenance
-from genre_classification.reports import TARGET, data_drift_report, log_drift
-from genre_classification.track_table import (
+from genre_classification.reports.reports import TARGET, data_drift_report, log_drift
+from genre_classification.reports.track_table import (
     PREDICTION_COLUMN,
     build_track_table,
     read_table,
@@ -154,8 +154,8 @@ def extract_set_shard(members: list, model_features_path: str | Path, **shard_op
     parameters recorded with the model (``model_features_path``), not today's config;
     ``shard_options``: ``shards.extract_shard``'s ``root``, ``features_dir``, ``record_path``,
     ``threads``."""
-    from genre_classification import model_info
-    from genre_classification.shards import extract_shard
+    from genre_classification.data.shards import extract_shard
+    from genre_classification.training import model_info
 
     params, _ = model_info.read(model_features_path)
     return extract_shard(members, params=params, **shard_options)

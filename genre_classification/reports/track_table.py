@@ -35,8 +35,8 @@ import numpy as np
 import pandas as pd
 
 from genre_classification import fileio
-from genre_classification.dataset import read_split, track_id
-from genre_classification.features import read_features
+from genre_classification.features.features import read_features
+from genre_classification.training.dataset import read_split, track_id
 
 log = logging.getLogger(__name__)
 
@@ -269,7 +269,7 @@ def write_shard_table(
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    from genre_classification.packs import accepted_files
+    from genre_classification.features.packs import accepted_files
 
     start = time.perf_counter()
     tracks = accepted_files(record_path)[["genre", "track", "features"]].to_dict("records")

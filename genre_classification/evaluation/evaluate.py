@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from genre_classification import dataset, embeddings, fileio, tracking
+from genre_classification import fileio, tracking
 from genre_classification.columns import EVAL_PREDICTION_COLUMNS
+from genre_classification.training import dataset, embeddings
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ def compute_metrics(y_true, y_pred, labels: list[str]) -> dict:
     occur as truth or prediction (``macro_genres``, scikit-learn's default): a genre of the model
     without test tracks that is never predicted does not count as a zero, one that is predicted
     counts with F1 0 (its predictions are all wrong). The same definition as the classification
-    report (``genre_classification.reports``).
+    report (``genre_classification.reports.reports``).
     """
     from sklearn.metrics import accuracy_score, precision_recall_fscore_support
 
@@ -249,7 +250,7 @@ def evaluate_and_register(
 ) -> dict:
     """``evaluate`` a trained model, then register it in the MLflow Model Registry under
     ``registry_name`` and decide about the champion alias (``registry.register_and_promote``)."""
-    from genre_classification.registry import register_and_promote
+    from genre_classification.evaluation.registry import register_and_promote
 
     metrics = evaluate(
         model_path,

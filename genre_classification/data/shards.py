@@ -28,14 +28,14 @@ from pathlib import Path
 
 from threadpoolctl import threadpool_limits
 
-from genre_classification.audio_source import AudioFile, file_md5
 from genre_classification.columns import (
     MANIFEST_COLUMNS,
     RECORD_COLUMNS,
     RECORD_STATUSES,
     REJECTED_COLUMNS,
 )
-from genre_classification.features import (
+from genre_classification.data.audio_source import AudioFile, file_md5
+from genre_classification.features.features import (
     AudioError,
     FeatureParams,
     existing_features,
@@ -154,7 +154,7 @@ def _preload(params: FeatureParams) -> None:
     inherit the imported modules and the cached mel filter bank instead of each building them."""
     import numpy as np
 
-    from genre_classification.features import log_mel_segments
+    from genre_classification.features.features import log_mel_segments
 
     log_mel_segments(np.zeros(params.n_fft * 4, dtype=np.float32), params)
 

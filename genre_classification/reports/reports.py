@@ -29,9 +29,9 @@ import pandas as pd
 
 from genre_classification import tracking
 from genre_classification.fileio import write_json
-from genre_classification.monitoring import Monitor, add_snapshot, snapshot_labels
 from genre_classification.provenance import result_provenance
-from genre_classification.track_table import (
+from genre_classification.reports.monitoring import Monitor, add_snapshot, snapshot_labels
+from genre_classification.reports.track_table import (
     PREDICTION_COLUMN,
     attach_predictions,
     feature_columns,

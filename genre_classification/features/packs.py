@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from genre_classification.columns import PACK_INDEX_COLUMNS
-from genre_classification.features import read_features
+from genre_classification.features.features import read_features
 from genre_classification.fileio import atomic_path, write_frame
 
 log = logging.getLogger(__name__)

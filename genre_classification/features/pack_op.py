@@ -1,6 +1,6 @@
 """The native pack reader: ``pack_read.cc``, a TensorFlow op that reads rows of the shards'
-packs (``genre_classification.packs``) inside ``tf.data``'s threads, without Python or the GIL
-(3x the Python reader, about the in-memory path's rate: README, benchmarks/bench_loader.py).
+packs (``features.packs``) inside ``tf.data``'s threads, without Python or the GIL (3x the
+Python reader, about the in-memory path's rate: README, benchmarks/bench_loader.py).
 
 The op is compiled against the installed TensorFlow (``tf.sysconfig``) on first use, with
 ``$CXX`` (default ``g++``), into ``ops_dir()``: one library per (source, TensorFlow version,
@@ -13,7 +13,7 @@ Environment: ``GENRE_CLASSIFICATION_OPS_DIR`` (where built ops live; default
 ``$XDG_CACHE_HOME/genre-classification/ops``), ``GENRE_CLASSIFICATION_PACK_READER=python``
 (never use the op).
 
-    python -m genre_classification.pack_op   # build (or find) it and print its path
+    python -m genre_classification.features.pack_op   # build (or find) it and print its path
 """
 
 from __future__ import annotations

@@ -1,0 +1,1 @@
+"""Data stage (workflow/rules/data.smk, split.smk): audio listing, DVC, shards, split, demo data."""

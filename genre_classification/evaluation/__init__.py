@@ -1,0 +1,1 @@
+"""Evaluation stage (workflow/rules/train.smk): metrics, cross-validation, the Model Registry."""

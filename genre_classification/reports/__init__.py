@@ -1,0 +1,1 @@
+"""Reports stage (workflow/rules/reports.smk): track tables, Evidently reports, monitoring."""

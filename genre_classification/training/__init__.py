@@ -1,0 +1,1 @@
+"""Training stage (workflow/rules/train.smk): tf.data input, augmentation, models, training."""
