@@ -7,6 +7,7 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+from genre_classification.config_check import check_keys, check_values
 from genre_classification.data.audio_source import (
     audio_root,
     data_version,
@@ -14,7 +15,11 @@ from genre_classification.data.audio_source import (
     scan_collection,
     uses_dvc,
 )
-from genre_classification.config_check import check_keys, check_values
+from genre_classification.data.shards import (
+    assign_shards,
+    member_params,
+    shard_runtime_minutes,
+)
 from genre_classification.features.features import (
     DEFAULT_SET,
     feature_set_dir,
@@ -23,21 +28,18 @@ from genre_classification.features.features import (
     repair_requests,
     shard_record_path,
 )
+from genre_classification.features.packs import index_path, pack_path, sums_path
+from genre_classification.predict.predict_set import set_source
+from genre_classification.slurm_watch import PendingWatch, request_of_job, unfit_jobs
 from genre_classification.training.embeddings import (
     builds_model,
     cached_backbones,
     head_only,
 )
-from genre_classification.training.embeddings import shard_record_path as embedding_record_path
-from genre_classification.training.models import feature_set_of
-from genre_classification.features.packs import index_path, pack_path, sums_path
-from genre_classification.predict.predict_set import set_source
-from genre_classification.data.shards import (
-    assign_shards,
-    member_params,
-    shard_runtime_minutes,
+from genre_classification.training.embeddings import (
+    shard_record_path as embedding_record_path,
 )
-from genre_classification.slurm_watch import PendingWatch, request_of_job, unfit_jobs
+from genre_classification.training.models import feature_set_of
 from genre_classification.training.sweep import expand_sweep
 
 # The schema is the one source of defaults: `validate` fills every absent key with its
