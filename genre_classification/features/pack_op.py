@@ -98,7 +98,8 @@ def load():
     import tensorflow as tf
 
     try:
-        library = tf.load_op_library(str(build()))
+        path = build()
+        library = tf.load_op_library(str(path))
     except (BuildError, OSError, tf.errors.NotFoundError) as error:
         log.warning(
             "the native pack reader is not available (%s); packs are read in Python, the same "
@@ -106,7 +107,7 @@ def load():
             error,
         )
         return None
-    log.info("packs are read by the native reader %s", library_path())
+    log.info("packs are read by the native reader %s", path)
     return library
 
 
