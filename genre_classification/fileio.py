@@ -12,6 +12,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+# The csv module refuses a field over 128 KiB; a TSV of this workflow is read whatever a field
+# holds (a benchmark record's params column, a long path).
+csv.field_size_limit(2**31 - 1)
+
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
@@ -32,6 +36,21 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 def write_json(path: str | Path, data: dict, default=None) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2, default=default) + "\n")
+
+
+def write_text_if_changed(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` (atomically) unless the file holds it already: its mtime moves
+    only when its content does (the files the workflow writes when it is parsed, which are
+    inputs of jobs)."""
+    path = Path(path)
+    try:
+        if path.read_text() == text:
+            return path
+    except (FileNotFoundError, UnicodeDecodeError):
+        pass
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return path
 
 
 def read_tsv(path: str | Path | None) -> list[dict]:

@@ -1,16 +1,17 @@
 """Snakemake entry point of collect_features (genre_classification.data.shards.write_collection)."""
 
-from genre_classification.data.shards import write_collection
+from genre_classification.data.shards import read_listing_extras, write_collection
 from genre_classification.runlog import log_to_file
 
 snakemake = globals()["snakemake"]
 log_to_file(snakemake.log[0])
+skipped, labels = read_listing_extras(snakemake.input.get("listing"))
 write_collection(
     snakemake.input.records,
     snakemake.params.data_version,
     snakemake.output.manifest,
     snakemake.output.rejected,
     snakemake.output.version,
-    skipped=snakemake.params.skipped,
-    labels=snakemake.params.get("labels"),
+    skipped=skipped,
+    labels=labels,
 )

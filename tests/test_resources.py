@@ -84,6 +84,27 @@ def test_plain_benchmark_files_have_no_declared_values(tmp_path):
     assert (row["wall_s"], row["max_rss_mb"], row["mem_mb"]) == ("0.31", "", "")
 
 
+def test_a_field_of_200_kb_is_read(tmp_path):
+    """A benchmark file whose params column is larger than the csv module's default field
+    limit (128 KiB; an extraction shard's member list once was) is still one row."""
+    bench = tmp_path / "bench" / "extract_features" / "features" / "00000.tsv"
+    bench.parent.mkdir(parents=True)
+    params = repr({"members": ["x" * 100] * 2000})
+    assert len(params) > 200_000
+    bench.write_text(
+        "s\th:m:s\tmax_rss\tcpu_time\trule_name\twildcards\tparams\tthreads\tresources\n"
+        f"12.5\t0:00:12\t700.1\t20.0\textract_features\t{{'shard': '00000'}}\t{params}\t2\t"
+        "{'mem_mb': 2500, 'runtime': 30}\n"
+    )
+    [row] = collect_benchmarks([bench])
+    assert (row["rule"], row["wildcards"], row["max_rss_mb"], row["mem_mb"]) == (
+        "extract_features",
+        "shard=00000",
+        "700.1",
+        "2500",
+    )
+
+
 def test_table_and_picture(benchmarks, tmp_path):
     table, plot = tmp_path / "resources/jobs.tsv", tmp_path / "resources/jobs.png"
     rows = write_resource_usage(benchmarks / "bench", table, plot)

@@ -59,6 +59,21 @@ def test_adding_or_removing_a_file_changes_only_its_own_shard():
     assert assign_shards(reversed(files), 300) == before
 
 
+def test_member_lists_are_rewritten_only_when_they_change(tmp_path):
+    files = [*fake_files(3), AudioFile("g", "odd\tname\udcff", "g/odd\tname\udcff.wav", "9:9")]
+    path = tmp_path / "shards" / "00000.json"
+    shards.write_member_list(path, files)
+    assert shards.read_member_list(path) == files
+    os.utime(path, ns=(1, 1))
+    shards.write_member_list(path, list(files))  # same members: the file (and mtime) stays
+    assert path.stat().st_mtime_ns == 1
+    shards.write_member_list(path, files[:2])
+    assert path.stat().st_mtime_ns > 1 and shards.read_member_list(path) == files[:2]
+    path.write_text("garbage")
+    with pytest.raises(ValueError, match="00000.json is not a shard member list.*rerun"):
+        shards.read_member_list(path)
+
+
 @pytest.fixture
 def collection(tmp_path: Path) -> tuple[Path, list[AudioFile]]:
     root = tmp_path / "audio"

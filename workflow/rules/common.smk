@@ -17,8 +17,9 @@ from genre_classification.data.audio_source import (
 )
 from genre_classification.data.shards import (
     assign_shards,
-    member_params,
     shard_runtime_minutes,
+    write_listing_extras,
+    write_member_list,
 )
 from genre_classification.features.features import (
     DEFAULT_SET,
@@ -109,6 +110,11 @@ PACK_SUMS = str(sums_path(PACK))
 # The record of a shard's pretrained embeddings (cached beside its HDF5s: musicnn frozen/probe).
 EMBEDDING_RECORD = str(embedding_record_path(FEATURE_SET_DIR, "{shard}"))
 FETCHED = "results/data/fetched/{shard}.json"
+# A shard's files (genre, track, path, version): an input of its jobs, written when the workflow
+# is parsed and only when the listing changed them (shards.write_member_list).
+SHARD_MEMBERS = "results/data/shards/{shard}.json"
+# Skipped files and a label table's other columns, written the same way (collect_features).
+LISTING_EXTRAS = "results/data/listing_extras.json"
 MANIFEST = "results/data/manifest.tsv"
 REJECTED = "results/qc/rejected.tsv"
 DATA_VERSION = "results/data/data_version.json"
@@ -143,6 +149,7 @@ PREDICT_DIR = "results/predict/{set}"
 PREDICT_FEATURES = f"{PREDICT_DIR}/features"
 PREDICT_RECORD = str(shard_record_path(PREDICT_FEATURES, "{shard}"))
 PREDICT_FETCHED = f"{PREDICT_DIR}/fetched/{{shard}}.json"
+PREDICT_SHARD_MEMBERS = f"{PREDICT_DIR}/shards/{{shard}}.json"
 PREDICT_MANIFEST = f"{PREDICT_DIR}/manifest.tsv"
 PREDICT_REJECTED = f"{PREDICT_DIR}/rejected.tsv"
 PREDICT_VERSION = f"{PREDICT_DIR}/data_version.json"
@@ -218,13 +225,11 @@ def audio_shards():
     )
 
 
-# A label table's other columns per track go into the manifest (only that source has the
-# param, so the other sources' collect_features keeps its params).
-LABEL_PARAMS = (
-    {"labels": lambda wildcards: audio_collection().labels}
-    if config["data"]["source"] == "table"
-    else {}
-)
+def listing_extras(wildcards):
+    collection = audio_collection()
+    return str(
+        write_listing_extras(LISTING_EXTRAS, collection.skipped, collection.labels)
+    )
 
 
 def fetched_audio(wildcards):
@@ -235,8 +240,22 @@ def fetched_audio(wildcards):
     return FETCHED.format(shard=wildcards.shard)
 
 
+# member list path -> written (once per invocation: each is compared with the listing once)
+_MEMBER_LISTS = {}
+
+
+def _member_list(path, files):
+    if path not in _MEMBER_LISTS:
+        _MEMBER_LISTS[path] = str(write_member_list(path, files()))
+    return _MEMBER_LISTS[path]
+
+
 def shard_members(wildcards):
-    return member_params(audio_shards()[wildcards.shard])
+    """The member list file of a shard (an input: a changed listing reruns only its shard)."""
+    return _member_list(
+        SHARD_MEMBERS.format(shard=wildcards.shard),
+        lambda: audio_shards()[wildcards.shard],
+    )
 
 
 def shard_runtime(wildcards, threads, attempt):
@@ -577,7 +596,10 @@ def predict_fetched(wildcards):
 
 
 def predict_shard_members(wildcards):
-    return member_params(predict_shards(wildcards.set)[wildcards.shard])
+    return _member_list(
+        PREDICT_SHARD_MEMBERS.format(set=wildcards.set, shard=wildcards.shard),
+        lambda: predict_shards(wildcards.set)[wildcards.shard],
+    )
 
 
 def predict_shard_runtime(wildcards, threads, attempt):

@@ -2,6 +2,8 @@ rule fetch_audio:
     # The first rule, for a DVC source: `dvc pull` of one shard's files (the listing itself is
     # read when the workflow is parsed, rules/common.smk). A localrule: on a cluster it runs on
     # the submit host, which has the network and the DVC credentials.
+    input:
+        members=shard_members,
     output:
         fetched=FETCHED,
     log:
@@ -16,6 +18,5 @@ rule fetch_audio:
         runtime=60,
     params:
         data=config["data"],
-        members=shard_members,
     script:
         "../../scripts/fetch_audio.py"

@@ -3,6 +3,7 @@ rule extract_features:
     # results/features[-<set>]/<genre>/<track>.h5 (feature sets: rules/common.smk), recomputed
     # only where source md5 or parameters differ.
     input:
+        members=shard_members,
         fetched=fetched_audio,
     output:
         record=SHARD_RECORD,
@@ -20,7 +21,6 @@ rule extract_features:
         * attempt,
         runtime=shard_runtime,
     params:
-        members=shard_members,
         root=str(audio_root(config["data"])),
         # the record lives in <features_dir>/.shards/
         features_dir=lambda wildcards, output: Path(output.record).parent.parent,
@@ -83,6 +83,8 @@ rule embed_features:
 rule collect_features:
     input:
         records=shard_records,
+        # skipped files, a label table's other columns (group, split, ...) for the manifest
+        listing=listing_extras,
     output:
         manifest=MANIFEST,
         rejected=report(
@@ -102,11 +104,7 @@ rule collect_features:
         mem_mb=1000,
         runtime=10,
     params:
-        # a label table's other columns (group, split, ...), added to the manifest
-        **LABEL_PARAMS,
         data_version=lambda wildcards: data_version(config["data"], audio_collection()),
-        # audio found where it cannot be read (sub-folders, names that are not UTF-8, ...)
-        skipped=lambda wildcards: audio_collection().skipped,
     script:
         "../../scripts/collect_features.py"
 

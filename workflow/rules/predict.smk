@@ -9,6 +9,8 @@ wildcard_constraints:
 
 
 use rule fetch_audio as predict_fetch_audio with:
+    input:
+        members=predict_shard_members,
     output:
         fetched=PREDICT_FETCHED,
     log:
@@ -17,7 +19,6 @@ use rule fetch_audio as predict_fetch_audio with:
         benchmark_path("predict_fetch_audio", "{set}/{shard}")
     params:
         data=lambda wildcards: predict_source(wildcards.set),
-        members=predict_shard_members,
 
 
 rule predict_extract_features:
@@ -25,6 +26,7 @@ rule predict_extract_features:
     # source and the model's feature parameters are unchanged.
     input:
         unpack(predict_model_files),
+        members=predict_shard_members,
         fetched=predict_fetched,
     output:
         record=PREDICT_RECORD,
@@ -42,7 +44,6 @@ rule predict_extract_features:
         * attempt,
         runtime=predict_shard_runtime,
     params:
-        members=predict_shard_members,
         root=lambda wildcards: str(audio_root(predict_source(wildcards.set))),
         # the record lives in <features_dir>/.shards/
         features_dir=lambda wildcards, output: Path(output.record).parent.parent,
