@@ -1,0 +1,121 @@
+"""Fingerprints of the package code a job runs: what makes a code change rerun the jobs it
+affects (``workflow/rules/common.smk``) and what every result records as the code that made it.
+
+A job's code is the transitive closure of the ``genre_classification`` modules its script
+imports (every ``import``, also inside functions), plus the non-Python files beside them (the
+native pack reader's ``pack_read.cc``). A Python file is hashed as its tokens without comments
+and blank lines: a comment-only edit changes no fingerprint, a docstring edit does (a docstring
+is a string the code can read).
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import io
+import tokenize
+from functools import cache
+from pathlib import Path
+
+PACKAGE = "genre_classification"
+PACKAGE_DIR = Path(__file__).resolve().parent
+_SKIP_TOKENS = {tokenize.COMMENT, tokenize.NL, tokenize.ENCODING}
+
+
+@cache
+def source_digest(path: Path) -> str:
+    """sha256 of a source file; of its tokens without comments and blank lines for Python."""
+    data = path.read_bytes()
+    if path.suffix == ".py":
+        tokens = tokenize.tokenize(io.BytesIO(data).readline)
+        data = "\x00".join(
+            f"{tok.type}:{tok.string}" for tok in tokens if tok.type not in _SKIP_TOKENS
+        ).encode()
+    return hashlib.sha256(data).hexdigest()
+
+
+def module_file(name: str) -> Path | None:
+    """The file of package module ``name`` (``genre_classification.training.models``)."""
+    if name != PACKAGE and not name.startswith(f"{PACKAGE}."):
+        return None
+    base = PACKAGE_DIR.joinpath(*name.split(".")[1:])
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _imported_names(path: Path) -> set[str]:
+    """The package modules a file imports (``from x import y`` may name module ``x.y``)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_bytes(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return {name for name in names if module_file(name) is not None}
+
+
+def _with_parents(name: str) -> list[str]:
+    """A module and the packages above it (importing a.b.c runs a/__init__ and a/b/__init__)."""
+    parts = name.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
+
+
+@cache
+def code_files(script: Path) -> tuple[Path, ...]:
+    """Every package file a script may run: the modules it imports, transitively, and the
+    non-Python files in their directories; sorted, relative paths from the package's parent."""
+    seen: set[Path] = set()
+    todo = [script]
+    while todo:
+        path = todo.pop()
+        for name in _imported_names(path):
+            for module in _with_parents(name):
+                found = module_file(module)
+                if found is not None and found not in seen:
+                    seen.add(found)
+                    todo.append(found)
+    data_files = {
+        other
+        for module in seen
+        for other in module.parent.iterdir()
+        if other.is_file() and other.suffix not in (".py", ".pyc", ".so")
+    }
+    return tuple(sorted(seen | data_files))
+
+
+def fingerprint(files: tuple[Path, ...]) -> str:
+    """One sha256 (16 hex digits) of ``files``' names and digests."""
+    digest = hashlib.sha256()
+    for path in files:
+        name = path.relative_to(PACKAGE_DIR.parent).as_posix()
+        digest.update(f"{name}\t{source_digest(path)}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def script_code(script: str | Path) -> dict[str, str]:
+    """The package files a script runs -> their digests (12 hex digits each)."""
+    return {
+        path.relative_to(PACKAGE_DIR.parent).as_posix(): source_digest(path)[:12]
+        for path in code_files(Path(script).resolve())
+    }
+
+
+def package_files() -> tuple[Path, ...]:
+    """Every source file of the package (no caches or built libraries)."""
+    return tuple(
+        sorted(
+            path
+            for path in PACKAGE_DIR.rglob("*")
+            if path.is_file()
+            and "__pycache__" not in path.parts
+            and path.suffix not in (".pyc", ".so")
+        )
+    )
+
+
+def package_fingerprint() -> str:
+    """The fingerprint of the whole package: what a result records as the code that made it."""
+    return fingerprint(package_files())
