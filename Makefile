@@ -61,7 +61,7 @@ lint: install
 test: install system-deps lint
 	pytest -v
 
-dag: install
+dag: demo-data
 	snakemake --dag | dot -Tsvg > docs/dag.svg
 	snakemake --rulegraph | dot -Tsvg > docs/rulegraph.svg
 

@@ -131,7 +131,11 @@ def run_size(root: Path, n: int, cores: int, epochs: int) -> dict:
     for rule, mems in declared_mem(log).items():
         if rule in rules:
             rules[rule]["declared_mem_mb"] = min(mems)
-    return {"n": n, "total_s": total, "rules": dict(rules)}
+    # a job's record must not grow with its shard (a member list as a param once made the
+    # 2,000-file shard's extended benchmark row 152 KB, over the csv module's field limit)
+    records = list((workdir / "results/benchmarks").rglob("*.tsv"))
+    largest = max((path.stat().st_size for path in records), default=0)
+    return {"n": n, "total_s": total, "largest_benchmark_bytes": largest, "rules": dict(rules)}
 
 
 def report(results: list[dict]) -> None:
@@ -170,6 +174,8 @@ def report(results: list[dict]) -> None:
     if len(results) > 1 and all(train):
         print(f"\ntraining job peak RSS {train[-1] / train[0]:.2f}x from {sizes[0]:,} to "
               f"{sizes[-1]:,} clips (target <= 1.25)")  # fmt: skip
+    largest = ", ".join(f"{r['n']:,}: {r.get('largest_benchmark_bytes', 0):,} B" for r in results)
+    print(f"largest benchmark record per size: {largest}")
     print("every job under its declared mem_mb" if ok else "SOME JOB OVER ITS mem_mb")
 
 
