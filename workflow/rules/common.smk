@@ -7,7 +7,7 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from genre_classification.config_check import check_keys, check_values
+from genre_classification.config_check import check_schema, check_values
 from genre_classification.data.audio_source import (
     audio_root,
     data_version,
@@ -46,7 +46,8 @@ from genre_classification.training.sweep import expand_sweep
 # The schema is the one source of defaults: `validate` fills every absent key with its
 # `default:` (config/README.md lists them).
 CONFIG_SCHEMA = workflow.source_path("../schemas/config.schema.yaml")
-check_keys(config, CONFIG_SCHEMA)
+# Every problem at once (unknown keys, wrong types, `epochs: 1.0`), before validate stops at one.
+check_schema(config, CONFIG_SCHEMA)
 validate(config, CONFIG_SCHEMA, set_default=False)
 # Sweep points become ordinary model entries, validated like the ones written out.
 config["training"] = expand_sweep(config["training"])
@@ -54,6 +55,7 @@ config["training"] = expand_sweep(config["training"])
 # params of the training jobs (training_model_config), so that a default moving between code
 # and schema, or a new model key with a default, does not rerun every trained model.
 WRITTEN_MODELS = copy.deepcopy(config["training"]["models"])
+check_schema(config, CONFIG_SCHEMA)
 validate(config, CONFIG_SCHEMA)
 check_values(config)
 
