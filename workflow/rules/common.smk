@@ -11,8 +11,8 @@ from genre_classification.config_check import check_schema, check_values
 from genre_classification.data.audio_source import (
     audio_root,
     data_version,
-    list_unlabelled,
     scan_collection,
+    scan_unlabelled,
     uses_dvc,
 )
 from genre_classification.data.shards import (
@@ -155,6 +155,7 @@ PREDICT_SHARD_MEMBERS = f"{PREDICT_DIR}/shards/{{shard}}.json"
 PREDICT_MANIFEST = f"{PREDICT_DIR}/manifest.tsv"
 PREDICT_REJECTED = f"{PREDICT_DIR}/rejected.tsv"
 PREDICT_VERSION = f"{PREDICT_DIR}/data_version.json"
+PREDICT_LISTING_EXTRAS = f"{PREDICT_DIR}/listing_extras.json"
 PREDICT_PREDICTIONS = f"{PREDICT_DIR}/predictions.csv"
 PREDICT_TRACKS = f"{PREDICT_DIR}/tracks.tsv"
 PREDICT_DRIFT_REPORT = "results/reports/predict/{set}/drift.{ext}"
@@ -585,10 +586,24 @@ def predict_source(name):
 
 
 @functools.cache
+def predict_collection(name):
+    """The set's files (every audio file below it) and the skipped ones, listed once per
+    invocation."""
+    return scan_unlabelled(predict_source(name), config["data"]["follow_links"])
+
+
+@functools.cache
 def predict_shards(name):
-    """Shards of the set's files, listed once per invocation (every audio file below it)."""
-    files = list_unlabelled(predict_source(name))
+    files = predict_collection(name).files
     return assign_shards(files, config["extraction"]["files_per_shard"])
+
+
+def predict_listing_extras(wildcards):
+    """The set's skipped files (links leaving its root), for its rejected.tsv."""
+    path = PREDICT_LISTING_EXTRAS.format(set=wildcards.set)
+    return str(
+        write_listing_extras(path, predict_collection(wildcards.set).skipped, {})
+    )
 
 
 def predict_fetched(wildcards):
