@@ -3,6 +3,10 @@
 * ``unknown_keys``: keys the schema does not allow (``additionalProperties: false``), each
   with the nearest valid name, because jsonschema's "Additional properties are not allowed"
   names neither the path nor an alternative;
+* ``schema_errors``: every other schema violation at once (``snakemake.utils.validate`` stops
+  at the first), each with its key path (``training.models.cnn.epochs``); ``type: integer``
+  refuses ``1.0`` (JSON Schema counts it as an integer; training would fail on it later), and a
+  number written so that YAML reads it as text (``1e-3``) gets the spelling YAML reads as one;
 * ``cross_check``: what one key implies for another (``training.run`` ⊆ ``training.models``,
   model ``options`` of its architecture, ``predict.model`` ∈ ``training.models``, no credentials
   in ``training.tracking_uri``).
@@ -79,6 +83,78 @@ def unknown_keys(config, schema: dict, root: dict | None = None, path: str = "")
         elif extra is False:
             problems.append(f"unknown config key {where!r}{_nearest(str(key), properties)}")
     return problems
+
+
+def _integer(checker, value) -> bool:
+    """``type: integer`` of the config: a whole number written without a decimal point; JSON
+    Schema's own check also takes ``1.0``, which Keras then refuses for ``epochs``."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+# PyYAML reads YAML 1.1: a float needs a dot, and an exponent needs its sign (1.0e-3, 1.0e+3).
+_NUMBER_AS_TEXT = re.compile(r"\s*[-+]?(\d[\d_]*\.?\d*|\.\d+)([eE][-+]?\d+)?\s*")
+
+
+def _yaml_number(text: str) -> str:
+    """How to write the number ``text`` (which YAML read as a string) so that YAML reads a
+    number: ``1e-3`` -> ``1.0e-3``, ``2E5`` -> ``2.0e+5``."""
+    mantissa, _, exponent = text.strip().lower().replace("_", "").partition("e")
+    if "." not in mantissa:
+        mantissa += ".0"
+    elif mantissa.endswith("."):
+        mantissa += "0"
+    if mantissa.startswith(".") or mantissa[:2] in ("-.", "+."):
+        mantissa = mantissa.replace(".", "0.", 1)
+    if exponent and exponent[0] not in "+-":
+        exponent = f"+{exponent}"
+    return f"{mantissa}e{exponent}" if exponent else mantissa
+
+
+def _describe(error) -> str:
+    """``<key path>: <problem>`` of a jsonschema error, with a hint where YAML is the cause."""
+    import jsonschema
+
+    if error.validator in ("oneOf", "anyOf") and error.context:
+        error = jsonschema.exceptions.best_match(error.context)
+    where = ".".join(map(str, error.absolute_path)) or "the config's top level"
+    value = error.instance
+    if error.validator == "type":
+        expected = error.validator_value
+        expected = expected if isinstance(expected, list) else [expected]
+        if "integer" in expected and isinstance(value, float) and "number" not in expected:
+            whole = f": write {int(value)}" if value.is_integer() else ""
+            return f"{where}: {value!r} is not an integer (a whole number, no decimal point){whole}"
+        if (
+            isinstance(value, str)
+            and {"integer", "number"} & set(expected)
+            and _NUMBER_AS_TEXT.fullmatch(value)
+        ):
+            if "e" not in value.lower():
+                return f"{where}: {value!r} is text, not a number: write it without quotes"
+            return (
+                f"{where}: {value!r} is text, not a number: YAML (1.1, PyYAML) reads {value} as "
+                "a string because its floats need a dot and a signed exponent; write "
+                f"{_yaml_number(value)} (without quotes)"
+            )
+    return f"{where}: {error.message}"
+
+
+def schema_errors(config: dict, schema: dict) -> list[str]:
+    """Every violation of ``schema`` by ``config``, one message each, in the order of the
+    config's keys; unknown keys are left to ``unknown_keys``. Defaults are not filled in."""
+    import jsonschema
+
+    base = jsonschema.validators.validator_for(schema)
+    strict = jsonschema.validators.extend(
+        base, type_checker=base.TYPE_CHECKER.redefine("integer", _integer)
+    )
+    errors = [
+        error
+        for error in strict(schema).iter_errors(config)
+        if error.validator != "additionalProperties"
+    ]
+    errors.sort(key=lambda e: [str(part) for part in e.absolute_path])
+    return list(dict.fromkeys(_describe(error) for error in errors))
 
 
 def cross_check(config: dict) -> list[str]:
@@ -228,6 +304,14 @@ def raise_problems(problems: list[str]) -> None:
 def check_keys(config: dict, schema_path: str | Path) -> None:
     """Before schema validation: unknown keys, with the nearest valid names."""
     raise_problems(unknown_keys(config, yaml.safe_load(Path(schema_path).read_text())))
+
+
+def check_schema(config: dict, schema_path: str | Path) -> None:
+    """Before ``snakemake.utils.validate`` (which fills the defaults, and stops at the first
+    error): unknown keys with the nearest valid names, and every other schema error, in one
+    message."""
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    raise_problems(unknown_keys(config, schema) + schema_errors(config, schema))
 
 
 def check_values(config: dict) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,6 +22,7 @@ from genre_classification.data.audio_source import (
 )
 from genre_classification.data.demo_data import make_demo_dataset
 from genre_classification.data.dvc_repo import add_and_push, drop_local_copy, init_data_repo
+from genre_classification.fileio import read_tsv
 
 
 def dir_config(root) -> dict:
@@ -220,3 +222,114 @@ def test_label_table_and_audio_in_a_dvc_project_are_listed_without_pulling(tmp_p
     fetch_audio(data, collection.files[:1], tmp_path / "fetched.json")
     assert (repo / "audio/000/000002.wav").is_file()
     assert not (repo / "audio/000/000007.wav").exists()
+
+
+# --- symbolic links: a path stays inside its root after resolving links -----------------------
+
+
+def linked_collection(tmp_path):
+    """A root with a file link and a folder link out of it, and a link that stays inside."""
+    root, outside = tmp_path / "root", tmp_path / "elsewhere"
+    write_audio(root, ["jazz/a.wav", "rock/b.wav"])
+    write_audio(outside, ["x.wav", "pop/c.wav"])
+    (root / "jazz" / "x.wav").symlink_to(outside / "x.wav")
+    (root / "pop").symlink_to(outside / "pop", target_is_directory=True)
+    (root / "jazz" / "b.wav").symlink_to("../rock/b.wav")  # inside: fine
+    (root / "rock" / "loop").symlink_to("..", target_is_directory=True)  # inside, no loop
+    return root, outside
+
+
+def link_reasons(outside, root) -> dict[str, str]:
+    advice = f"leaves the audio root {root.resolve()}: copy it below the root or set "
+    advice += "data.follow_links: true"
+    return {
+        f"{root}/jazz/x.wav": f"symbolic link to a file at {outside.resolve()}/x.wav {advice}",
+        f"{root}/pop": f"symbolic link to a folder at {outside.resolve()}/pop {advice}",
+    }
+
+
+@pytest.mark.parametrize("source", ["dir", "table", "predict"])
+def test_links_leaving_the_root_are_skipped_with_the_reason(tmp_path, source):
+    from genre_classification.data.audio_source import scan_unlabelled
+
+    root, outside = linked_collection(tmp_path)
+    reasons = link_reasons(outside, root)
+    if source == "dir":
+        data = dir_config(root)
+        listed = ["jazz/a.wav", "jazz/b.wav", "rock/b.wav"]
+    elif source == "table":
+        table = tmp_path / "labels.tsv"
+        table.write_text("path\tgenre\njazz/a.wav\tj\njazz/x.wav\tj\npop/c.wav\tp\njazz/b.wav\tj\n")
+        data = table_config(table, root)
+        listed = ["jazz/a.wav", "jazz/b.wav"]
+        # a table names files: the folder link's file is skipped, naming the folder
+        reasons[f"{root}/pop/c.wav"] = reasons.pop(f"{root}/pop") + f" (line 4 of {table})"
+        reasons[f"{root}/jazz/x.wav"] += f" (line 3 of {table})"
+    else:
+        data = {"source": "dir", "dir": str(root), "extensions": ["wav"]}
+        listed = ["jazz/a.wav", "jazz/b.wav", "rock/b.wav"]
+    scan = scan_unlabelled if source == "predict" else scan_collection
+    collection = scan(data)
+    assert [f.relpath for f in collection.files] == listed
+    assert {s["path"]: s["reason"] for s in collection.skipped} == reasons
+
+    # follow_links: true reads audio behind links (a site that keeps it elsewhere).
+    followed = scan(data, True) if source == "predict" else scan({**data, "follow_links": True})
+    assert collection.skipped and not followed.skipped
+    assert sorted(f.relpath for f in followed.files) == sorted([*listed, "jazz/x.wav", "pop/c.wav"])
+
+
+def test_link_reasons_reach_rejected_tsv(tmp_path):
+    """The listing's skipped files go through the listing extras (written at parse time) into
+    results/qc/rejected.tsv, beside the files quarantined by extraction."""
+    from genre_classification.data.shards import (
+        read_listing_extras,
+        write_collection,
+        write_listing_extras,
+    )
+
+    root, outside = linked_collection(tmp_path)
+    collection = scan_collection(dir_config(root))
+    extras = write_listing_extras(tmp_path / "extras.json", collection.skipped, {})
+    skipped, _ = read_listing_extras(extras)
+    record = tmp_path / "00000.tsv"
+    record.write_text("genre\ttrack\tpath\tstatus\treason\n")
+    rejected = tmp_path / "rejected.tsv"
+    write_collection([record], {"md5": None}, tmp_path / "m.tsv", rejected, tmp_path / "v.json",
+                     skipped=skipped)  # fmt: skip
+    rows = {r["path"]: r["reason"] for r in read_tsv(rejected)}
+    assert rows == link_reasons(outside, root)
+
+
+def test_dvc_workspace_links_into_its_cache_are_inside(tmp_path):
+    """A DVC checkout with `cache.type: symlink` (every file a link into the DVC cache, here
+    outside the project) keeps working; a file replaced by a link elsewhere is skipped."""
+    import subprocess
+
+    from genre_classification.data.audio_source import dvc_cache_dirs, scan_dvc
+
+    repo, remote, cache = tmp_path / "repo", tmp_path / "remote", tmp_path / "cache"
+    init_data_repo(repo, remote)
+    for key, value in (("cache.type", "symlink"), ("cache.dir", str(cache))):
+        subprocess.run(["dvc", "config", key, value], cwd=repo, check=True)
+    make_demo_dataset(repo / "genres", 2, seconds=1.5, genres=["disco", "metal"])
+    add_and_push(repo, "genres", "v1")
+    linked = repo / "genres" / "disco" / "disco.00000.wav"
+    assert linked.is_symlink() and str(cache.resolve()) in str(linked.resolve())
+    assert str(cache.resolve()) in [str(Path(d).resolve()) for d in dvc_cache_dirs(repo)][1]
+    collection = scan_dvc(repo, "genres", ["wav"])
+    assert len(collection.files) == 4 and collection.skipped == []
+
+    elsewhere = tmp_path / "elsewhere.wav"
+    sf.write(elsewhere, np.zeros(100), 22050)
+    moved = repo / "genres" / "metal" / "metal.00001.wav"
+    moved.unlink()
+    moved.symlink_to(elsewhere)
+    collection = scan_dvc(repo, "genres", ["wav"])
+    assert [f.relpath for f in collection.files] == [
+        "disco/disco.00000.wav", "disco/disco.00001.wav", "metal/metal.00000.wav"]  # fmt: skip
+    assert [s["reason"] for s in collection.skipped] == [
+        f"symbolic link to a file at {elsewhere.resolve()} leaves the audio root "
+        f"{(repo / 'genres').resolve()}: copy it below the root or set data.follow_links: true"
+    ]
+    assert len(scan_dvc(repo, "genres", ["wav"], follow_links=True).files) == 4

@@ -15,6 +15,7 @@ from genre_classification.config_check import (
     check_keys,
     check_values,
     cross_check,
+    schema_errors,
     unknown_keys,
     with_defaults,
 )
@@ -29,7 +30,28 @@ def schema() -> dict:
 
 def test_default_config_has_no_unknown_keys(config, schema):
     assert unknown_keys(config, schema) == []
+    assert schema_errors(config, schema) == []
     check_values(config)
+
+
+def test_every_schema_error_is_named_at_once(config, schema):
+    cnn = config["training"]["models"]["cnn"]
+    cnn.update(epochs=1.0, learning_rate=yaml.safe_load("learning_rate: 1e-3")["learning_rate"])
+    config["features"]["n_mels"] = -3
+    config["split"]["seed"] = "7"
+    assert schema_errors(config, schema) == [
+        "features.n_mels: -3 is less than the minimum of 8",
+        "split.seed: '7' is text, not a number: write it without quotes",
+        "training.models.cnn.epochs: 1.0 is not an integer (a whole number, no decimal point): "
+        "write 1",
+        "training.models.cnn.learning_rate: '1e-3' is text, not a number: YAML (1.1, PyYAML) "
+        "reads 1e-3 as a string because its floats need a dot and a signed exponent; write "
+        "1.0e-3 (without quotes)",
+    ]
+    assert yaml.safe_load("x: 1.0e-3")["x"] == 0.001  # the spelling the hint gives is a number
+    # Defaults are not schema errors: an entry without epochs is fine (validate fills it in).
+    del cnn["epochs"]
+    assert [e for e in schema_errors(config, schema) if "epochs" in e] == []
 
 
 @pytest.mark.parametrize(
@@ -143,6 +165,33 @@ def test_dry_run_rejects_before_any_job(tmp_path, overlay, expected):
     assert "ConfigError" in output and expected in output, output
     assert "Job stats" not in output and "fetch_audio" not in output
     assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.slow
+def test_dry_run_names_every_schema_error_at_parse_time(tmp_path):
+    """`epochs: 1.0` (which passed validation and failed both training attempts) and a second
+    schema error are refused together by `snakemake -n`, with the hint for YAML's `1e-3`."""
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "config.yaml").write_text((REPO / "config/config.yaml").read_text())
+    runner = SnakemakeRunner(tmp_path)
+    runner.configfiles = ["config/config.yaml", "config/wrong.yaml"]
+    (tmp_path / "config" / "wrong.yaml").write_text(
+        "features:\n  n_fft: 0\n"
+        "training:\n  models:\n    cnn:\n      epochs: 1.0\n      learning_rate: 1e-3\n"
+    )
+    result = runner("--cores", "1", "--dry-run", check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "ConfigError" in output and "invalid configuration:" in output, output
+    for expected in (
+        "features.n_fft: 0 is less than the minimum of",
+        "training.models.cnn.epochs: 1.0 is not an integer (a whole number, no decimal point)",
+        "training.models.cnn.learning_rate: '1e-3' is text, not a number: YAML (1.1, PyYAML) "
+        "reads 1e-3 as a string because its floats need a dot and a signed exponent; write "
+        "1.0e-3",
+    ):
+        assert expected in output, output
+    assert "Job stats" not in output and not (tmp_path / "results").exists()
 
 
 def test_predict_sets_with_kfold_name_the_keys_and_the_way_out(config):

@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 import soundfile as sf
@@ -22,6 +25,7 @@ from genre_classification.data import shards
 from genre_classification.data.audio_source import AudioFile, list_directory
 from genre_classification.data.demo_data import make_demo_dataset, synthesize_clip
 from genre_classification.data.shards import assign_shards, extract_shard, shard_count
+from genre_classification.features import features
 from genre_classification.features.features import (
     FeatureFileError,
     FeatureParams,
@@ -188,6 +192,87 @@ def test_a_crashing_worker_costs_only_its_file(collection, tmp_path, monkeypatch
     good = [r for r in rows.values() if r["status"] in ("extracted", "kept")]
     assert len(good) == 5
     assert all(Path(r["features"]).is_file() for r in good)
+
+
+class FullDiskFile(h5py.File):
+    """An HDF5 file whose data write fails as h5py reports a full disk (an OSError without
+    ``errno``, the number only in the message) for the tracks of genre metal."""
+
+    def create_dataset(self, *args, **kwargs):
+        if "/metal/" in self.filename:
+            raise OSError(
+                "Can't synchronously write data (file write failed: time = Fri Dec  4 20:00:00 "
+                f"2026, filename = '{self.filename}', file descriptor = 7, errno = 28, error "
+                "message = 'No space left on device', buf = 0x5, total write size = 65536, "
+                "bytes this sub-write = 65536, bytes actually written = 18446744073709551615)"
+            )
+        return super().create_dataset(*args, **kwargs)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_full_disk_fails_the_job_and_quarantines_nothing(
+    collection, tmp_path, monkeypatch, threads
+):
+    root, files = collection
+    monkeypatch.setattr(h5py, "File", FullDiskFile)  # inherited by forked workers
+    with pytest.raises(shards.ShardWriteError) as failure:
+        run_shard(root, files, tmp_path, threads=threads)
+    message = str(failure.value)
+    features_dir = tmp_path / "features"
+    assert f"the features directory {features_dir} cannot take this shard's features" in message
+    assert "No space left on device" in message and f"{features_dir}/metal/" in message
+    assert "Free there: " in message and "MiB for the " in message
+    assert "Free space there" in message and "run snakemake again" in message
+    # No record (the job failed, Snakemake reruns it), no quarantine, finished files kept.
+    assert not shard_record_path(features_dir, "00000").exists()
+    assert sorted(feature_mtimes(tmp_path)) == [
+        f"features/classical/classical.{i:05d}.h5" for i in range(3)
+    ]
+    assert not temporary_files(tmp_path)
+    finished = feature_mtimes(tmp_path)
+
+    monkeypatch.undo()  # space freed: the rerun keeps the finished files and extracts the rest
+    rows = run_shard(root, files, tmp_path, threads=threads)
+    assert {k: r["status"] for k, r in rows.items()} == {
+        **{f"classical/classical.{i:05d}": "kept" for i in range(3)},
+        **{f"metal/metal.{i:05d}": "extracted" for i in range(3)},
+    }
+    assert all(feature_mtimes(tmp_path)[k] == v for k, v in finished.items())
+
+
+def test_only_errors_about_the_audio_quarantine_it(collection, tmp_path, monkeypatch):
+    root, files = collection
+    real_load = features.load_audio
+
+    def load(path, params):  # what the input's disk says about one file
+        if Path(path).name == "metal.00001.wav":
+            raise OSError(errno_, os.strerror(errno_), str(path))
+        return real_load(path, params)
+
+    monkeypatch.setattr(features, "load_audio", load)
+    errno_ = errno.EIO  # a bad sector under the audio file: that file is quarantined
+    rows = run_shard(root, files, tmp_path, threads=1)
+    assert rows["metal/metal.00001"]["status"] == "rejected"
+    assert "Input/output error" in rows["metal/metal.00001"]["reason"]
+    errno_ = errno.ENOSPC  # never about the file, even while reading: the job fails
+    with pytest.raises(shards.ShardWriteError, match="No space left on device"):
+        run_shard(root, files, tmp_path, threads=1)
+
+    # No permission on the output directory (root ignores modes, so the mkdir is refused).
+    monkeypatch.setattr(features, "load_audio", real_load)
+    real_mkdir = Path.mkdir
+
+    def mkdir(path, *args, **kwargs):
+        if path.name == "metal":
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_mkdir(path, *args, **kwargs)
+
+    shutil.rmtree(tmp_path / "features" / "metal")
+    shard_record_path(tmp_path / "features", "00000").unlink()  # as Snakemake does before a rerun
+    monkeypatch.setattr(Path, "mkdir", mkdir)
+    with pytest.raises(shards.ShardWriteError, match="Permission denied"):
+        run_shard(root, files, tmp_path, threads=1)
+    assert not shard_record_path(tmp_path / "features", "00000").exists()
 
 
 KILLABLE_SHARD = """

@@ -27,7 +27,7 @@ import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from stat import S_ISREG
+from stat import S_ISDIR, S_ISLNK, S_ISREG
 
 import yaml
 
@@ -144,14 +144,18 @@ def _collect(
     extensions: list[str],
     where: str,
     genre_dirs: Iterable[str] = (),
+    escapes: dict[str, tuple[str, bool]] | None = None,
 ) -> Collection:
     """``(relpath, version)`` pairs -> the Collection of ``<genre>/<file>`` audio files; audio in
-    other places, and genre folders without audio, are skipped with the reason. Two files with
-    one track id and no audio at all are errors."""
+    other places, genre folders without audio, and symbolic links leaving the root
+    (``escapes``, from ``walk_files``) are skipped with the reason. Two files with one track id
+    and no audio at all are errors."""
     suffixes = _suffixes(extensions)
     listing = _Listing(where, "file names without extension")
+    escapes = escapes or {}
+    _skip_escapes(listing, escapes, suffixes, where, _genre_ids)
     for relpath, version in sorted(entries):
-        if Path(relpath).suffix.lower() not in suffixes:
+        if Path(relpath).suffix.lower() not in suffixes or _escaped(relpath, escapes):
             continue
         parts = relpath.split("/")
         reason = _skip_reason(parts)
@@ -167,28 +171,132 @@ def _collect(
     return Collection(listing.files, listing.skipped)
 
 
-def scan_directory(root: str | Path, extensions: list[str]) -> Collection:
-    """A plain ``<genre>/<file>`` directory, with ``<size>:<mtime_ns>`` versions."""
+def scan_directory(
+    root: str | Path, extensions: list[str], follow_links: bool = False
+) -> Collection:
+    """A plain ``<genre>/<file>`` directory, with ``<size>:<mtime_ns>`` versions; a symbolic
+    link leaving the root is skipped with the reason unless ``follow_links``."""
     root = Path(root)
     if not root.is_dir():
         raise DataSourceError(
             f"audio directory {root} does not exist: set data.dir (source: dir) or "
             "data.dvc.repo/data.dvc.target (source: dvc) in the config"
         )
-    genre_dirs = [entry.name for entry in os.scandir(root) if entry.is_dir()]
-    return _collect(directory_entries(root), extensions, str(root), genre_dirs)
+    entries, escapes = walk_files(root, follow_links)
+    genre_dirs = [e.name for e in os.scandir(root) if e.is_dir() and e.name not in escapes]
+    return _collect(entries, extensions, str(root), genre_dirs, escapes)
 
 
-def directory_entries(root: Path) -> list[tuple[str, str]]:
-    """``(relpath, "<size>:<mtime_ns>")`` of every file below ``root``, at any depth."""
-    entries = []
-    for folder, _, names in os.walk(root):
-        relfolder = Path(folder).relative_to(root).as_posix()
-        for name in names:
-            version = stat_version(os.path.join(folder, name))
-            if version is not None:
-                entries.append((name if relfolder == "." else f"{relfolder}/{name}", version))
-    return entries
+LINK_ADVICE = "copy it below the root or set data.follow_links: true"
+
+
+def resolved_bounds(root: str | Path, also_inside: Iterable[str | Path] = ()) -> tuple[str, ...]:
+    """The resolved root (and other directories that count as inside it: a DVC cache)."""
+    return tuple(os.path.realpath(path) for path in (root, *also_inside))
+
+
+def leaves(target: str, bounds: tuple[str, ...]) -> bool:
+    """Whether the resolved path ``target`` lies outside every directory of ``bounds``."""
+    return target not in bounds and not target.startswith(_prefixes(bounds))
+
+
+def _prefixes(folders: Iterable[str]) -> tuple[str, ...]:
+    return tuple(folder.rstrip("/") + "/" for folder in folders)
+
+
+def link_reason(target: str, root: str | Path, folder: bool = False) -> str:
+    """The skip reason of a symbolic link (a file's, or a folder's) that leaves its root."""
+    what = "a folder" if folder else "a file"
+    return (
+        f"symbolic link to {what} at {target} leaves the audio root {os.path.realpath(root)}: "
+        f"{LINK_ADVICE}"
+    )
+
+
+def walk_files(
+    root: Path,
+    follow_links: bool = False,
+    also_inside: Iterable[str | Path] = (),
+    versions: bool = True,
+) -> tuple[list[tuple[str, str | None]], dict[str, tuple[str, bool]]]:
+    """``(relpath, "<size>:<mtime_ns>")`` of every regular file below ``root``, at any depth
+    (the version None with ``versions=False``: no ``stat`` at all), and the symbolic links that
+    leave it: ``relpath -> (resolved target, is a folder)``, neither listed nor followed (unless
+    ``follow_links``). Links that stay inside the root (or ``also_inside``: a DVC cache, whose
+    entries are taken to be files) are followed, folders too, each folder target once (a link
+    to an ancestor does not loop). Only a link costs a look at its target (``resolve_link``):
+    ``DirEntry.is_symlink`` needs no ``stat``."""
+    bounds = resolved_bounds(root, also_inside)
+    trusted = _prefixes(bounds[1:])
+    entries, escapes, visited, folders = [], {}, {bounds[0]}, {}
+    stack = [(str(root), "")]
+    while stack:
+        folder, prefix = stack.pop()
+        try:
+            listing = os.scandir(folder)
+        except OSError:
+            continue
+        with listing:
+            for entry in listing:
+                relpath, target = prefix + entry.name, None
+                if entry.is_symlink():
+                    target, is_dir = resolve_link(entry.path, folders, trusted)
+                    if not follow_links and leaves(target, bounds):
+                        escapes[relpath] = (target, is_dir)
+                        continue
+                else:
+                    try:
+                        is_dir = entry.is_dir()  # no stat: the file type is in the entry
+                    except OSError:
+                        is_dir = False
+                if is_dir:
+                    if target is None or target not in visited:
+                        visited.add(target)
+                        stack.append((entry.path, f"{relpath}/"))
+                elif not versions:
+                    entries.append((relpath, None))
+                else:
+                    version = stat_version(entry.path)
+                    if version is not None:
+                        entries.append((relpath, version))
+    return entries, escapes
+
+
+def resolve_link(
+    path: str, folders: dict[str, str], trusted: tuple[str, ...] = ()
+) -> tuple[str, bool]:
+    """``os.path.realpath`` of the symbolic link ``path``, and whether it is a folder; cheaper
+    for many links into few folders (a DVC cache: ``realpath`` looks at every component of
+    every path): the link's target with its folder resolved once (``folders`` caches them),
+    and one ``lstat`` of the target, which must not be a link itself (else ``realpath``). A
+    target directly in a ``trusted`` folder (prefixes ending in ``/``: a DVC cache, which holds
+    files only) needs no ``lstat``."""
+    link = os.readlink(path)
+    target = link if link.startswith("/") else os.path.join(os.path.dirname(path), link)
+    parent, _, name = target.rpartition("/")
+    real_parent = folders.get(parent)
+    if real_parent is None:
+        real_parent = folders[parent] = os.path.realpath(parent or "/")
+    resolved = f"{real_parent.rstrip('/')}/{name}"
+    if name in ("", ".", ".."):
+        mode = None
+    elif trusted and resolved.startswith(trusted):
+        return resolved, False
+    else:
+        try:
+            mode = os.lstat(resolved).st_mode
+        except OSError:  # a broken link
+            return resolved, False
+    if mode is None or S_ISLNK(mode):
+        resolved = os.path.realpath(path)
+        return resolved, os.path.isdir(resolved)
+    return resolved, S_ISDIR(mode)
+
+
+def directory_entries(root: Path, follow_links: bool = False) -> list[tuple[str, str]]:
+    """``(relpath, "<size>:<mtime_ns>")`` of every file below ``root``, at any depth, but for
+    those behind a symbolic link leaving it (``walk_files``)."""
+    return walk_files(root, follow_links)[0]
 
 
 def stat_version(path: str | Path) -> str | None:
@@ -199,6 +307,76 @@ def stat_version(path: str | Path) -> str | None:
     except OSError:
         return None
     return f"{stat.st_size}:{stat.st_mtime_ns}" if S_ISREG(stat.st_mode) else None
+
+
+def _escaped(relpath: str, escapes: dict[str, tuple[str, bool]]) -> bool:
+    """Whether ``relpath`` is a link that leaves the root, or lies below one."""
+    if relpath in escapes:
+        return True
+    parts = relpath.split("/")
+    return any("/".join(parts[:i]) in escapes for i in range(1, len(parts)))
+
+
+def _escape_reason(relpath: str, escapes: dict, root) -> str | None:
+    """The skip reason of ``relpath`` if it is, or lies below, a link leaving the root."""
+    parts = relpath.split("/")
+    for i in range(len(parts), 0, -1):
+        if "/".join(parts[:i]) in escapes:
+            target, folder = escapes["/".join(parts[:i])]
+            return link_reason(target, root, folder)
+    return None
+
+
+def table_versions(
+    root: str | Path, relpaths: list[str], follow_links: bool = False
+) -> tuple[dict[str, str | None], dict[str, str]]:
+    """A label table's files below a plain root: ``relpath -> "<size>:<mtime_ns>"`` (None:
+    missing, not a regular file), and ``relpath -> reason`` of those reached through a symbolic
+    link that leaves the root (unless ``follow_links``). One ``lstat`` per file, a ``realpath``
+    per folder, and ``resolve_link`` per link."""
+    bounds = resolved_bounds(root)
+    versions, reasons, folders, link_folders = {}, {}, {}, {}
+    for relpath in relpaths:
+        path = os.path.join(root, relpath)
+        try:
+            stat = os.lstat(path)
+        except OSError:
+            versions[relpath] = None
+            continue
+        if not follow_links:
+            parent = os.path.dirname(relpath)
+            if parent not in folders:
+                folders[parent] = os.path.realpath(os.path.join(root, parent))
+            if leaves(folders[parent], bounds):
+                reasons[relpath] = link_reason(folders[parent], root, folder=True)
+                continue
+        if S_ISLNK(stat.st_mode):
+            target = resolve_link(path, link_folders)[0]
+            if not follow_links and leaves(target, bounds):
+                reasons[relpath] = link_reason(target, root)
+                continue
+            versions[relpath] = stat_version(path)
+        elif S_ISREG(stat.st_mode):
+            versions[relpath] = f"{stat.st_size}:{stat.st_mtime_ns}"
+        else:
+            versions[relpath] = None
+    return versions, reasons
+
+
+def _skip_escapes(listing, escapes: dict, suffixes: set[str], root, ids) -> None:
+    """Skip, with the reason, each link leaving the root: folders, and audio files."""
+    for relpath, (target, folder) in sorted(escapes.items()):
+        if folder or Path(relpath).suffix.lower() in suffixes:
+            genre, track = ids(relpath, folder)
+            listing.skip(genre, track, relpath, link_reason(target, root, folder))
+
+
+def _genre_ids(relpath: str, folder: bool) -> tuple[str, str]:
+    """(genre, track) of a skipped ``<genre>/<file>`` path (or folder)."""
+    parts = relpath.split("/")
+    if folder:
+        return parts[0], "/".join(parts[1:])
+    return (parts[0] if len(parts) > 1 else ""), Path(parts[-1]).stem
 
 
 def list_directory(root: str | Path, extensions: list[str]) -> list[AudioFile]:
@@ -241,9 +419,38 @@ def dvc_entries(repo: str | Path, target: str) -> list[tuple[str, str]]:
     return [(relpath, md5) for relpath, md5 in entries if md5]
 
 
-def scan_dvc(repo: str | Path, target: str, extensions: list[str]) -> Collection:
-    """The ``<genre>/<file>`` audio of a DVC-tracked directory, with DVC's md5s."""
-    return _collect(dvc_entries(repo, target), extensions, f"{repo}/{target}")
+def dvc_cache_dirs(repo: str | Path) -> list[str]:
+    """The DVC project's cache directories (``cache.dir``, ``.dvc/cache`` by default): the
+    workspace's files may be links into them (``cache.type`` symlink or hardlink)."""
+    dirs = [str(Path(repo) / ".dvc" / "cache")]
+    try:
+        from dvc.api import DVCFileSystem
+
+        cache = DVCFileSystem(str(repo)).repo.cache
+        dirs += [odb.path for odb in (cache.local, getattr(cache, "legacy", None)) if odb]
+    except Exception as error:  # an unreadable DVC config: the listing itself will say so
+        log.debug("DVC cache of %s not found: %s", repo, error)
+    return dirs
+
+
+def dvc_workspace_escapes(
+    repo: str | Path, target: str, follow_links: bool = False
+) -> dict[str, tuple[str, bool]]:
+    """The symbolic links of the DVC workspace ``<repo>/<target>`` (as far as it is checked out)
+    that leave it and the project's DVC cache (links into the cache are DVC's own)."""
+    workspace = Path(repo) / target
+    if follow_links or not workspace.is_dir():
+        return {}
+    return walk_files(workspace, also_inside=dvc_cache_dirs(repo), versions=False)[1]
+
+
+def scan_dvc(
+    repo: str | Path, target: str, extensions: list[str], follow_links: bool = False
+) -> Collection:
+    """The ``<genre>/<file>`` audio of a DVC-tracked directory, with DVC's md5s; a file whose
+    workspace copy is a link leaving the workspace and the DVC cache is skipped."""
+    escapes = dvc_workspace_escapes(repo, target, follow_links)
+    return _collect(dvc_entries(repo, target), extensions, f"{repo}/{target}", (), escapes)
 
 
 def list_dvc(repo: str | Path, target: str, extensions: list[str]) -> list[AudioFile]:
@@ -365,11 +572,15 @@ def scan_table(data: dict) -> Collection:
     where, content = read_label_table(data)
     rows = parse_label_table(content, where)
     root = audio_root(data)
+    follow_links = data.get("follow_links", False)  # the workflow's config always has it
     if uses_dvc(data):
         versions = dict(dvc_entries(data["dvc"]["repo"], data["dvc"]["target"]))
         absent = f"not in the DVC-tracked {data['dvc']['target']}"
+        links = dvc_workspace_escapes(data["dvc"]["repo"], data["dvc"]["target"], follow_links)
+        escapes = {relpath: _escape_reason(relpath, links, root) for relpath in versions}
+        escapes = {relpath: reason for relpath, reason in escapes.items() if reason}
     elif root.is_dir():
-        versions = {row.relpath: stat_version(root / row.relpath) for row in rows}
+        versions, escapes = table_versions(root, [row.relpath for row in rows], follow_links)
         absent = "no such file"
     else:
         raise DataSourceError(f"audio directory {root} (data.table.root) does not exist")
@@ -380,6 +591,8 @@ def scan_table(data: dict) -> Collection:
         track, version = tree_track_id(row.relpath), versions.get(row.relpath)
         if PurePosixPath(row.relpath).suffix.lower() not in suffixes:
             reason = f"extension not in data.extensions ({', '.join(sorted(suffixes))})"
+        elif row.relpath in escapes:
+            reason = escapes[row.relpath]
         elif version is None:
             reason = absent
         else:
@@ -395,11 +608,13 @@ def scan_table(data: dict) -> Collection:
 
 def scan_collection(data: dict) -> Collection:
     """Every audio file the ``data`` config section names, with its version, and the skipped."""
+    follow_links = data.get("follow_links", False)  # the workflow's config always has it
     if data["source"] == "table":
         return scan_table(data)
     if data["source"] == "dvc":
-        return scan_dvc(data["dvc"]["repo"], data["dvc"]["target"], data["extensions"])
-    return scan_directory(data["dir"], data["extensions"])
+        dvc = data["dvc"]
+        return scan_dvc(dvc["repo"], dvc["target"], data["extensions"], follow_links)
+    return scan_directory(data["dir"], data["extensions"], follow_links)
 
 
 def list_collection(data: dict) -> list[AudioFile]:
@@ -482,35 +697,63 @@ def tree_track_id(relpath: str) -> str:
     return stem.replace("%", "%25").replace("/", "%2F")
 
 
-def _collect_tree(entries: list[tuple[str, str]], extensions: list[str], where: str):
+def _tree_ids(relpath: str, folder: bool) -> tuple[str, str]:
+    return UNLABELLED, tree_track_id(relpath)
+
+
+def _collect_tree(
+    entries: list[tuple[str, str]], extensions: list[str], where: str, escapes: dict | None = None
+) -> Collection:
     """``(relpath, version)`` pairs -> sorted unlabelled AudioFiles of every file with an audio
-    extension, at any depth; an error for two files with one track id or no audio at all."""
+    extension, at any depth, and the links leaving the root (``escapes``) as skipped; an error
+    for two files with one track id or no audio at all."""
     suffixes = _suffixes(extensions)
     listing = _Listing(where, "relative paths without extension")
+    escapes = escapes or {}
+    _skip_escapes(listing, escapes, suffixes, where, _tree_ids)
     for relpath, version in sorted(entries):
-        if Path(relpath).suffix.lower() in suffixes:
+        if Path(relpath).suffix.lower() in suffixes and not _escaped(relpath, escapes):
             listing.add(UNLABELLED, tree_track_id(relpath), relpath, version)
     if not listing.files:
         raise listing.no_audio(f"({', '.join(sorted(suffixes))}) below {where}")
-    return listing.files
+    return Collection(listing.files, listing.skipped)
 
 
-def list_tree(root: str | Path, extensions: list[str]) -> list[AudioFile]:
-    """Every audio file below a plain directory (flat or nested), with ``<size>:<mtime_ns>``."""
+def scan_tree(root: str | Path, extensions: list[str], follow_links: bool = False) -> Collection:
+    """Every audio file below a plain directory (flat or nested), with ``<size>:<mtime_ns>``;
+    links leaving it skipped with the reason (unless ``follow_links``)."""
     root = Path(root)
     if not root.is_dir():
         raise DataSourceError(f"audio directory {root} does not exist")
-    return _collect_tree(directory_entries(root), extensions, str(root))
+    entries, escapes = walk_files(root, follow_links)
+    return _collect_tree(entries, extensions, str(root), escapes)
+
+
+def list_tree(root: str | Path, extensions: list[str]) -> list[AudioFile]:
+    return scan_tree(root, extensions).files
+
+
+def scan_dvc_tree(
+    repo: str | Path, target: str, extensions: list[str], follow_links: bool = False
+) -> Collection:
+    """Every audio file of a DVC-tracked directory (flat or nested), with DVC's md5s."""
+    escapes = dvc_workspace_escapes(repo, target, follow_links)
+    return _collect_tree(dvc_entries(repo, target), extensions, f"{repo}/{target}", escapes)
 
 
 def list_dvc_tree(repo: str | Path, target: str, extensions: list[str]) -> list[AudioFile]:
-    """Every audio file of a DVC-tracked directory (flat or nested), with DVC's md5s."""
-    return _collect_tree(dvc_entries(repo, target), extensions, f"{repo}/{target}")
+    return scan_dvc_tree(repo, target, extensions).files
 
 
-def list_unlabelled(data: dict) -> list[AudioFile]:
+def scan_unlabelled(data: dict, follow_links: bool = False) -> Collection:
     """Every audio file of a ``data``-like section (``source``, ``dir`` or ``dvc``,
-    ``extensions``) at any depth, as unlabelled files."""
+    ``extensions``) at any depth, as unlabelled files, and what is skipped (links leaving the
+    root, unless ``follow_links``: the workflow passes ``data.follow_links``)."""
     if data["source"] == "dvc":
-        return list_dvc_tree(data["dvc"]["repo"], data["dvc"]["target"], data["extensions"])
-    return list_tree(data["dir"], data["extensions"])
+        dvc = data["dvc"]
+        return scan_dvc_tree(dvc["repo"], dvc["target"], data["extensions"], follow_links)
+    return scan_tree(data["dir"], data["extensions"], follow_links)
+
+
+def list_unlabelled(data: dict, follow_links: bool = False) -> list[AudioFile]:
+    return scan_unlabelled(data, follow_links).files

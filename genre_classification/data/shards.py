@@ -8,7 +8,10 @@ of recompute stays one HDF5 file per audio file.
 * A shard job checks each member's HDF5: one that opens, was made with the same feature
   parameters and from the same content md5 is kept; only the others are extracted, in a process
   pool of the job's threads. Each HDF5 is written atomically, so a job killed midway keeps what
-  it finished. A file that cannot be used is quarantined with its reason: it never fails the shard.
+  it finished. A file that cannot be read or decoded is quarantined with its reason: it never
+  fails the shard. An HDF5 that cannot be written (full disk, quota, read-only or unwritable
+  features directory) is not the file's fault: the job fails naming the directory and the space
+  it needs, writes no record (so Snakemake reruns it), and keeps every finished HDF5.
 * The job writes a shard record (TSV, one row per member: accepted with the feature file and
   segment count, or rejected with the reason): the Snakemake output of the job.
 """
@@ -20,6 +23,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -37,11 +41,15 @@ from genre_classification.columns import (
 )
 from genre_classification.data.audio_source import AudioFile, file_md5
 from genre_classification.features.features import (
+    NOT_ABOUT_THE_FILE,
     AudioError,
     FeatureParams,
+    FeatureWriteError,
+    error_number,
     existing_features,
     extract_audio,
     feature_path,
+    write_error,
 )
 from genre_classification.fileio import read_tsv, write_json, write_text_if_changed, write_tsv
 
@@ -142,8 +150,15 @@ def _record_row(task: ShardTask, **values) -> dict:
     return {**row, **values}
 
 
+class ShardWriteError(RuntimeError):
+    """A shard job that cannot write its features: the message names the features directory,
+    the space it needs and what to do."""
+
+
 def process_member(task: ShardTask) -> dict:
-    """Keep, extract or reject one file; returns its record row (never raises for bad audio)."""
+    """Keep, extract or reject one file; returns its record row (never raises for bad audio).
+    Raises FeatureWriteError when its HDF5 cannot be written (``extract_audio``) or a read
+    fails for a reason that is not about the file (``NOT_ABOUT_THE_FILE``: a full disk)."""
     audio, params = task.audio, task.params
     out = feature_path(task.features_dir, audio.genre, audio.track)
     row = _record_row(task, features=str(out))
@@ -163,12 +178,19 @@ def process_member(task: ShardTask) -> dict:
         shape, duration_s = extract_audio(path, out, params, audio.genre, md5, source_stat)
         row.update(status="extracted", n_segments=shape[0], duration_s=f"{duration_s:.3f}")
         log.debug("%s -> %s %s in %.3f s", path, out, shape, time.perf_counter() - start)
+    except FeatureWriteError:
+        raise
     except (AudioError, OSError) as error:
+        if error_number(error) in NOT_ABOUT_THE_FILE:
+            raise write_error(out, error) from error
         row.update(status="rejected", reason=str(error).replace("\n", " ").replace("\t", " "))
     except Exception as error:  # a decoder bug must not lose the shard's other files
         row.update(status="rejected", reason=f"{type(error).__name__}: {error}".replace("\n", " "))
     if row["status"] == "rejected":
-        out.unlink(missing_ok=True)  # an HDF5 of an earlier, good version would be stale
+        try:
+            out.unlink(missing_ok=True)  # an HDF5 of an earlier, good version would be stale
+        except OSError as error:
+            raise write_error(out, error) from error
     else:
         row.update(features_stat(out))
     return row
@@ -214,6 +236,9 @@ def _run_pool(tasks: list[ShardTask], threads: int) -> Iterator[dict]:
                     done.update(id(task) for task in futures[future])
                     yield from rows
                 pending = []
+            except FeatureWriteError:  # the job's fault, not a file's: stop, no more writes
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
             except BrokenProcessPool:
                 pending = [t for t in pending if id(t) not in done]
                 if threads == 1:  # one worker takes files in order: the first left crashed it
@@ -254,13 +279,51 @@ def extract_shard(
     start = time.perf_counter()
     # One BLAS thread per process: the job's threads are the worker processes. Forked workers
     # inherit the limit (OPENBLAS_NUM_THREADS set after numpy's import would not reach BLAS).
+    rows = []
     with threadpool_limits(1):
         _preload(params)
-        rows = sorted(_with_progress(tasks, threads), key=lambda r: (r["genre"], r["track"]))
+        try:
+            rows.extend(_with_progress(tasks, threads))
+        except FeatureWriteError as error:
+            raise ShardWriteError(_write_failure(error, features_dir, rows, len(tasks))) from error
+    rows.sort(key=lambda r: (r["genre"], r["track"]))
     counts = {s: sum(r["status"] == s for r in rows) for s in RECORD_STATUSES}
     log.info("shard done in %.1f s: %s", time.perf_counter() - start, counts)
     write_tsv(record_path, rows, RECORD_COLUMNS)
     return rows
+
+
+def _mib(nbytes: float) -> str:
+    return f"{nbytes / 2**20:.1f} MiB"
+
+
+def _write_failure(error: FeatureWriteError, features_dir, done: list[dict], n_files: int) -> str:
+    """The message of a shard job that cannot write its features: the directory, the free space
+    there against an estimate of what the files left need (the mean size of the HDF5s written
+    so far, else the segments of the file that failed), and what to do."""
+    features_dir = Path(features_dir)
+    written = [int(r["features_size"]) for r in done if r.get("features_size")]
+    n_left = n_files - len(done)
+    if written:
+        per_file, basis = sum(written) / len(written), f"the {len(written)} finished HDF5s"
+    else:
+        per_file, basis = error.nbytes, "the segments of the file that failed"
+    try:
+        free = _mib(shutil.disk_usage(features_dir).free)
+    except OSError:
+        free = "unknown"
+    needed = (
+        f"about {_mib(per_file * n_left)} for the {n_left} file(s) left (estimated from {basis})"
+        if per_file
+        else f"space for {n_left} more file(s)"
+    )
+    return (
+        f"the features directory {features_dir} cannot take this shard's features: {error}. "
+        f"Free there: {free}; needed: {needed}. Free space there (or fix the quota or the "
+        "directory's permissions) and run snakemake again: the finished feature files are kept "
+        "and the rest are extracted. No audio file was "
+        "quarantined for this (results/qc/rejected.tsv lists only files that cannot be read)."
+    )
 
 
 def collect_records(record_paths: Iterable[str | Path]) -> tuple[list[dict], list[dict]]:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
 import os
+import re
 import shutil
 from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
@@ -46,6 +48,48 @@ class FeatureParams:
 
 class AudioError(ValueError):
     """An audio file that cannot be used (undecodable, empty or too short)."""
+
+
+# Errors that are about where the features go, never about the audio file being read: a full
+# disk, a quota, a read-only file system. Met while reading, they still fail the job.
+NOT_ABOUT_THE_FILE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
+
+
+class FeatureWriteError(Exception):
+    """An HDF5 that cannot be written (disk full, quota, read-only or unwritable directory, an
+    I/O error of the output): not the audio's fault, so the file is not quarantined; the job
+    fails instead. ``nbytes``: the size of the segments that were being written (0: unknown).
+    Every argument is in ``args``, so the error pickles across the process pool."""
+
+    def __init__(self, path: str, reason: str, error_number: int | None = None, nbytes: int = 0):
+        super().__init__(str(path), reason, error_number, nbytes)
+        self.path, self.reason, self.errno, self.nbytes = str(path), reason, error_number, nbytes
+
+    def __str__(self) -> str:
+        return f"cannot write feature file {self.path}: {self.reason}"
+
+
+def error_number(error: BaseException) -> int | None:
+    """The errno of ``error`` or of an error it wraps (h5py: ``OSError: [Errno 28] ...`` or
+    ``... (file write failed: ..., errno = 28, error message = 'No space left on device' ...)``
+    without ``errno`` set; a decoder's error wrapped in an AudioError)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        number = getattr(error, "errno", None)
+        if isinstance(number, int):
+            return number
+        found = re.search(r"errno = (\d+)|\[Errno (\d+)\]", str(error))
+        if found:
+            return int(found.group(1) or found.group(2))
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def write_error(path: str | Path, error: BaseException, nbytes: int = 0) -> FeatureWriteError:
+    """``error`` met while writing the HDF5 ``path`` as a FeatureWriteError."""
+    reason = f"{type(error).__name__}: {error}".replace("\n", " ").replace("\t", " ")
+    return FeatureWriteError(str(path), reason, error_number(error), nbytes)
 
 
 def duration_problem(n_samples: int, sample_rate: int, segment_seconds: float) -> str | None:
@@ -261,13 +305,17 @@ def extract_audio(
     source_stat: str = "",
 ) -> tuple[tuple[int, ...], float]:
     """Extract one audio file into one HDF5 file; returns the shape of the segment array and the
-    duration (s) of the decoded audio."""
-    audio = load_audio(audio_path, params)
+    duration (s) of the decoded audio. AudioError: the file cannot be read or decoded (its
+    fault); FeatureWriteError: the HDF5 cannot be written (not its fault)."""
+    audio = load_audio(audio_path, params)  # AudioError: the file is bad
     segments = log_mel_segments(audio, params)
     duration_s = audio.size / params.sample_rate
-    write_features(
-        out_path, segments, params, label, str(audio_path), source_md5, duration_s, source_stat
-    )
+    try:  # anything failing from here on is about the output, not the audio
+        write_features(
+            out_path, segments, params, label, str(audio_path), source_md5, duration_s, source_stat
+        )
+    except (OSError, RuntimeError) as error:  # h5py raises both for a failed write
+        raise write_error(out_path, error, segments.nbytes) from error
     return segments.shape, duration_s
 
 

@@ -2,7 +2,8 @@
 
 * A set is a plain directory (a string in ``predict.sets``) or a DVC-tracked directory
   (``{target: ...}`` inside ``data.dvc.repo``, or ``{repo: ..., target: ...}``). Every audio file
-  below it, at any depth, is one track (``audio_source.list_unlabelled``).
+  below it, at any depth, is one track (``audio_source.scan_unlabelled``; a link leaving the
+  set's directory is skipped with the reason unless ``data.follow_links``).
 * Its files are extracted by the training data's sharded machinery (``shards.extract_shard``,
   ``shards.write_collection``) with the feature parameters recorded with the model
   (``results/models/{model}/features.json``), not with today's ``features`` config.

@@ -7,12 +7,12 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from genre_classification.config_check import check_keys, check_values
+from genre_classification.config_check import check_schema, check_values
 from genre_classification.data.audio_source import (
     audio_root,
     data_version,
-    list_unlabelled,
     scan_collection,
+    scan_unlabelled,
     uses_dvc,
 )
 from genre_classification.data.shards import (
@@ -46,7 +46,8 @@ from genre_classification.training.sweep import expand_sweep
 # The schema is the one source of defaults: `validate` fills every absent key with its
 # `default:` (config/README.md lists them).
 CONFIG_SCHEMA = workflow.source_path("../schemas/config.schema.yaml")
-check_keys(config, CONFIG_SCHEMA)
+# Every problem at once (unknown keys, wrong types, `epochs: 1.0`), before validate stops at one.
+check_schema(config, CONFIG_SCHEMA)
 validate(config, CONFIG_SCHEMA, set_default=False)
 # Sweep points become ordinary model entries, validated like the ones written out.
 config["training"] = expand_sweep(config["training"])
@@ -54,6 +55,7 @@ config["training"] = expand_sweep(config["training"])
 # params of the training jobs (training_model_config), so that a default moving between code
 # and schema, or a new model key with a default, does not rerun every trained model.
 WRITTEN_MODELS = copy.deepcopy(config["training"]["models"])
+check_schema(config, CONFIG_SCHEMA)
 validate(config, CONFIG_SCHEMA)
 check_values(config)
 
@@ -153,6 +155,7 @@ PREDICT_SHARD_MEMBERS = f"{PREDICT_DIR}/shards/{{shard}}.json"
 PREDICT_MANIFEST = f"{PREDICT_DIR}/manifest.tsv"
 PREDICT_REJECTED = f"{PREDICT_DIR}/rejected.tsv"
 PREDICT_VERSION = f"{PREDICT_DIR}/data_version.json"
+PREDICT_LISTING_EXTRAS = f"{PREDICT_DIR}/listing_extras.json"
 PREDICT_PREDICTIONS = f"{PREDICT_DIR}/predictions.csv"
 PREDICT_TRACKS = f"{PREDICT_DIR}/tracks.tsv"
 PREDICT_DRIFT_REPORT = "results/reports/predict/{set}/drift.{ext}"
@@ -583,10 +586,24 @@ def predict_source(name):
 
 
 @functools.cache
+def predict_collection(name):
+    """The set's files (every audio file below it) and the skipped ones, listed once per
+    invocation."""
+    return scan_unlabelled(predict_source(name), config["data"]["follow_links"])
+
+
+@functools.cache
 def predict_shards(name):
-    """Shards of the set's files, listed once per invocation (every audio file below it)."""
-    files = list_unlabelled(predict_source(name))
+    files = predict_collection(name).files
     return assign_shards(files, config["extraction"]["files_per_shard"])
+
+
+def predict_listing_extras(wildcards):
+    """The set's skipped files (links leaving its root), for its rejected.tsv."""
+    path = PREDICT_LISTING_EXTRAS.format(set=wildcards.set)
+    return str(
+        write_listing_extras(path, predict_collection(wildcards.set).skipped, {})
+    )
 
 
 def predict_fetched(wildcards):

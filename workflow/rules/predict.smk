@@ -57,6 +57,7 @@ rule predict_extract_features:
 use rule collect_features as predict_collect_features with:
     input:
         records=predict_shard_records,
+        listing=predict_listing_extras,
     output:
         manifest=PREDICT_MANIFEST,
         rejected=PREDICT_REJECTED,
