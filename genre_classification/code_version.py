@@ -14,6 +14,7 @@ import ast
 import copy
 import hashlib
 import io
+import json
 import tokenize
 from functools import cache
 from pathlib import Path
@@ -170,3 +171,47 @@ def definitions_fingerprint(path: Path, roots: tuple[str, ...]) -> str:
     for name in sorted(seen):
         digest.update(f"{name}\t{ast.dump(_without_docstrings(defined[name]))}\n".encode())
     return digest.hexdigest()[:16]
+
+
+def code_record(script: str | Path | None) -> dict:
+    """What a rule's code record holds: the fingerprint of the package code its script runs
+    (``code_files``), the digest of each of those files and of the script itself. ``None``
+    (a script that is not a local file: a workflow used as a module from a remote source):
+    the whole package."""
+    if script is None or not Path(script).is_file():
+        files, own = package_files(), {}
+    else:
+        script = Path(script).resolve()
+        files, own = code_files(script), {script.name: source_digest(script)[:12]}
+    return {
+        "fingerprint": fingerprint(files),
+        "script": own,
+        "files": {
+            path.relative_to(PACKAGE_DIR.parent).as_posix(): source_digest(path)[:12]
+            for path in files
+        },
+    }
+
+
+def write_code_record(path: str | Path, script: str | Path | None) -> list[str]:
+    """Write ``script``'s ``code_record`` to ``path`` (JSON), only when it changed: an input of
+    the rule's jobs, whose mtime moves only when that code does. Returns the files (package
+    files, or the script's name) whose digest differs from the record found there (none when
+    there was none)."""
+    from genre_classification.fileio import write_text_if_changed
+
+    record = code_record(script)
+    path = Path(path)
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        old = None
+    changed = []
+    if isinstance(old, dict):
+        before = {**old.get("script", {}), **old.get("files", {})}
+        now = {**record["script"], **record["files"]}
+        changed = sorted(
+            name for name in before.keys() | now.keys() if before.get(name) != now.get(name)
+        )
+    write_text_if_changed(path, json.dumps(record, indent=1, sort_keys=True) + "\n")
+    return changed
