@@ -11,8 +11,10 @@ is a string the code can read).
 from __future__ import annotations
 
 import ast
+import copy
 import hashlib
 import io
+import json
 import tokenize
 from functools import cache
 from pathlib import Path
@@ -119,3 +121,97 @@ def package_files() -> tuple[Path, ...]:
 def package_fingerprint() -> str:
     """The fingerprint of the whole package: what a result records as the code that made it."""
     return fingerprint(package_files())
+
+
+def _without_docstrings(node: ast.AST) -> ast.AST:
+    """``node`` (a copy) without the docstrings of the functions and classes in it."""
+    node = copy.deepcopy(node)
+    for child in ast.walk(node):
+        body = getattr(child, "body", None)
+        if (
+            isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
+            and body
+            and isinstance(body[0], ast.Expr)
+            and isinstance(body[0].value, ast.Constant)
+            and isinstance(body[0].value.value, str)
+        ):
+            child.body = body[1:] or [ast.Pass()]
+    return node
+
+
+def definitions_fingerprint(path: Path, roots: tuple[str, ...]) -> str:
+    """One sha256 (16 hex digits) of the top-level definitions (functions, classes,
+    assignments) of module ``path`` that ``roots`` use, transitively by name within the module:
+    the code of a computation without the rest of its module. Compared as syntax trees, so
+    comments, blank lines, formatting and docstrings change nothing."""
+    tree = ast.parse(path.read_bytes(), str(path))
+    defined: dict[str, ast.AST] = {}
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            defined[node.name] = node
+        elif isinstance(node, ast.Assign | ast.AnnAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for target in targets:
+                for name in ast.walk(target):
+                    if isinstance(name, ast.Name):
+                        defined[name.id] = node
+    seen: list[str] = []
+    todo = [name for name in roots if name in defined]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.append(name)
+        todo.extend(
+            ref.id
+            for ref in ast.walk(defined[name])
+            if isinstance(ref, ast.Name) and ref.id in defined and ref.id not in seen
+        )
+    digest = hashlib.sha256()
+    for name in sorted(seen):
+        digest.update(f"{name}\t{ast.dump(_without_docstrings(defined[name]))}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def code_record(script: str | Path | None) -> dict:
+    """What a rule's code record holds: the fingerprint of the package code its script runs
+    (``code_files``), the digest of each of those files and of the script itself. ``None``
+    (a script that is not a local file: a workflow used as a module from a remote source):
+    the whole package."""
+    if script is None or not Path(script).is_file():
+        files, own = package_files(), {}
+    else:
+        script = Path(script).resolve()
+        files, own = code_files(script), {script.name: source_digest(script)[:12]}
+    return {
+        "fingerprint": fingerprint(files),
+        "script": own,
+        "files": {
+            path.relative_to(PACKAGE_DIR.parent).as_posix(): source_digest(path)[:12]
+            for path in files
+        },
+    }
+
+
+def write_code_record(path: str | Path, script: str | Path | None) -> list[str]:
+    """Write ``script``'s ``code_record`` to ``path`` (JSON), only when it changed: an input of
+    the rule's jobs, whose mtime moves only when that code does. Returns the files (package
+    files, or the script's name) whose digest differs from the record found there (none when
+    there was none)."""
+    from genre_classification.fileio import write_text_if_changed
+
+    record = code_record(script)
+    path = Path(path)
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        old = None
+    changed = []
+    if isinstance(old, dict):
+        before = {**old.get("script", {}), **old.get("files", {})}
+        now = {**record["script"], **record["files"]}
+        changed = sorted(
+            name for name in before.keys() | now.keys() if before.get(name) != now.get(name)
+        )
+    write_text_if_changed(path, json.dumps(record, indent=1, sort_keys=True) + "\n")
+    return changed

@@ -1,6 +1,7 @@
 """Release hygiene: one version (genre_classification.__version__) that the package metadata,
-the workflow, results, MLflow tags, the container label, the changelog, README and the workflow
-catalog's usage all report; a LICENSE matching pyproject; the catalog file in its format."""
+the workflow, results, MLflow tags, the container label, the changelog and README all report;
+dated changelog entries; no document names a release tag that `git tag` lacks; a LICENSE
+matching pyproject; the catalog file in its format."""
 
 from __future__ import annotations
 
@@ -17,7 +18,6 @@ from genre_classification import provenance, tracking
 
 REPO = Path(__file__).resolve().parents[1]
 VERSION = genre_classification.__version__
-TAG = f"v{VERSION}"
 
 
 def test_version_is_a_release_number():
@@ -63,17 +63,64 @@ def test_container_label_comes_from_the_package():
     ) in definition
 
 
-def test_changelog_readme_and_catalog_name_this_version():
+def test_changelog_and_readme_name_this_version():
     changelog = (REPO / "CHANGELOG.md").read_text()
-    releases = re.findall(r"^## \[(\d+\.\d+\.\d+)\] - \d{4}-\d{2}-\d{2}$", changelog, re.M)
-    assert releases and releases[0] == VERSION, "CHANGELOG.md: newest release != __version__"
-    assert "## [Unreleased]" in changelog
+    headings = re.findall(r"^## \[([^\]]+)\](.*)$", changelog, re.M)
+    assert headings[0] == ("Unreleased", "")
+    releases = headings[1:]
+    for version, date in releases:  # every release is a version with a date
+        assert re.fullmatch(r"\d+\.\d+\.\d+", version), version
+        assert re.fullmatch(r" - \d{4}-\d{2}-\d{2}", date), f"{version}: no date"
+    assert releases[0][0] == VERSION, "CHANGELOG.md: newest release != __version__"
+    numbers = [tuple(map(int, v.split("."))) for v, _ in releases]
+    assert numbers == sorted(numbers, reverse=True), "CHANGELOG.md: releases out of order"
+    assert [d for _, d in releases] == sorted((d for _, d in releases), reverse=True)
     readme = (REPO / "README.md").read_text()
-    catalog = (REPO / ".snakemake-workflow-catalog.yml").read_text()
     assert f"Version **{VERSION}**" in readme
-    for name, text in (("README.md", readme), (".snakemake-workflow-catalog.yml", catalog)):
+    assert re.findall(r"Version \*\*([^*]+)\*\*", readme) == [VERSION]
+
+
+# Where a release can be named: the documents and the files users copy commands from.
+RELEASE_DOCUMENTS = [
+    "README.md",
+    "CHANGELOG.md",
+    ".snakemake-workflow-catalog.yml",
+    "config/README.md",
+    *(f"docs/{p.name}" for p in sorted((REPO / "docs").glob("*.md"))),
+    "genre_classification/__init__.py",
+    "pyproject.toml",
+]
+
+
+def named_tags(text: str) -> set[str]:
+    """Release tags a text names: v<major>.<minor>.<patch> (not placeholders like v<version>)."""
+    return set(re.findall(r"(?<![\w.])v\d+\.\d+\.\d+\b", text))
+
+
+def test_no_document_names_a_tag_the_repository_lacks():
+    git = subprocess.run(
+        ["git", "tag", "--list"], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    tags = set(git.stdout.split())
+    for name in RELEASE_DOCUMENTS:
+        missing = named_tags((REPO / name).read_text()) - tags
+        assert not missing, f"{name} names {sorted(missing)}, which `git tag` lacks"
+    # ...and the check finds them.
+    assert named_tags('--tag v0.1.0, @v1.2.3, tag="v10.0.1", v<version>') == {
+        "v0.1.0",
+        "v1.2.3",
+        "v10.0.1",
+    }
+
+
+def test_deploy_instructions_pin_no_other_version():
+    """What README and the catalog tell users to install or deploy: a branch or a tag that
+    exists (none named now), never another release's version."""
+    for name in ("README.md", ".snakemake-workflow-catalog.yml"):
+        text = (REPO / name).read_text()
         pinned = set(re.findall(r"(?:--tag |@|tag=\")v(\d+\.\d+\.\d+)", text))
-        assert pinned == {VERSION}, f"{name} pins {pinned}, the version is {VERSION}"
+        assert pinned <= {VERSION}, f"{name} pins {pinned}, the version is {VERSION}"
+        assert "genre-classification@main" in text
 
 
 def test_license_is_the_one_pyproject_declares():

@@ -30,6 +30,7 @@ from genre_classification.features.features import (
     FeatureFileError,
     FeatureParams,
     existing_features,
+    feature_code,
     feature_path,
     read_features,
     repair_requests,
@@ -366,9 +367,42 @@ def test_a_file_changed_since_its_record_reruns_the_shard_once(collection, tmp_p
     assert read_features(damaged)[0].shape[0] == 2
     assert repair_requests(tmp_path / "features", "00000") == param  # the same param: no rerun
 
-    # A file that is gone is named too; so is one only touched (its shard reruns and keeps it).
-    os.utime(feature_path(tmp_path / "features", "metal", "metal.00000"))
-    assert "metal.00000.h5\tchanged" in repair_requests(tmp_path / "features", "00000")
+    # A file that is gone is named too.
+    gone = feature_path(tmp_path / "features", "metal", "metal.00000")
+    moved = gone.with_suffix(".moved")
+    gone.rename(moved)
+    assert f"{gone}\tchanged since the shard record (" in repair_requests(
+        tmp_path / "features", "00000", persist=False
+    )
+    moved.rename(gone)
+
+
+def test_a_copied_file_is_not_named_a_replaced_one_is(collection, tmp_path):
+    """A results tree copied with tar (whole-second mtimes) or cp -r / rsync -r (new mtimes):
+    same size, mtime equal to the second, or the content check passes (source_md5 and segment
+    count as recorded; kept in <shard>.verified, so it is opened once). Another file of the
+    same size (another track's HDF5 copied over it) is named."""
+    root, files = collection
+    run_shard(root, files, tmp_path)
+    record = shard_record_path(tmp_path / "features", "00000")
+    features = tmp_path / "features"
+    tarred = feature_path(features, "metal", "metal.00000")
+    stat = os.stat(tarred)
+    os.utime(tarred, ns=(stat.st_atime_ns, stat.st_mtime_ns // 10**9 * 10**9))
+    copied = feature_path(features, "metal", "metal.00001")
+    later = os.stat(copied).st_mtime_ns + 5 * 10**9
+    os.utime(copied, ns=(later, later))  # as cp -r leaves it: a new mtime
+    assert repair_requests(features, "00000") == ""
+    verified = record.with_suffix(".verified").read_text()
+    assert str(copied) in verified and str(tarred) not in verified
+    assert not record.with_suffix(".repairs").exists()
+
+    replaced = feature_path(features, "metal", "metal.00002")
+    other = feature_path(features, "classical", "classical.00002")
+    assert os.path.getsize(replaced) == os.path.getsize(other)
+    replaced.write_bytes(other.read_bytes())
+    os.utime(replaced, ns=(later, later))  # (within the record's second it would pass)
+    assert repair_requests(features, "00000").startswith(f"{replaced}\tchanged since")
 
 
 def test_a_record_without_the_stat_columns_is_not_rechecked(collection, tmp_path):
@@ -425,3 +459,21 @@ def test_long_many_channel_file_is_extracted_within_a_memory_limit(tmp_path):
     assert ours.stdout.strip() == "(200, 128, 129)"  # 600 s in 3 s segments
     naive = run("librosa.load")
     assert naive.returncode != 0 and "MemoryError" in naive.stderr
+
+
+def test_a_file_of_other_feature_code_is_re_extracted(collection, tmp_path):
+    """Every HDF5 records the fingerprint of the code that computes features (feature_code); a
+    rerun of the shard re-extracts a file whose recorded code differs and keeps one without the
+    attribute (written before it existed)."""
+    root, files = collection
+    run_shard(root, files, tmp_path)
+    older = feature_path(tmp_path / "features", "metal", "metal.00000")
+    before = feature_path(tmp_path / "features", "metal", "metal.00001")
+    with h5py.File(older, "a") as h5:
+        assert h5.attrs["feature_code"] == feature_code()
+        h5.attrs["feature_code"] = "0123456789abcdef"
+    with h5py.File(before, "a") as h5:
+        del h5.attrs["feature_code"]
+    rows = run_shard(root, files, tmp_path)
+    assert [k for k, r in rows.items() if r["status"] == "extracted"] == ["metal/metal.00000"]
+    assert rows["metal/metal.00001"]["status"] == "kept"

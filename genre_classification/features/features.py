@@ -14,7 +14,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from genre_classification.fileio import atomic_path, read_tsv
+from genre_classification.code_version import definitions_fingerprint
+from genre_classification.fileio import atomic_path, read_tsv, write_text_if_changed
 
 log = logging.getLogger(__name__)
 
@@ -268,6 +269,20 @@ def log_mel_segments(audio: np.ndarray, params: FeatureParams) -> np.ndarray:
     return np.ascontiguousarray(segments.transpose(1, 0, 2))
 
 
+# What computes a file's features: these functions and what they use in this module (FeatureParams,
+# the decoders, the mel filter bank, AMIN...). Their fingerprint (``feature_code``) is recorded in
+# every HDF5; a file whose recorded feature code differs is re-extracted when its shard runs.
+FEATURE_CODE_ROOTS = ("load_audio", "log_mel_segments")
+
+
+@functools.cache
+def feature_code() -> str:
+    """The fingerprint of the code that computes features (``FEATURE_CODE_ROOTS``): compared as
+    syntax trees, so comments, formatting, docstrings and the rest of the module (logging,
+    shard records, repairs) do not count; a change in what they compute does."""
+    return definitions_fingerprint(Path(__file__), FEATURE_CODE_ROOTS)
+
+
 def write_features(
     out_path: str | Path,
     segments: np.ndarray,
@@ -293,6 +308,7 @@ def write_features(
             # without reading the audio again while the file is unchanged.
             source_stat=source_stat,
             librosa_version=librosa.__version__,
+            feature_code=feature_code(),
         )
 
 
@@ -370,24 +386,62 @@ _LOGGED: set[tuple[Path, str]] = set()
 
 def changed_features(record_path: str | Path) -> str:
     """``<hdf5 path>\tchanged since the shard record (...)`` lines for each HDF5 of the record
-    whose size or mtime differs from its ``features_size``, ``features_mtime_ns`` (or that is
-    gone): a truncated or overwritten file. One ``stat`` per file, nothing is read; rows
-    without these columns (records written before them, rejected files) are not checked."""
-    lines = []
+    that is gone, or whose size differs from its ``features_size``, or whose mtime differs
+    from its ``features_mtime_ns`` at whole-second resolution and that fails a content check
+    (it opens, and its ``source_md5`` and number of segments are the record's): a truncated or
+    overwritten file. A copied results tree (``tar``: whole-second mtimes; ``cp -r``,
+    ``rsync -r``: new mtimes) names nothing. One ``stat`` per file; a file is opened only when
+    its mtime moved, once: its new stat is kept in ``<shard>.verified`` beside the record (a
+    cache, not a param). Rows without these columns (records written before them, rejected
+    files) are not checked."""
+    record_path = Path(record_path)
+    verified_path = record_path.with_suffix(".verified")
+    verified = {}
+    if verified_path.is_file():
+        verified = {
+            fields[0]: tuple(fields[1:])
+            for fields in (line.split("\t") for line in verified_path.read_text().splitlines())
+            if len(fields) == 3
+        }
+    lines, newly = [], {}
     for row in read_tsv(record_path):
         size, mtime = row.get("features_size"), row.get("features_mtime_ns")
         if not size or not mtime:
             continue
+        path, recorded = row["features"], f"{size}:{mtime}"
         try:
-            stat = os.stat(row["features"])
+            stat = os.stat(path)
             now = f"{stat.st_size}:{stat.st_mtime_ns}"
         except OSError:
-            now = "missing"
-        if now != f"{size}:{mtime}":
-            lines.append(
-                f"{row['features']}\tchanged since the shard record ({size}:{mtime} -> {now})\n"
-            )
+            stat, now = None, "missing"
+        if now == recorded or verified.get(path) == (recorded, now):
+            continue
+        if stat is not None and str(stat.st_size) == size:
+            if stat.st_mtime_ns // 10**9 == int(mtime) // 10**9:
+                continue
+            if _same_content(path, row):
+                newly[path] = (recorded, now)
+                continue
+        lines.append(f"{path}\tchanged since the shard record ({recorded} -> {now})\n")
+    if newly:
+        verified.update(newly)
+        write_text_if_changed(
+            verified_path, "".join(f"{p}\t{r}\t{n}\n" for p, (r, n) in sorted(verified.items()))
+        )
     return "".join(lines)
+
+
+def _same_content(path: str, row: dict) -> bool:
+    """A moved HDF5 still holds what the record says: it opens, its ``source_md5`` and its
+    number of segments are the record row's (attributes and the dataset's shape: no data read)."""
+    try:
+        with h5py.File(path, "r") as h5:
+            return (
+                str(h5.attrs.get("source_md5", "")) == row["md5"]
+                and str(h5[DATASET].shape[0]) == row["n_segments"]
+            )
+    except (OSError, KeyError):
+        return False
 
 
 def unreadable_features(path: str | Path, error: Exception) -> FeatureFileError:
@@ -417,8 +471,10 @@ def feature_path(features_dir: str | Path, genre: str, track: str) -> Path:
 
 
 def existing_features(path: str | Path, params: FeatureParams) -> dict | None:
-    """Attributes (plus ``n_segments``) of a readable HDF5 at ``path`` made with ``params``;
-    None when it is missing, unreadable (truncated, half-copied) or made with other parameters."""
+    """Attributes (plus ``n_segments``) of a readable HDF5 at ``path`` made with ``params`` and
+    the current ``feature_code``; None when it is missing, unreadable (truncated, half-copied),
+    made with other parameters or by other feature code. A file without ``feature_code``
+    (written before 0.2.0) counts as made by the current code."""
     if not os.path.exists(path):
         return None
     try:
@@ -426,6 +482,8 @@ def existing_features(path: str | Path, params: FeatureParams) -> dict | None:
             attrs = dict(h5.attrs)
             n_segments = h5[DATASET].shape[0]
         if params_from_attrs(attrs) != params:
+            return None
+        if attrs.get("feature_code", feature_code()) != feature_code():
             return None
     except (OSError, KeyError):
         return None

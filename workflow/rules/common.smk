@@ -7,6 +7,7 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+from genre_classification.code_version import write_code_record
 from genre_classification.config_check import check_schema, check_values
 from genre_classification.data.audio_source import (
     audio_root,
@@ -167,6 +168,30 @@ EVIDENTLY_WORKSPACE = "results/evidently"
 BENCHMARK = "results/benchmarks/{rule}/{job}.tsv"
 JOB_RESOURCES = "results/resources/jobs.tsv"
 JOB_RESOURCES_PLOT = "results/resources/jobs.png"
+
+
+# A rule's code: the package code its script runs (its import closure,
+# genre_classification.code_version) and the script, as digests. Written when the workflow is
+# parsed and only when that code changed (like SHARD_MEMBERS), an input of every job of the
+# rule: changing training/ reruns train_model and what reads its outputs, nothing upstream, and
+# `snakemake -n -r` says "Updated input files: results/code/train_model.json".
+CODE_RECORD = "results/code/{script}.json"
+# script -> its record, written once per invocation
+_CODE_RECORDS = {}
+
+
+def code_of(script):
+    """The code record of ``scripts/<script>.py`` (an input: ``code=code_of("train_model")``);
+    logs which files changed since the record was last written."""
+    if script not in _CODE_RECORDS:
+        path = CODE_RECORD.format(script=script)
+        source = workflow.current_basedir.join(f"../../scripts/{script}.py")
+        local = source.get_path_or_uri(secret_free=True)
+        changed = write_code_record(path, local if os.path.isfile(local) else None)
+        if changed:
+            logger.info(f"code of {script} changed: {', '.join(changed)}")
+        _CODE_RECORDS[script] = path
+    return _CODE_RECORDS[script]
 
 
 def report_path(pattern, ext):

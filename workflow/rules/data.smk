@@ -4,6 +4,7 @@ rule fetch_audio:
     # the submit host, which has the network and the DVC credentials.
     input:
         members=shard_members,
+        code=code_of("fetch_audio"),
     output:
         fetched=FETCHED,
     log:

@@ -5,6 +5,7 @@ rule extract_features:
     input:
         members=shard_members,
         fetched=fetched_audio,
+        code=code_of("extract_features"),
     output:
         record=SHARD_RECORD,
     log:
@@ -38,6 +39,7 @@ rule pack_features:
     # training jobs read batches from, a few reads per batch whatever the collection's size.
     input:
         record=SHARD_RECORD,
+        code=code_of("pack_features"),
     output:
         pack=PACK,
         index=PACK_INDEX,
@@ -62,6 +64,7 @@ rule embed_features:
     # jobs of all folds then only read them. Files already cached are not recomputed.
     input:
         record=SHARD_RECORD,
+        code=code_of("embed_features"),
     output:
         record=EMBEDDING_RECORD,
     log:
@@ -85,6 +88,7 @@ rule collect_features:
         records=shard_records,
         # skipped files, a label table's other columns (group, split, ...) for the manifest
         listing=listing_extras,
+        code=code_of("collect_features"),
     output:
         manifest=MANIFEST,
         rejected=report(

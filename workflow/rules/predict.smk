@@ -28,6 +28,7 @@ rule predict_extract_features:
         unpack(predict_model_files),
         members=predict_shard_members,
         fetched=predict_fetched,
+        code=code_of("extract_predict_set"),
     output:
         record=PREDICT_RECORD,
     log:
@@ -75,6 +76,7 @@ rule predict_set:
         unpack(predict_model_files),
         manifest=PREDICT_MANIFEST,
         rejected=PREDICT_REJECTED,
+        code=code_of("predict_set"),
     output:
         predictions=report(
             PREDICT_PREDICTIONS,
@@ -107,6 +109,7 @@ rule predict_drift_report:
         manifest=PREDICT_MANIFEST,
         predictions=PREDICT_PREDICTIONS,
         data_version=PREDICT_VERSION,
+        code=code_of("predict_drift_report"),
     output:
         table=PREDICT_TRACKS,
         html=report(

@@ -11,6 +11,7 @@ rule track_table_shard:
         record=lambda wildcards: SHARD_RECORD.format(
             feature_dir=Path(FEATURES_DIR).name, shard=wildcards.shard
         ),
+        code=code_of("track_table_shard"),
     output:
         table=TRACK_TABLE_SHARD,
     log:
@@ -35,6 +36,7 @@ rule track_table:
     input:
         split=SPLIT,
         shards=lambda wildcards: expand(TRACK_TABLE_SHARD, shard=audio_shards()),
+        code=code_of("track_table"),
     output:
         table=TRACK_TABLE,
     log:
@@ -52,6 +54,8 @@ rule track_table:
 
 
 rule reference_track_table:
+    input:
+        code=code_of("reference_track_table"),
     output:
         table=REFERENCE_TABLE,
         info=REFERENCE_INFO,
@@ -82,6 +86,7 @@ rule classification_report:
         data_version=DATA_VERSION,
         predictions=model_predictions,
         run=model_run_record,
+        code=code_of("classification_report"),
     output:
         html=report(
             report_path(CLASSIFICATION_REPORT, "html"),
@@ -116,6 +121,7 @@ rule data_drift_report:
         unpack(drift_reference_inputs),
         table=TRACK_TABLE,
         data_version=DATA_VERSION,
+        code=code_of("data_drift_report"),
     output:
         html=report(
             report_path(DATA_DRIFT_REPORT, "html"),
@@ -151,6 +157,7 @@ rule data_quality_report:
     input:
         table=TRACK_TABLE,
         data_version=DATA_VERSION,
+        code=code_of("data_quality_report"),
     output:
         html=report(
             report_path(DATA_QUALITY_REPORT, "html"),

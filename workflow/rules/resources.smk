@@ -8,6 +8,7 @@ rule resource_usage:
     # are not its inputs: jobs run before benchmarks existed need not rerun to make one).
     input:
         stage_targets,
+        code=code_of("resource_usage"),
     output:
         table=JOB_RESOURCES,
         plot=report(

@@ -5,6 +5,7 @@
 rule split_tracks:
     input:
         unpack(split_inputs),
+        code=code_of("split_tracks"),
     output:
         **SPLIT_EXTRA,
         split=report(

@@ -13,6 +13,8 @@ wildcard_constraints:
 rule mlflow_parent_run:
     # The parent run of a model's fold runs, created before them so that they are nested under
     # it from their start; aggregate_folds logs the cross-validation metrics to it.
+    input:
+        code=code_of("mlflow_parent_run"),
     output:
         run=PARENT_RUN,
     log:
@@ -47,6 +49,7 @@ rule train_model:
         data_version=DATA_VERSION,
         feature_records=model_feature_records,
         embeddings=model_embedding_records("train"),
+        code=code_of("train_model"),
     output:
         model=run_path(MODEL, RUN),
         features=run_path(MODEL_FEATURES, RUN),
@@ -91,6 +94,7 @@ rule evaluate_model:
         data_version=DATA_VERSION,
         feature_records=model_feature_records,
         embeddings=model_embedding_records("evaluate"),
+        code=code_of("evaluate_model"),
     output:
         metrics=report(
             run_path(METRICS, RUN),
@@ -135,6 +139,7 @@ rule aggregate_folds:
         unpack(parent_run),
         metrics=eval_per_fold(METRICS),
         predictions=eval_per_fold(PREDICTIONS),
+        code=code_of("aggregate_folds"),
     output:
         cv=report(
             CV_METRICS,
@@ -168,6 +173,7 @@ rule aggregate_folds:
 rule cv_summary:
     input:
         cv=expand(CV_METRICS, model=training_models()),
+        code=code_of("cv_summary"),
     output:
         table=SUMMARY_TABLE,
         plot=report(
