@@ -1,7 +1,7 @@
 """Snakemake entry point of predict_extract_features: one shard of a predict set, with the
 feature parameters recorded with the model (genre_classification.predict.predict_set)."""
 
-from genre_classification.data.shards import read_member_list
+from genre_classification.data.members import read_member_list
 from genre_classification.predict.predict_set import extract_set_shard
 from genre_classification.runlog import log_to_file
 

@@ -21,7 +21,7 @@ import pytest
 import soundfile as sf
 
 from conftest import SMALL_FEATURES
-from genre_classification.data import shards
+from genre_classification.data import members, shards
 from genre_classification.data.audio_source import AudioFile, list_directory
 from genre_classification.data.demo_data import make_demo_dataset, synthesize_clip
 from genre_classification.data.shards import assign_shards, extract_shard, shard_count
@@ -67,16 +67,16 @@ def test_adding_or_removing_a_file_changes_only_its_own_shard():
 def test_member_lists_are_rewritten_only_when_they_change(tmp_path):
     files = [*fake_files(3), AudioFile("g", "odd\tname\udcff", "g/odd\tname\udcff.wav", "9:9")]
     path = tmp_path / "shards" / "00000.json"
-    shards.write_member_list(path, files)
-    assert shards.read_member_list(path) == files
+    members.write_member_list(path, files)
+    assert members.read_member_list(path) == files
     os.utime(path, ns=(1, 1))
-    shards.write_member_list(path, list(files))  # same members: the file (and mtime) stays
+    members.write_member_list(path, list(files))  # same members: the file (and mtime) stays
     assert path.stat().st_mtime_ns == 1
-    shards.write_member_list(path, files[:2])
-    assert path.stat().st_mtime_ns > 1 and shards.read_member_list(path) == files[:2]
+    members.write_member_list(path, files[:2])
+    assert path.stat().st_mtime_ns > 1 and members.read_member_list(path) == files[:2]
     path.write_text("garbage")
     with pytest.raises(ValueError, match="00000.json is not a shard member list.*rerun"):
-        shards.read_member_list(path)
+        members.read_member_list(path)
 
 
 @pytest.fixture

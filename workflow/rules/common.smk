@@ -16,12 +16,8 @@ from genre_classification.data.audio_source import (
     scan_unlabelled,
     uses_dvc,
 )
-from genre_classification.data.shards import (
-    assign_shards,
-    shard_runtime_minutes,
-    write_listing_extras,
-    write_member_list,
-)
+from genre_classification.data.members import write_listing_extras, write_member_list
+from genre_classification.data.shards import assign_shards, shard_runtime_minutes
 from genre_classification.features.features import (
     DEFAULT_SET,
     feature_set_dir,
@@ -114,7 +110,7 @@ PACK_SUMS = str(sums_path(PACK))
 EMBEDDING_RECORD = str(embedding_record_path(FEATURE_SET_DIR, "{shard}"))
 FETCHED = "results/data/fetched/{shard}.json"
 # A shard's files (genre, track, path, version): an input of its jobs, written when the workflow
-# is parsed and only when the listing changed them (shards.write_member_list).
+# is parsed and only when the listing changed them (data.members.write_member_list).
 SHARD_MEMBERS = "results/data/shards/{shard}.json"
 # Skipped files and a label table's other columns, written the same way (collect_features).
 LISTING_EXTRAS = "results/data/listing_extras.json"
