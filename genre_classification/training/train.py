@@ -18,6 +18,13 @@ with the same MLflow run. The batch order of an epoch is a function of (seed, ep
 weights as an uninterrupted one. A different fingerprint discards the checkpoints.
 The checkpoint directory is not a Snakemake output (Snakemake deletes outputs before rerunning a
 job); it is removed after the job has written its outputs unless ``keep_checkpoints`` is true.
+
+Interrupts
+----------
+SIGTERM or SIGINT (also sent by the job itself when the Snakemake process that started it has
+ended, ``jobcontrol.watch_workflow``) stops training at the next batch: the epoch in progress is
+dropped, the checkpoints of the finished ones are kept, the MLflow run is marked KILLED and the
+job exits with an error. The rerun resumes after the last finished epoch, in the same run.
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from genre_classification import tracking
+from genre_classification import jobcontrol, tracking
 from genre_classification.fileio import atomic_path, exclusive_lock, write_json
 from genre_classification.redact import redact
 from genre_classification.training import augment, dataset, embeddings
@@ -253,7 +260,7 @@ def _clear_dir(path: Path) -> None:
 # --- training ---------------------------------------------------------------------------------
 
 
-def _epoch_callback(ckpt_dir, state, run_id, early, on_epoch=None):
+def _epoch_callback(ckpt_dir, state, run_id, early, on_epoch=None, stop=None):
     import keras
 
     class CheckpointAndTrack(keras.callbacks.Callback):
@@ -281,8 +288,25 @@ def _epoch_callback(ckpt_dir, state, run_id, early, on_epoch=None):
             tracking.log_epochs(run_id, [row], only_missing=False)
             if on_epoch is not None:
                 on_epoch(epoch + 1)
+            if stop is not None:  # after the checkpoint: the epoch is kept
+                stop.check()
 
     return CheckpointAndTrack()
+
+
+def stop_callback(stop: jobcontrol.GracefulStop):
+    """Ends ``fit`` at the next batch once a stop was requested (``jobcontrol.Interrupted``);
+    the unfinished epoch is dropped, its checkpoint was never written."""
+    import keras
+
+    class StopBetweenBatches(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            stop.check()
+
+        def on_test_batch_end(self, batch, logs=None):
+            stop.check()
+
+    return StopBetweenBatches()
 
 
 PROGRESS_EVERY_S = 60
@@ -449,14 +473,22 @@ def log_run_start(run_id, cfg, data, model, state, model_name, policy, tags) -> 
 
 
 def fit(
-    model, cfg: dict, data: _Data, state: dict, ckpt_dir: Path, run_id: str, replicas: int = 1
+    model,
+    cfg: dict,
+    data: _Data,
+    state: dict,
+    ckpt_dir: Path,
+    run_id: str,
+    replicas: int = 1,
+    stop: jobcontrol.GracefulStop | None = None,
 ) -> None:
-    """The epochs after ``state["epochs_done"]``, each ending in a checkpoint (the callback)."""
+    """The epochs after ``state["epochs_done"]``, each ending in a checkpoint (the callback).
+    ``stop``: a requested stop ends training at the next batch (``jobcontrol.Interrupted``)."""
     from genre_classification.training import models
 
     epochs, initial_epoch = cfg["epochs"], state["epochs_done"]
     bs = global_batch_size(cfg["batch_size"], replicas)
-    callback = _epoch_callback(ckpt_dir, state, run_id, cfg["early_stopping"], _kill_hook)
+    callback = _epoch_callback(ckpt_dir, state, run_id, cfg["early_stopping"], _kill_hook, stop)
     if embeddings.head_only(cfg):
         rows = (data.train_rows, data.val_rows, data.labels)
         return embeddings.fit_head(model, cfg, *rows, state, callback)
@@ -478,7 +510,8 @@ def fit(
         initial_epoch=initial_epoch,
         steps_per_epoch=steps,
         shuffle=False,
-        callbacks=[callback, progress_callback(steps, bs)],
+        callbacks=[callback, progress_callback(steps, bs)]
+        + ([stop_callback(stop)] if stop is not None else []),
         verbose=2,
     )
 
@@ -533,60 +566,85 @@ def train(
     job comes from: ``tracking.provenance_tags``); ``mem_mb``: the memory the job declared (an
     in-memory job checks that its data fits, ``check_memory``).
     """
-    import keras
-
-    from genre_classification.training import models
-
     cfg = model_config(config)
     ckpt_dir = Path(paths.checkpoint_dir)
     # Beside the directory, which is cleared and removed; two jobs must not share it.
     lock = ckpt_dir.with_name(f".{ckpt_dir.name}.lock")
-    with exclusive_lock(lock, lock_timeout_s, what=f"checkpoint directory {ckpt_dir}"):
-        uri = tracking.resolve_tracking_uri(mlflow_settings.tracking_uri)
-        tracking.connect(uri, mlflow_settings.timeout_s)
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
-        device = configure_tensorflow(cfg["seed"], threads, cfg["deterministic"])
-        log.info("Device: %s (training %s)", device, model_name)
-        strategy = distribution()
-        policy = models.set_precision(cfg["mixed_precision"])
-        data = load_data(paths, cfg, model_name, mem_mb)
-        replicas = strategy.num_replicas_in_sync
-        if replicas > 1:
-            log.info(
-                "%d replicas: batches of %d segments (batch_size %d per replica)",
-                replicas, global_batch_size(cfg["batch_size"], replicas), cfg["batch_size"],
-            )  # fmt: skip
-        with strategy.scope():
-            model, state = model_and_state(
-                cfg, ckpt_dir, fingerprint(cfg, paths.split, replicas), data
-            )
+    try:
+        with jobcontrol.GracefulStop() as stop:
+            with exclusive_lock(lock, lock_timeout_s, what=f"checkpoint directory {ckpt_dir}"):
+                return _train_locked(
+                    cfg, paths, mlflow_settings, ckpt_dir, stop, model_name=model_name,
+                    threads=threads, fold=fold, tags=tags, mem_mb=mem_mb,
+                )  # fmt: skip
+    except jobcontrol.Interrupted as error:
+        done = _epochs_done(ckpt_dir)
+        raise jobcontrol.Interrupted(
+            f"training of {model_name!r} {error} after {done} finished epoch(s); the "
+            f"checkpoints in {ckpt_dir} are kept: run the same snakemake command again to "
+            "resume (in the same MLflow run)"
+        ) from None
 
-        # One MLflow run per job; its id lives in the checkpoint dir so a rerun resumes it.
-        experiment = mlflow_settings.experiment
-        experiment_id = tracking.setup_experiment(experiment, uri)
-        run_name = model_name if fold is None else f"{model_name}/fold-{fold}"
-        on_outage = f"The epoch checkpoints in {ckpt_dir} are kept. {tracking.WHAT_TO_DO}"
-        run_id = _resumable_run_id(ckpt_dir, state, uri)
-        timeout_s, system_metrics = mlflow_settings.timeout_s, mlflow_settings.system_metrics
-        with tracking.tracked_run(
-            uri, experiment_id, run_id, run_name, timeout_s, on_outage, system_metrics
-        ) as run:
-            run_id = run.info.run_id
-            run_tags = {
-                **(tags or {}),
-                "device": device,
-                **models.weights_provenance(cfg),
-                "model_name": model_name,
-            }
-            if fold is not None:
-                run_tags.update({"fold": str(fold), **_parent_tag(paths.parent_run, uri)})
-            tracking.write_run_info(ckpt_dir / RUN_FILE, run_id, experiment_id, uri)
-            log.info("MLflow run %s (experiment %r, %s)", run_id, experiment, redact(uri))
-            log_run_start(run_id, cfg, data, model, state, model_name, policy, run_tags)
-            fit(model, cfg, data, state, ckpt_dir, run_id, replicas)
+
+def _epochs_done(ckpt_dir: Path) -> int:
+    try:
+        return json.loads((ckpt_dir / "state.json").read_text())["epochs_done"]
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+def _train_locked(
+    cfg, paths, mlflow_settings, ckpt_dir, stop, *, model_name, threads, fold, tags, mem_mb
+) -> dict:
+    import keras
+
+    from genre_classification.training import models
+
+    uri = tracking.resolve_tracking_uri(mlflow_settings.tracking_uri)
+    tracking.connect(uri, mlflow_settings.timeout_s)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    device = configure_tensorflow(cfg["seed"], threads, cfg["deterministic"])
+    log.info("Device: %s (training %s)", device, model_name)
+    strategy = distribution()
+    policy = models.set_precision(cfg["mixed_precision"])
+    data = load_data(paths, cfg, model_name, mem_mb)
+    replicas = strategy.num_replicas_in_sync
+    if replicas > 1:
+        log.info(
+            "%d replicas: batches of %d segments (batch_size %d per replica)",
+            replicas, global_batch_size(cfg["batch_size"], replicas), cfg["batch_size"],
+        )  # fmt: skip
+    with strategy.scope():
+        model, state = model_and_state(cfg, ckpt_dir, fingerprint(cfg, paths.split, replicas), data)
+
+    # One MLflow run per job; its id lives in the checkpoint dir so a rerun resumes it.
+    experiment = mlflow_settings.experiment
+    experiment_id = tracking.setup_experiment(experiment, uri)
+    run_name = model_name if fold is None else f"{model_name}/fold-{fold}"
+    on_outage = f"The epoch checkpoints in {ckpt_dir} are kept. {tracking.WHAT_TO_DO}"
+    run_id = _resumable_run_id(ckpt_dir, state, uri)
+    timeout_s, system_metrics = mlflow_settings.timeout_s, mlflow_settings.system_metrics
+    with tracking.tracked_run(
+        uri, experiment_id, run_id, run_name, timeout_s, on_outage, system_metrics
+    ) as run:
+        run_id = run.info.run_id
+        run_tags = {
+            **(tags or {}),
+            "device": device,
+            **models.weights_provenance(cfg),
+            "model_name": model_name,
+        }
+        if fold is not None:
+            run_tags.update({"fold": str(fold), **_parent_tag(paths.parent_run, uri)})
+        tracking.write_run_info(ckpt_dir / RUN_FILE, run_id, experiment_id, uri)
+        log.info("MLflow run %s (experiment %r, %s)", run_id, experiment, redact(uri))
+        log_run_start(run_id, cfg, data, model, state, model_name, policy, run_tags)
+        with stop.deferred():  # stops between batches, never in a checkpoint or output
+            fit(model, cfg, data, state, ckpt_dir, run_id, replicas, stop)
             finalize(model, cfg, data, state, paths, ckpt_dir)
             info = tracking.write_run_info(paths.run_info, run_id, experiment_id, uri)
-        keras.backend.clear_session()
-        if not cfg["keep_checkpoints"]:
-            shutil.rmtree(ckpt_dir, ignore_errors=True)
+        stop.check()  # stopped while writing the outputs: keep the checkpoints
+    keras.backend.clear_session()
+    if not cfg["keep_checkpoints"]:
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
     return info
