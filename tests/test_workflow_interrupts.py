@@ -1,6 +1,6 @@
-"""An interrupt of the Snakemake process alone (a wrapper, a scheduler, `kill -INT <pid>`) stops
-its running jobs too, training keeps its epoch checkpoints, and the plain rerun resumes them in
-the same MLflow run (README "When things go wrong")."""
+"""An interrupt of the Snakemake process alone (SIGINT or SIGTERM to its pid: a wrapper, a
+scheduler, `kill`) stops its running jobs too, training keeps its epoch checkpoints, and the
+plain rerun resumes them in the same MLflow run (README "When things go wrong")."""
 
 from __future__ import annotations
 
@@ -52,7 +52,8 @@ def epochs_done(state: Path) -> int:
         return 0
 
 
-def test_sigint_to_snakemake_stops_training_and_plain_rerun_resumes(workflow_dir):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signal_to_snakemake_stops_training_and_plain_rerun_resumes(workflow_dir, sig):
     model = {**TINY_MODEL, "epochs": EPOCHS, "early_stopping": {"patience": 1000}}
     workflow_dir.overlay(
         "training.yaml",
@@ -75,7 +76,7 @@ def test_sigint_to_snakemake_stops_training_and_plain_rerun_resumes(workflow_dir
             time.sleep(0.2)
         trainers = job_pids(snakemake.pid, "train_model.py")
         assert len(trainers) == 1, trainers
-        os.kill(snakemake.pid, signal.SIGINT)  # that pid only
+        os.kill(snakemake.pid, sig)  # that pid only
         began = time.monotonic()
         ended = {}
         while len(ended) < 2 and time.monotonic() - began < 120:
@@ -91,8 +92,8 @@ def test_sigint_to_snakemake_stops_training_and_plain_rerun_resumes(workflow_dir
             snakemake.kill()
             snakemake.wait()
     first = (work / "first.log").read_text()
-    print(f"SIGINT: ended after {ended} s")
-    assert not alive(trainers[0]), f"training still running {training_s:.0f} s after SIGINT"
+    print(f"{sig.name}: ended after {ended} s")
+    assert not alive(trainers[0]), f"training still running {training_s:.0f} s after {sig.name}"
     assert training_s <= 30, first
     assert snakemake.returncode != 0
     stopped_after = epochs_done(state)
