@@ -431,11 +431,11 @@ def fetch_audio(data: dict, members: list[AudioFile], fetched_path: str | Path) 
     """Make ``members`` present in the workspace of the DVC source and record which versions
     were fetched.
 
-    Not ``dvc pull``: its checkout removes what it had checked out when some objects are
-    missing (measured: the workspace shrank from 62 files to 0 while other shards were being
-    extracted). Instead one ``dvc fetch`` of the shard's files brings their objects into the
-    cache (DVC never touches the workspace in a fetch), and the job copies each of its own
-    files from the cache into the workspace itself (``dvc_repo.place_file``: atomic, files
+    Not ``dvc pull``: with some objects missing on the remote, its checkout removed files
+    (issue 29, measured by a user: the workspace shrank from 62 files to 0 while other shards
+    were being extracted). Instead one ``dvc fetch`` of the shard's files brings their objects
+    into the cache (DVC never touches the workspace in a fetch), and the job copies each of its
+    own files from the cache into the workspace itself (``dvc_repo.place_file``: atomic, files
     already there unchanged are left alone). A failed fetch places nothing and removes
     nothing; its message names the files and the remote. DVC's state for the repository
     (``site_cache_dir``) is the shard's own, beside ``fetched_path``, and is dropped when the
