@@ -10,8 +10,8 @@ after its outputs had been marked incomplete, and remove its checkpoints.
 So the workflow names its process in the environment of its jobs (``WORKFLOW_PID_ENV``, set
 when the Snakefile is parsed, ``rules/common.smk``), and every job (``runlog.log_to_file``)
 watches that process from a daemon thread: when it is gone, the job sends itself SIGTERM.
-Most jobs die of it at once; training saves nothing half-done and stops at the next batch
-(``training.train``, ``GracefulStop``), keeping its epoch checkpoints for the rerun.
+Most jobs die of it at once; training stops at once too, but never inside an epoch's
+checkpoint (``training.train``, ``GracefulStop``), and keeps its checkpoints for the rerun.
 
 Snakemake itself, on SIGINT, cancels and exits but takes seconds to (a short training job
 finished meanwhile), and on SIGTERM waits for its running jobs to finish. So the workflow also

@@ -22,13 +22,16 @@ job); it is removed after the job has written its outputs unless ``keep_checkpoi
 Interrupts
 ----------
 SIGTERM or SIGINT (also sent by the job itself when the Snakemake process that started it has
-ended, ``jobcontrol.watch_workflow``) stops training at the next batch: the epoch in progress is
-dropped, the checkpoints of the finished ones are kept, the MLflow run is marked KILLED and the
-job exits with an error. The rerun resumes after the last finished epoch, in the same run.
+ended, ``jobcontrol.watch_workflow``) stops training at once, or right after the epoch's
+checkpoint when it comes while one is written (``jobcontrol.GracefulStop``): the epoch in progress
+is dropped, the checkpoints of the finished ones are kept, the MLflow run is marked KILLED (deleted
+when no epoch had finished: the rerun starts a new one) and the job exits with an error. The
+rerun resumes after the last finished epoch, in the same run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
@@ -270,7 +273,13 @@ def _epoch_callback(ckpt_dir, state, run_id, early, on_epoch=None, stop=None):
             self._start = time.perf_counter()
 
         def on_epoch_end(self, epoch, logs=None):
-            logs = logs or {}
+            # a stop request waits for the checkpoint (the commit point) and the MLflow epoch
+            with stop.deferred() if stop is not None else contextlib.nullcontext():
+                self._end_epoch(epoch, logs or {})
+            if stop is not None:
+                stop.check()
+
+        def _end_epoch(self, epoch, logs):
             row = {"epoch": epoch + 1, **{k: float(v) for k, v in logs.items()}}
             row["epoch_seconds"] = time.perf_counter() - self._start
             value = row[MONITOR]
@@ -288,25 +297,8 @@ def _epoch_callback(ckpt_dir, state, run_id, early, on_epoch=None, stop=None):
             tracking.log_epochs(run_id, [row], only_missing=False)
             if on_epoch is not None:
                 on_epoch(epoch + 1)
-            if stop is not None:  # after the checkpoint: the epoch is kept
-                stop.check()
 
     return CheckpointAndTrack()
-
-
-def stop_callback(stop: jobcontrol.GracefulStop):
-    """Ends ``fit`` at the next batch once a stop was requested (``jobcontrol.Interrupted``);
-    the unfinished epoch is dropped, its checkpoint was never written."""
-    import keras
-
-    class StopBetweenBatches(keras.callbacks.Callback):
-        def on_train_batch_end(self, batch, logs=None):
-            stop.check()
-
-        def on_test_batch_end(self, batch, logs=None):
-            stop.check()
-
-    return StopBetweenBatches()
 
 
 PROGRESS_EVERY_S = 60
@@ -483,7 +475,8 @@ def fit(
     stop: jobcontrol.GracefulStop | None = None,
 ) -> None:
     """The epochs after ``state["epochs_done"]``, each ending in a checkpoint (the callback).
-    ``stop``: a requested stop ends training at the next batch (``jobcontrol.Interrupted``)."""
+    ``stop``: a stop requested while the callback writes an epoch's checkpoint ends training
+    right after it (``jobcontrol.Interrupted``); elsewhere the signal raises at once."""
     from genre_classification.training import models
 
     epochs, initial_epoch = cfg["epochs"], state["epochs_done"]
@@ -510,8 +503,7 @@ def fit(
         initial_epoch=initial_epoch,
         steps_per_epoch=steps,
         shuffle=False,
-        callbacks=[callback, progress_callback(steps, bs)]
-        + ([stop_callback(stop)] if stop is not None else []),
+        callbacks=[callback, progress_callback(steps, bs)],
         verbose=2,
     )
 
@@ -579,11 +571,35 @@ def train(
                 )  # fmt: skip
     except jobcontrol.Interrupted as error:
         done = _epochs_done(ckpt_dir)
-        raise jobcontrol.Interrupted(
-            f"training of {model_name!r} {error} after {done} finished epoch(s); the "
-            f"checkpoints in {ckpt_dir} are kept: run the same snakemake command again to "
+        if not done:
+            _delete_empty_run(ckpt_dir)
+        then = (
+            f"the checkpoints in {ckpt_dir} are kept: run the same snakemake command again to "
             "resume (in the same MLflow run)"
+            if done
+            else "run the same snakemake command again to start it"
+        )
+        raise jobcontrol.Interrupted(
+            f"training of {model_name!r} {error} after {done} finished epoch(s); {then}"
         ) from None
+
+
+def _delete_empty_run(ckpt_dir: Path) -> None:
+    """The MLflow run of a job interrupted before its first epoch ended holds nothing that the
+    rerun continues (without a checkpoint it starts a new run): deleted, so that a model keeps
+    one run."""
+    run_file = ckpt_dir / RUN_FILE
+    if not run_file.is_file():
+        return
+    import mlflow
+
+    run_id = tracking.read_run_info(run_file)["run_id"]
+    try:
+        mlflow.MlflowClient().delete_run(run_id)
+        log.info("MLflow run %s deleted: no epoch had finished", run_id)
+    except Exception as error:  # a lost server: the run stays, marked KILLED
+        log.warning("MLflow run %s not deleted: %s", run_id, redact(str(error)))
+    run_file.unlink(missing_ok=True)
 
 
 def _epochs_done(ckpt_dir: Path) -> int:
@@ -639,8 +655,10 @@ def _train_locked(
         tracking.write_run_info(ckpt_dir / RUN_FILE, run_id, experiment_id, uri)
         log.info("MLflow run %s (experiment %r, %s)", run_id, experiment, redact(uri))
         log_run_start(run_id, cfg, data, model, state, model_name, policy, run_tags)
-        with stop.deferred():  # stops between batches, never in a checkpoint or output
-            fit(model, cfg, data, state, ckpt_dir, run_id, replicas, stop)
+        # A signal stops training at once (the epoch in progress is dropped), but not inside an
+        # epoch's checkpoint or the outputs.
+        fit(model, cfg, data, state, ckpt_dir, run_id, replicas, stop)
+        with stop.deferred():
             finalize(model, cfg, data, state, paths, ckpt_dir)
             info = tracking.write_run_info(paths.run_info, run_id, experiment_id, uri)
         stop.check()  # stopped while writing the outputs: keep the checkpoints
