@@ -10,6 +10,7 @@ import os
 import sys
 from pathlib import Path
 
+from genre_classification.jobcontrol import watch_workflow
 from genre_classification.redact import RedactingStream, redact
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -21,7 +22,9 @@ class RedactingFormatter(logging.Formatter):
 
 
 def log_to_file(path: str | Path, level: int = logging.INFO, capture_output: bool = False) -> None:
-    """Send the root logger (and warnings) to ``path``; uncaught errors are logged too.
+    """Send the root logger (and warnings) to ``path``; uncaught errors are logged too. In a
+    workflow job, also start watching the Snakemake process: the job stops when it has ended
+    (``jobcontrol.watch_workflow``).
 
     ``capture_output``: also send this process's stdout/stderr there (Keras progress lines,
     TensorFlow's C++ messages). Only for jobs in their own process (``script:`` rules). The
@@ -53,3 +56,4 @@ def log_to_file(path: str | Path, level: int = logging.INFO, capture_output: boo
             console.write(redact(f"{kind.__name__}: {value}\n  (details: {path})\n"))
 
     sys.excepthook = log_uncaught
+    watch_workflow()

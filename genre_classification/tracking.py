@@ -242,10 +242,13 @@ def tracked_run(
     """``start_run`` as a block; a lost server inside it raises ``TrackingServerError``.
 
     On a connection failure the run is marked failed with one quick attempt (no retries), so
-    the job ends soon after the failing call; ``on_outage`` is appended to the message.
+    the job ends soon after the failing call; ``on_outage`` is appended to the message. An
+    interrupted job (``jobcontrol.Interrupted``, KeyboardInterrupt) leaves it KILLED.
     ``system_metrics``: see ``start_run``.
     """
     import mlflow
+
+    from genre_classification.jobcontrol import Interrupted
 
     run = start_run(experiment_id, run_id, run_name, system_metrics)
     try:
@@ -253,8 +256,9 @@ def tracked_run(
     except BaseException as error:
         lost = isinstance(error, Exception) and is_connection_error(error)
         quick = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+        status = "KILLED" if isinstance(error, Interrupted | KeyboardInterrupt) else "FAILED"
         with _environ(**(quick if lost else {})), contextlib.suppress(Exception):
-            mlflow.end_run("FAILED")
+            mlflow.end_run(status)
         if lost:
             raise TrackingServerError(
                 outage_message(uri, error, "during the job") + on_outage

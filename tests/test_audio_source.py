@@ -104,7 +104,8 @@ def test_fetch_dvc_without_remote_data_names_the_fix(tmp_path):
     _, remote, data = pushed_dvc_repo(tmp_path, clips=1)
     files = list_collection(data)
     shutil.rmtree(remote)
-    with pytest.raises(DataSourceError, match="(?s)dvc pull.*failed.*DVC remote"):
+    named = "(?s)dvc fetch.*DVC remote .storage.*failed.*disco.00000.wav.*dvc push"
+    with pytest.raises(DataSourceError, match=named):
         fetch_audio(data, files, tmp_path / "fetched.json")
 
     # Without the remote not even the listing of a new version can be read.

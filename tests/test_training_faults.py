@@ -182,3 +182,46 @@ def test_second_training_job_cannot_share_checkpoint_dir(tmp_path):
     client = mlflow.MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name("faults")
     assert len(client.search_runs([experiment.experiment_id])) == 1  # one run, not two
+
+
+def test_sigterm_stops_training_keeps_checkpoints_and_no_empty_run(tmp_path):
+    """SIGTERM (from the workflow, or its own watcher: jobcontrol) stops training at the next
+    batch: after a finished epoch the checkpoints stay and the run is KILLED, to be resumed;
+    before any, the run holds nothing to resume and is deleted (one run per model)."""
+    import signal
+
+    import mlflow
+
+    split_path = make_features(tmp_path / "data")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    epochs = 40
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    for stop_at, done in ((f"Epoch 1/{epochs}", 0), (f"Epoch 2/{epochs}", 1)):
+        workdir = tmp_path / f"after-{done}"
+        proc = start_job(workdir, split_path, uri, epochs=epochs)
+        try:
+            lines = wait_for_line(proc, stop_at)
+            proc.send_signal(signal.SIGTERM)
+            began = time.monotonic()
+            rest, _ = proc.communicate(timeout=120)
+            elapsed = time.monotonic() - began
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        output = "".join(lines) + rest
+        print(f"SIGTERM during epoch {done + 1}: the job ended after {elapsed:.1f} s")
+        assert proc.returncode != 0 and elapsed <= 30, output
+        assert f"'tiny' stopped by SIGTERM after {done} finished epoch(s)" in output
+        run_file = workdir / "results/checkpoints/mlflow_run.json"
+        experiment = client.get_experiment_by_name("faults")
+        runs = client.search_runs([experiment.experiment_id], run_view_type=3)
+        if done == 0:
+            assert "deleted: no epoch had finished" in output
+            assert not run_file.exists()
+            assert [r.info.lifecycle_stage for r in runs] == ["deleted"]
+        else:
+            state = json.loads((workdir / "results/checkpoints/state.json").read_text())
+            assert state["epochs_done"] == 1  # the epoch in progress is dropped
+            run_id = json.loads(run_file.read_text())["run_id"]
+            assert client.get_run(run_id).info.status == "KILLED"
+            assert not (workdir / "results/model.keras").exists()

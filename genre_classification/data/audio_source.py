@@ -11,7 +11,7 @@ the workflow is parsed, so ``snakemake -n`` knows every file and its version:
 * plain directory: names, sizes and mtimes (``<size>:<mtime_ns>``); content md5s are computed by
   the parallel extraction jobs.
 
-A DVC source is pulled shard by shard (``fetch_audio``, one job per extraction shard), so a new
+A DVC source is fetched shard by shard (``fetch_audio``, one job per extraction shard), so a new
 data version pulls and re-extracts only the shards whose files changed. Decoding, quarantine of
 bad audio and content checks happen in the extraction jobs (``genre_classification.data.shards``).
 """
@@ -23,7 +23,7 @@ import hashlib
 import io
 import logging
 import os
-import subprocess
+import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -32,8 +32,9 @@ from stat import S_ISDIR, S_ISLNK, S_ISREG
 import yaml
 
 from genre_classification.columns import MANIFEST_COLUMNS
-from genre_classification.data.dvc_repo import dvc_executable
+from genre_classification.data import dvc_repo
 from genre_classification.fileio import write_json
+from genre_classification.redact import redact
 
 log = logging.getLogger(__name__)
 
@@ -637,31 +638,60 @@ def file_md5(path: str | Path, chunk_size: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def dvc_pull(repo: Path, target: str, relpaths: list[str]) -> None:
-    """``dvc pull`` of these files of the tracked directory (DVC's granular pull; concurrent
-    pulls of other files wait for the repository lock)."""
-    command = [dvc_executable(), "--wait-for-lock", "pull"]
-    command += [f"{target}/{relpath}" for relpath in relpaths]
-    log.info("dvc pull of %d files in %s", len(relpaths), repo)
-    result = subprocess.run(command, cwd=repo, capture_output=True, text=True)
-    log.info("%s%s", result.stdout, result.stderr)
-    if result.returncode != 0:
-        raise DataSourceError(
-            f"`dvc pull` of {len(relpaths)} files of {target} failed in {repo} "
-            f"(exit {result.returncode}):\n{result.stderr.strip()}\nCheck the DVC remote "
-            "(`dvc remote list`, credentials) or use a plain directory with "
-            "`data: {source: dir, dir: ...}`."
-        )
+# How many of the files a failed fetch could not get are named in its message.
+NAMED_MISSING = 10
 
 
 def fetch_audio(data: dict, members: list[AudioFile], fetched_path: str | Path) -> dict:
-    """Make ``members`` present in the workspace of the DVC source (``dvc pull``) and record
-    which versions were fetched."""
+    """Make ``members`` present in the workspace of the DVC source and record which versions
+    were fetched.
+
+    Not ``dvc pull``: with some objects missing on the remote, its checkout removed files
+    (issue 29, measured by a user: the workspace shrank from 62 files to 0 while other shards
+    were being extracted). Instead one ``dvc fetch`` of the shard's files brings their objects
+    into the cache (DVC never touches the workspace in a fetch), and the job copies each of its
+    own files from the cache into the workspace itself (``dvc_repo.place_file``: atomic, files
+    already there unchanged are left alone). A failed fetch places nothing and removes
+    nothing; its message names the files and the remote. DVC's state for the repository
+    (``site_cache_dir``) is the shard's own, beside ``fetched_path``, and is dropped when the
+    fetch fails, so the rerun after the remote is repaired starts from a clean one.
+    """
     repo, target = Path(data["dvc"]["repo"]), data["dvc"]["target"]
-    dvc_pull(repo, target, [audio.relpath for audio in members])
+    fetched_path = Path(fetched_path)
+    site_cache = fetched_path.parent / ".dvc-site" / fetched_path.stem
+    objects, remote, url = dvc_repo.cache_and_remote(repo, site_cache)
+    missing = [a for a in members if not dvc_repo.object_path(objects, a.version).is_file()]
+    if missing:
+        log.info("dvc fetch of %d of %d files in %s", len(missing), len(members), repo)
+        result = dvc_repo.dvc_fetch(repo, [f"{target}/{a.relpath}" for a in missing], site_cache)
+        log.info("%s%s", result.stdout, result.stderr)
+        absent = [a for a in missing if not dvc_repo.object_path(objects, a.version).is_file()]
+        if result.returncode != 0 or absent:
+            shutil.rmtree(site_cache, ignore_errors=True)
+            raise DataSourceError(_fetch_failure(repo, target, remote, url, result, absent))
+    placed = sum(
+        dvc_repo.place_file(dvc_repo.object_path(objects, a.version), repo / target / a.relpath)
+        for a in members
+    )
+    log.info("%d files copied from the DVC cache into %s/%s", placed, repo, target)
     fetched = {f"{audio.genre}/{audio.track}": audio.version for audio in members}
     write_json(fetched_path, {"location": str(audio_root(data)), "files": fetched})
     return fetched
+
+
+def _fetch_failure(repo, target, remote, url, result, absent: list[AudioFile]) -> str:
+    named = ", ".join(f"{target}/{a.relpath} (md5 {a.version})" for a in absent[:NAMED_MISSING])
+    more = f" and {len(absent) - NAMED_MISSING} more" if len(absent) > NAMED_MISSING else ""
+    said = "\n".join(result.stderr.strip().splitlines()[-5:])
+    return redact(
+        f"`dvc fetch` from the DVC remote {remote!r} ({url}) failed in {repo} "
+        f"(exit {result.returncode}): {len(absent)} file(s) of this shard are not in the cache: "
+        f"{named}{more}.\nDVC said: {said}\nNothing in the workspace {repo}/{target} was "
+        "removed. Put the missing objects back on the remote (`dvc push` from a copy of the "
+        "project that has them), or check the remote and its credentials (`dvc remote list`, "
+        "`dvc status --cloud`), then run the same snakemake command again: it fetches only "
+        "what is missing."
+    )
 
 
 def data_version(data: dict, collection: Collection | None = None) -> dict:

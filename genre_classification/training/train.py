@@ -18,10 +18,20 @@ with the same MLflow run. The batch order of an epoch is a function of (seed, ep
 weights as an uninterrupted one. A different fingerprint discards the checkpoints.
 The checkpoint directory is not a Snakemake output (Snakemake deletes outputs before rerunning a
 job); it is removed after the job has written its outputs unless ``keep_checkpoints`` is true.
+
+Interrupts
+----------
+SIGTERM or SIGINT (also sent by the job itself when the Snakemake process that started it has
+ended, ``jobcontrol.watch_workflow``) stops training at once, or right after the epoch's
+checkpoint when it comes while one is written (``jobcontrol.GracefulStop``): the epoch in progress
+is dropped, the checkpoints of the finished ones are kept, the MLflow run is marked KILLED (deleted
+when no epoch had finished: the rerun starts a new one) and the job exits with an error. The
+rerun resumes after the last finished epoch, in the same run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
@@ -34,7 +44,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from genre_classification import tracking
+from genre_classification import jobcontrol, tracking
 from genre_classification.fileio import atomic_path, exclusive_lock, write_json
 from genre_classification.redact import redact
 from genre_classification.training import augment, dataset, embeddings
@@ -253,7 +263,7 @@ def _clear_dir(path: Path) -> None:
 # --- training ---------------------------------------------------------------------------------
 
 
-def _epoch_callback(ckpt_dir, state, run_id, early, on_epoch=None):
+def _epoch_callback(ckpt_dir, state, run_id, early, on_epoch=None, stop=None):
     import keras
 
     class CheckpointAndTrack(keras.callbacks.Callback):
@@ -263,7 +273,13 @@ def _epoch_callback(ckpt_dir, state, run_id, early, on_epoch=None):
             self._start = time.perf_counter()
 
         def on_epoch_end(self, epoch, logs=None):
-            logs = logs or {}
+            # a stop request waits for the checkpoint (the commit point) and the MLflow epoch
+            with stop.deferred() if stop is not None else contextlib.nullcontext():
+                self._end_epoch(epoch, logs or {})
+            if stop is not None:
+                stop.check()
+
+        def _end_epoch(self, epoch, logs):
             row = {"epoch": epoch + 1, **{k: float(v) for k, v in logs.items()}}
             row["epoch_seconds"] = time.perf_counter() - self._start
             value = row[MONITOR]
@@ -449,14 +465,23 @@ def log_run_start(run_id, cfg, data, model, state, model_name, policy, tags) -> 
 
 
 def fit(
-    model, cfg: dict, data: _Data, state: dict, ckpt_dir: Path, run_id: str, replicas: int = 1
+    model,
+    cfg: dict,
+    data: _Data,
+    state: dict,
+    ckpt_dir: Path,
+    run_id: str,
+    replicas: int = 1,
+    stop: jobcontrol.GracefulStop | None = None,
 ) -> None:
-    """The epochs after ``state["epochs_done"]``, each ending in a checkpoint (the callback)."""
+    """The epochs after ``state["epochs_done"]``, each ending in a checkpoint (the callback).
+    ``stop``: a stop requested while the callback writes an epoch's checkpoint ends training
+    right after it (``jobcontrol.Interrupted``); elsewhere the signal raises at once."""
     from genre_classification.training import models
 
     epochs, initial_epoch = cfg["epochs"], state["epochs_done"]
     bs = global_batch_size(cfg["batch_size"], replicas)
-    callback = _epoch_callback(ckpt_dir, state, run_id, cfg["early_stopping"], _kill_hook)
+    callback = _epoch_callback(ckpt_dir, state, run_id, cfg["early_stopping"], _kill_hook, stop)
     if embeddings.head_only(cfg):
         rows = (data.train_rows, data.val_rows, data.labels)
         return embeddings.fit_head(model, cfg, *rows, state, callback)
@@ -533,60 +558,111 @@ def train(
     job comes from: ``tracking.provenance_tags``); ``mem_mb``: the memory the job declared (an
     in-memory job checks that its data fits, ``check_memory``).
     """
-    import keras
-
-    from genre_classification.training import models
-
     cfg = model_config(config)
     ckpt_dir = Path(paths.checkpoint_dir)
     # Beside the directory, which is cleared and removed; two jobs must not share it.
     lock = ckpt_dir.with_name(f".{ckpt_dir.name}.lock")
-    with exclusive_lock(lock, lock_timeout_s, what=f"checkpoint directory {ckpt_dir}"):
-        uri = tracking.resolve_tracking_uri(mlflow_settings.tracking_uri)
-        tracking.connect(uri, mlflow_settings.timeout_s)
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
-        device = configure_tensorflow(cfg["seed"], threads, cfg["deterministic"])
-        log.info("Device: %s (training %s)", device, model_name)
-        strategy = distribution()
-        policy = models.set_precision(cfg["mixed_precision"])
-        data = load_data(paths, cfg, model_name, mem_mb)
-        replicas = strategy.num_replicas_in_sync
-        if replicas > 1:
-            log.info(
-                "%d replicas: batches of %d segments (batch_size %d per replica)",
-                replicas, global_batch_size(cfg["batch_size"], replicas), cfg["batch_size"],
-            )  # fmt: skip
-        with strategy.scope():
-            model, state = model_and_state(
-                cfg, ckpt_dir, fingerprint(cfg, paths.split, replicas), data
-            )
+    try:
+        with jobcontrol.GracefulStop() as stop:
+            with exclusive_lock(lock, lock_timeout_s, what=f"checkpoint directory {ckpt_dir}"):
+                return _train_locked(
+                    cfg, paths, mlflow_settings, ckpt_dir, stop, model_name=model_name,
+                    threads=threads, fold=fold, tags=tags, mem_mb=mem_mb,
+                )  # fmt: skip
+    except jobcontrol.Interrupted as error:
+        done = _epochs_done(ckpt_dir)
+        if not done:
+            _delete_empty_run(ckpt_dir)
+        then = (
+            f"the checkpoints in {ckpt_dir} are kept: run the same snakemake command again to "
+            "resume (in the same MLflow run)"
+            if done
+            else "run the same snakemake command again to start it"
+        )
+        raise jobcontrol.Interrupted(
+            f"training of {model_name!r} {error} after {done} finished epoch(s); {then}"
+        ) from None
 
-        # One MLflow run per job; its id lives in the checkpoint dir so a rerun resumes it.
-        experiment = mlflow_settings.experiment
-        experiment_id = tracking.setup_experiment(experiment, uri)
-        run_name = model_name if fold is None else f"{model_name}/fold-{fold}"
-        on_outage = f"The epoch checkpoints in {ckpt_dir} are kept. {tracking.WHAT_TO_DO}"
-        run_id = _resumable_run_id(ckpt_dir, state, uri)
-        timeout_s, system_metrics = mlflow_settings.timeout_s, mlflow_settings.system_metrics
-        with tracking.tracked_run(
-            uri, experiment_id, run_id, run_name, timeout_s, on_outage, system_metrics
-        ) as run:
-            run_id = run.info.run_id
-            run_tags = {
-                **(tags or {}),
-                "device": device,
-                **models.weights_provenance(cfg),
-                "model_name": model_name,
-            }
-            if fold is not None:
-                run_tags.update({"fold": str(fold), **_parent_tag(paths.parent_run, uri)})
-            tracking.write_run_info(ckpt_dir / RUN_FILE, run_id, experiment_id, uri)
-            log.info("MLflow run %s (experiment %r, %s)", run_id, experiment, redact(uri))
-            log_run_start(run_id, cfg, data, model, state, model_name, policy, run_tags)
-            fit(model, cfg, data, state, ckpt_dir, run_id, replicas)
+
+def _delete_empty_run(ckpt_dir: Path) -> None:
+    """The MLflow run of a job interrupted before its first epoch ended holds nothing that the
+    rerun continues (without a checkpoint it starts a new run): deleted, so that a model keeps
+    one run."""
+    run_file = ckpt_dir / RUN_FILE
+    if not run_file.is_file():
+        return
+    import mlflow
+
+    run_id = tracking.read_run_info(run_file)["run_id"]
+    try:
+        mlflow.MlflowClient().delete_run(run_id)
+        log.info("MLflow run %s deleted: no epoch had finished", run_id)
+    except Exception as error:  # a lost server: the run stays, marked KILLED
+        log.warning("MLflow run %s not deleted: %s", run_id, redact(str(error)))
+    run_file.unlink(missing_ok=True)
+
+
+def _epochs_done(ckpt_dir: Path) -> int:
+    try:
+        return json.loads((ckpt_dir / "state.json").read_text())["epochs_done"]
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+def _train_locked(
+    cfg, paths, mlflow_settings, ckpt_dir, stop, *, model_name, threads, fold, tags, mem_mb
+) -> dict:
+    import keras
+
+    from genre_classification.training import models
+
+    uri = tracking.resolve_tracking_uri(mlflow_settings.tracking_uri)
+    tracking.connect(uri, mlflow_settings.timeout_s)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    device = configure_tensorflow(cfg["seed"], threads, cfg["deterministic"])
+    log.info("Device: %s (training %s)", device, model_name)
+    strategy = distribution()
+    policy = models.set_precision(cfg["mixed_precision"])
+    data = load_data(paths, cfg, model_name, mem_mb)
+    replicas = strategy.num_replicas_in_sync
+    if replicas > 1:
+        log.info(
+            "%d replicas: batches of %d segments (batch_size %d per replica)",
+            replicas, global_batch_size(cfg["batch_size"], replicas), cfg["batch_size"],
+        )  # fmt: skip
+    with strategy.scope():
+        model, state = model_and_state(cfg, ckpt_dir, fingerprint(cfg, paths.split, replicas), data)
+
+    # One MLflow run per job; its id lives in the checkpoint dir so a rerun resumes it.
+    experiment = mlflow_settings.experiment
+    experiment_id = tracking.setup_experiment(experiment, uri)
+    run_name = model_name if fold is None else f"{model_name}/fold-{fold}"
+    on_outage = f"The epoch checkpoints in {ckpt_dir} are kept. {tracking.WHAT_TO_DO}"
+    run_id = _resumable_run_id(ckpt_dir, state, uri)
+    timeout_s, system_metrics = mlflow_settings.timeout_s, mlflow_settings.system_metrics
+    with tracking.tracked_run(
+        uri, experiment_id, run_id, run_name, timeout_s, on_outage, system_metrics
+    ) as run:
+        run_id = run.info.run_id
+        run_tags = {
+            **(tags or {}),
+            "device": device,
+            **models.weights_provenance(cfg),
+            "model_name": model_name,
+        }
+        if fold is not None:
+            run_tags.update({"fold": str(fold), **_parent_tag(paths.parent_run, uri)})
+        tracking.write_run_info(ckpt_dir / RUN_FILE, run_id, experiment_id, uri)
+        log.info("MLflow run %s (experiment %r, %s)", run_id, experiment, redact(uri))
+        log_run_start(run_id, cfg, data, model, state, model_name, policy, run_tags)
+        # A signal stops training at once (the epoch in progress is dropped), but not inside an
+        # epoch's checkpoint or the outputs.
+        fit(model, cfg, data, state, ckpt_dir, run_id, replicas, stop)
+        with stop.deferred():
             finalize(model, cfg, data, state, paths, ckpt_dir)
             info = tracking.write_run_info(paths.run_info, run_id, experiment_id, uri)
-        keras.backend.clear_session()
-        if not cfg["keep_checkpoints"]:
-            shutil.rmtree(ckpt_dir, ignore_errors=True)
+        stop.check()  # stopped while writing the outputs: keep the checkpoints
+    keras.backend.clear_session()
+    if not cfg["keep_checkpoints"]:
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
     return info

@@ -27,6 +27,7 @@ from genre_classification.features.features import (
     shard_record_path,
 )
 from genre_classification.features.packs import index_path, pack_path, sums_path
+from genre_classification.jobcontrol import stop_jobs_on_signals, workflow_environment
 from genre_classification.predict.predict_set import set_source
 from genre_classification.slurm_watch import PendingWatch, request_of_job, unfit_jobs
 from genre_classification.training.embeddings import (
@@ -218,6 +219,17 @@ else:
         "this Snakemake has no output_settings.benchmark_extended: pass --benchmark-extended "
         "for the declared resources in results/resources/jobs.tsv"
     )
+
+# Interrupts (README "When things go wrong"). A signal to this process alone (a wrapper, a
+# scheduler, `kill -INT <pid>`) reaches no job, and Snakemake's own SIGTERM waits for the
+# running jobs: on SIGINT or SIGTERM the workflow first sends SIGTERM to every process below
+# this one (onstart: jobcontrol.stop_jobs_on_signals), and every job also watches this process,
+# named in its environment, and stops when it has ended (jobcontrol.watch_workflow). Training
+# keeps its epoch checkpoints. The outputs of jobs stopped that way are marked incomplete, and
+# "run the same command again" must redo them: the workflow profile workflow/profiles/default
+# sets --rerun-incomplete (the DAG settings do not exist yet when this file is parsed;
+# profiles/local and profiles/slurm set it too).
+os.environ.update(workflow_environment())
 
 
 def shard_repairs(features_dir, shard):
