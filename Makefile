@@ -7,7 +7,7 @@ CORES ?= 2
 UV_VERSION := 0.13.9
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: run test install system-deps demo-data test-data test-config lint dag report bench bench-predict bench-workflow bench-loader clean lock
+.PHONY: run test test-fast install system-deps demo-data test-data test-config lint dag report bench bench-predict bench-workflow bench-loader clean lock
 
 run: install demo-data
 	snakemake --cores $(CORES)
@@ -60,6 +60,10 @@ lint: install
 
 test: install system-deps lint
 	pytest -v
+
+# The tests that run no Snakemake, train no model and start no server (a few minutes; CI runs all).
+test-fast: install
+	pytest -q -m "not slow"
 
 dag: demo-data
 	snakemake --dag | dot -Tsvg > docs/dag.svg

@@ -221,3 +221,54 @@ def mlflow_server_process(tmp_path):
 @pytest.fixture
 def mlflow_server(mlflow_server_process) -> str:
     return mlflow_server_process.url
+
+
+# `make test-fast` (pytest -m "not slow") leaves out every test that runs Snakemake, trains a
+# model or starts a server: those that use a fixture doing so, and these, measured at 4 s or
+# more on 2 cores (each trains a model or starts MLflow). CI runs them all.
+SLOW_FIXTURES = {"workflow_dir", "tiny_data_repo", "mlflow_server", "mlflow_server_process"}
+SLOW_TESTS = {
+    "test_audio_model.py::test_pyfunc_takes_paths_and_base64_audio",
+    "test_audio_model.py::test_mlflow_models_serve_answers_with_the_genre_of_an_audio_file",
+    "test_augment.py::test_musicnn_trains_with_augmentation",
+    "test_augment.py::test_short_training_run_with_every_augmentation",
+    "test_distribute.py::test_training_mirrors_over_two_devices",
+    "test_embeddings.py::test_probe_chooses_c_on_validation",
+    "test_embeddings.py::test_evaluation_on_cached_embeddings_equals_the_whole_model",
+    "test_embeddings.py::test_frozen_head_starts_at_chance_converges_and_saves_a_logmel_model",
+    "test_embeddings.py::test_embed_features_jobs_feed_the_frozen_and_probe_jobs",
+    "test_embeddings.py::test_finetune_starts_from_the_probe_head",
+    "test_evaluate.py::test_evaluate_writes_contract_files",
+    "test_monitoring.py::test_concurrent_report_jobs_lose_no_snapshot",
+    "test_monitoring.py::test_two_data_versions_in_the_ui_and_a_rerun_replaces",
+    "test_musicnn.py::test_backbone_learning_rate_factor",
+    "test_musicnn.py::test_classifier_saves_and_loads",
+    "test_musicnn.py::test_finetune_changes_backbone_but_not_bn_statistics",
+    "test_predict.py::test_registered_champion_is_the_default_model",
+    "test_predict.py::test_training_records_its_feature_parameters",
+    "test_predict.py::test_cli_all_good_exit_zero_and_usage_errors",
+    "test_predict.py::test_cli_equals_evaluation_predictions",
+    "test_predict.py::test_cli_folder_with_bad_files",
+    "test_profiles.py::test_short_profile_names_resolve_after_install_profiles",
+    "test_profiles.py::test_sharded_extraction_bounds_submissions",
+    "test_registry.py::test_champion_local_sqlite_store",
+    "test_reports.py::test_html_is_self_contained_and_renders",
+    "test_reports.py::test_classification_report_logged_to_mlflow",
+    "test_reports.py::test_reports_read_at_most_max_rows",
+    "test_resources.py::test_one_row_per_job_with_used_and_declared",
+    "test_resume.py::test_killed_job_resumes_and_matches_uninterrupted",
+    "test_shards.py::test_long_many_channel_file_is_extracted_within_a_memory_limit",
+    "test_shards.py::test_shard_killed_midway_keeps_finished_files_and_completes_on_rerun",
+    "test_system_metrics.py::test_training_run_logs_system_metrics_every_epoch",
+    "test_system_metrics.py::test_system_metrics_switched_off",
+    "test_training_faults.py::test_second_training_job_cannot_share_checkpoint_dir",
+}
+SLOW_MODULES = {"test_training_faults.py", "test_mlflow_server.py", "test_registry.py"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        module = item.path.name
+        name = f"{module}::{item.originalname}"
+        if SLOW_FIXTURES & set(item.fixturenames) or name in SLOW_TESTS or module in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
