@@ -41,7 +41,8 @@ def secret_values(environ: Mapping[str, str] | None = None) -> set[str]:
     environ = os.environ if environ is None else environ
     secrets = set()
     for name, value in environ.items():
-        if _SECRET_NAME.search(name):
+        # AWS_SHARED_CREDENTIALS_FILE & co. name where a secret is, not the secret
+        if _SECRET_NAME.search(name) and not name.upper().endswith("_FILE"):
             secrets.add(value)
         if "://" in value and "@" in value:
             try:

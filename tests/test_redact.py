@@ -91,6 +91,10 @@ def test_s3_credentials_redacted():
         "token FwoGZXIvYXdzEJr-session"
     )
     assert redact(text, env) == "key *** secret *** token ***"
+    # a file's path is not the secret in it
+    assert redact(
+        "/home/a/.aws/credentials", {"AWS_SHARED_CREDENTIALS_FILE": "/home/a/.aws/credentials"}
+    ) == ("/home/a/.aws/credentials")
     # DVC's remote options (.dvc/config.local), an AWS credentials file, boto keyword arguments
     none = {}
     assert (

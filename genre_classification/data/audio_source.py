@@ -32,6 +32,7 @@ from stat import S_ISREG
 import yaml
 
 from genre_classification.columns import MANIFEST_COLUMNS
+from genre_classification.data.dvc_remote import remote_help
 from genre_classification.data.dvc_repo import dvc_executable
 from genre_classification.fileio import write_json
 
@@ -230,7 +231,7 @@ def dvc_entries(repo: str | Path, target: str) -> list[tuple[str, str]]:
     except Exception as error:
         raise DataSourceError(
             f"cannot list {target} of the DVC project {repo}: {type(error).__name__}: {error}. "
-            "Check the DVC remote (`dvc remote list`, credentials)."
+            f"{remote_help(repo, error)}"
         ) from error
     # With the audio pulled, DVC's own entry is under "dvc_info" (beside the workspace's stat);
     # files in the workspace that DVC does not track have none and are not part of the version.
@@ -433,8 +434,8 @@ def dvc_pull(repo: Path, target: str, relpaths: list[str]) -> None:
     if result.returncode != 0:
         raise DataSourceError(
             f"`dvc pull` of {len(relpaths)} files of {target} failed in {repo} "
-            f"(exit {result.returncode}):\n{result.stderr.strip()}\nCheck the DVC remote "
-            "(`dvc remote list`, credentials) or use a plain directory with "
+            f"(exit {result.returncode}):\n{result.stderr.strip()}\n"
+            f"{remote_help(repo, result.stderr)} Or use a plain directory with "
             "`data: {source: dir, dir: ...}`."
         )
 
