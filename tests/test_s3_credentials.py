@@ -45,5 +45,42 @@ def test_wrong_s3_credentials_one_clear_message(workflow_dir, s3_server, monkeyp
         assert secret not in console
 
 
+def test_credentials_from_an_aws_profile(workflow_dir, s3_server, monkeypatch, tmp_path):
+    """The keys in an AWS profile (AWS_PROFILE, AWS_SHARED_CREDENTIALS_FILE), none in the
+    environment or .dvc/config.local: the workflow lists the S3 remote at parse time and
+    `dvc pull` (what fetch_audio runs) fetches from it."""
+    import subprocess
+
+    from genre_classification.data.dvc_repo import dvc_executable
+
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    repo = workflow_dir.data["repo"]
+    for name, value in s3_server.env().items():
+        monkeypatch.setenv(name, value)
+    use_s3_remote(repo, f"s3://{s3_server.bucket}/dvc", s3_server.endpoint)
+    shutil.rmtree(workflow_dir.data["remote"])
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    credentials = tmp_path / "aws-credentials"
+    credentials.write_text(
+        f"[lab]\naws_access_key_id = {s3_server.access_key}\n"
+        f"aws_secret_access_key = {s3_server.secret_key}\n"
+    )
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(credentials))
+    monkeypatch.setenv("AWS_PROFILE", "lab")
+
+    dry = workflow_dir("--dry-run")
+    assert "fetch_audio" in dry.stdout
+    pulled = subprocess.run(
+        [dvc_executable(), "pull", "genres/disco/disco.00000.wav"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+    )
+    assert pulled.returncode == 0, pulled.stderr
+    assert (repo / "genres/disco/disco.00000.wav").stat().st_size > 0
+    assert s3_server.secret_key not in dry.stdout + dry.stderr + pulled.stdout + pulled.stderr
+
+
 def test_remote_help_without_a_credential_error(tmp_path):
     assert remote_help(tmp_path, "boom") == "Check the DVC remote (`dvc remote list`, credentials)."
