@@ -94,6 +94,8 @@ def test_workflow_against_the_lab_stack(lab_stack, workflow_dir, monkeypatch, tm
     assert run.info.status == "FINISHED" and run.data.metrics["test_macro_f1"] >= 0
     assert client.get_experiment(info["experiment_id"]).name == experiment
     assert run.info.artifact_uri.startswith("mlflow-artifacts:"), run.info.artifact_uri
+    logged = json.dumps([run.data.params, run.data.tags])
+    assert not [name for name, secret in secrets.items() if secret in logged]
     pg_port = lab_stack.env["GENRE_LAB_PG_PORT"]
     with (
         psycopg2.connect(
