@@ -27,7 +27,8 @@ $(BIN)/.installed: requirements.lock requirements-weights.txt pyproject.toml
 install: $(BIN)/.installed
 
 # Debian packages: ffmpeg (m4a/aac audio; the format tests), graphviz (DAG pictures), chromium
-# (report screenshots), g++ (the native pack reader; tests/test_pack_op.py).
+# (report screenshots), g++ (the native pack reader; tests/test_pack_op.py), postgresql and curl
+# (the lab stack's MLflow backend store: scripts/lab_stack.sh, tests/test_lab_stack.py).
 # The Slurm test installs slurm-wlm and munge itself (scripts/slurm_cluster.sh).
 system-deps:
 	@missing=""; \
@@ -35,6 +36,8 @@ system-deps:
 	command -v dot >/dev/null || missing="$$missing graphviz"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v g++ >/dev/null || missing="$$missing g++"; \
+	command -v curl >/dev/null || missing="$$missing curl"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	  else echo "missing Debian packages:$$missing (sudo apt-get install$$missing)"; fi; \
@@ -126,3 +129,13 @@ slurm-up:
 	scripts/slurm_cluster.sh start
 slurm-down:
 	scripts/slurm_cluster.sh stop
+
+# --- A lab's S3 + PostgreSQL + MLflow server on 127.0.0.1 (scripts/lab_stack.sh) ---
+.PHONY: lab-up lab-down lab-demo-data
+lab-up: install
+	scripts/lab_stack.sh start
+lab-down:
+	scripts/lab_stack.sh stop
+# the demo data with its DVC remote on the lab's S3 (the stack must be running)
+lab-demo-data: install
+	scripts/lab_stack.sh push-demo

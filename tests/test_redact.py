@@ -78,3 +78,44 @@ def test_redacted_logger_masks_credentials_for_every_handler(caplog):
     with caplog.at_level(logging.WARNING):
         logging.getLogger(name).warning("Failed to get mlflow run: %s", "http://al:pw-42@h/api")
     assert "pw-42" not in caplog.text and "http://***@h/api" in caplog.text
+
+
+def test_s3_credentials_redacted():
+    env = {
+        "AWS_ACCESS_KEY_ID": "LABKEYID0123456789",
+        "AWS_SECRET_ACCESS_KEY": "wJalrXUtnFEMI/K7MDENG+bPxRfiCYzEXAMPLEKEY",
+        "AWS_SESSION_TOKEN": "FwoGZXIvYXdzEJr-session",
+    }
+    text = (
+        "key LABKEYID0123456789 secret wJalrXUtnFEMI/K7MDENG+bPxRfiCYzEXAMPLEKEY "
+        "token FwoGZXIvYXdzEJr-session"
+    )
+    assert redact(text, env) == "key *** secret *** token ***"
+    # a file's path is not the secret in it
+    assert redact(
+        "/home/a/.aws/credentials", {"AWS_SHARED_CREDENTIALS_FILE": "/home/a/.aws/credentials"}
+    ) == ("/home/a/.aws/credentials")
+    # DVC's remote options (.dvc/config.local), an AWS credentials file, boto keyword arguments
+    none = {}
+    assert (
+        redact("    secret_access_key = abcDEF123/xyz\n", none) == "    secret_access_key = ***\n"
+    )
+    assert redact("access_key_id = LABKEYID0123456789", none) == "access_key_id = ***"
+    assert redact("aws_secret_access_key=abc123def", none) == "aws_secret_access_key=***"
+    assert redact("{'aws_access_key_id': 'LABKEY99'}", none) == "{'aws_access_key_id': '***'}"
+    assert redact("session_token: tok123456", none) == "session_token: ***"
+    assert redact("id AKIAIOSFODNN7EXAMPLE in", none) == "id *** in"
+    # an S3 endpoint with user:password, a presigned URL
+    assert (
+        redact("endpointurl = http://minio:s3cret-pw@127.0.0.1:9000", none)
+        == "endpointurl = http://***@127.0.0.1:9000"
+    )
+    url = "http://h:9000/b/k?X-Amz-Credential=LABKEY%2F2026&X-Amz-Signature=abcdef0123&x=1"
+    assert redact(url, none) == "http://h:9000/b/k?X-Amz-Credential=***&X-Amz-Signature=***&x=1"
+    # what must stay: the remote, the endpoint, the option names
+    for text in (
+        "url = s3://genre-lab/dvc",
+        "endpointurl = http://127.0.0.1:9000",
+        "access_key_id",
+    ):
+        assert redact(text, none) == text

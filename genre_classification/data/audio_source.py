@@ -33,6 +33,7 @@ import yaml
 
 from genre_classification.columns import MANIFEST_COLUMNS
 from genre_classification.data import dvc_repo
+from genre_classification.data.dvc_remote import remote_help
 from genre_classification.fileio import write_json
 from genre_classification.redact import redact
 
@@ -409,7 +410,7 @@ def dvc_entries(repo: str | Path, target: str) -> list[tuple[str, str]]:
     except Exception as error:
         raise DataSourceError(
             f"cannot list {target} of the DVC project {repo}: {type(error).__name__}: {error}. "
-            "Check the DVC remote (`dvc remote list`, credentials)."
+            f"{remote_help(repo, error)}"
         ) from error
     # With the audio pulled, DVC's own entry is under "dvc_info" (beside the workspace's stat);
     # files in the workspace that DVC does not track have none and are not part of the version.
@@ -690,7 +691,7 @@ def _fetch_failure(repo, target, remote, url, result, absent: list[AudioFile]) -
         "removed. Put the missing objects back on the remote (`dvc push` from a copy of the "
         "project that has them), or check the remote and its credentials (`dvc remote list`, "
         "`dvc status --cloud`), then run the same snakemake command again: it fetches only "
-        "what is missing."
+        f"what is missing.\n{remote_help(repo, result.stderr)}"
     )
 
 
