@@ -279,6 +279,8 @@ def pytest_collection_modifyitems(config, items):
         name = f"{module}::{item.originalname}"
         if SLOW_FIXTURES & set(item.fixturenames) or name in SLOW_TESTS or module in SLOW_MODULES:
             item.add_marker(pytest.mark.slow)
+
+
 # --- S3 and the lab stack (scripts/lab_stack.sh): real servers on 127.0.0.1 ---------------------
 
 REQUIRE_LAB = "GENRE_REQUIRE_LAB"
