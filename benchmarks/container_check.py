@@ -276,11 +276,17 @@ def main() -> None:
     t_start = time.time()
     with open(logfile, "a") as log:
         built = rootfs / ".singularity.d" / "labels.json"
+        build_record = opts.workdir / "build.json"
         if opts.reuse_rootfs and built.exists():
             report["labels"] = json.loads(built.read_text())
             report["steps"]["build"] = "reused"
+            if build_record.exists():
+                report["build"] = json.loads(build_record.read_text())
         else:
-            report.update(build_rootfs(rootfs, header, sections, args, log, report["steps"]))
+            build = build_rootfs(rootfs, header, sections, args, log, report["steps"])
+            build["steps"] = dict(report["steps"])
+            build_record.write_text(json.dumps(build, indent=1))
+            report.update(build)
         report["rootfs_bytes"] = du_bytes(rootfs)
         t0 = time.time()
         run([str(SHIM_DIR / "apptainer"), "test", str(rootfs)], log)
