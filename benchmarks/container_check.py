@@ -106,6 +106,17 @@ def du_bytes(path: Path) -> int:
     return int(out.stdout.split()[0])
 
 
+def write_scripts(rootfs: Path, sections: dict, args: dict) -> None:
+    """%environment, %test and %runscript where Apptainer keeps them (not build steps: a reused
+    root filesystem gets the recipe's current ones)."""
+    meta = rootfs / ".singularity.d"
+    (meta / "env" / "90-environment.sh").write_text(
+        "#!/bin/sh\n" + substitute(sections.get("environment", ""), args)
+    )
+    (meta / "test").write_text("#!/bin/sh\n" + substitute(sections.get("test", ""), args))
+    (meta / "runscript").write_text("#!/bin/sh\n" + substitute(sections.get("runscript", ""), args))
+
+
 def build_rootfs(rootfs: Path, header: dict, sections: dict, args: dict, log, times: dict) -> dict:
     if header.get("Bootstrap") != "debootstrap":
         raise SystemExit(f"only 'Bootstrap: debootstrap' recipes run here, not {header}")
@@ -168,11 +179,7 @@ def build_rootfs(rootfs: Path, header: dict, sections: dict, args: dict, log, ti
     run(bwrap, log, env=env)
     times["post_s"] = round(time.time() - t0, 1)
 
-    (meta / "env" / "90-environment.sh").write_text(
-        "#!/bin/sh\n" + substitute(sections.get("environment", ""), args)
-    )
-    (meta / "test").write_text("#!/bin/sh\n" + substitute(sections.get("test", ""), args))
-    (meta / "runscript").write_text("#!/bin/sh\n" + substitute(sections.get("runscript", ""), args))
+    write_scripts(rootfs, sections, args)
     labels = {}
     for line in (
         sections.get("labels", "").splitlines()
@@ -280,6 +287,7 @@ def main() -> None:
         if opts.reuse_rootfs and built.exists():
             report["labels"] = json.loads(built.read_text())
             report["steps"]["build"] = "reused"
+            write_scripts(rootfs, sections, args)
             if build_record.exists():
                 report["build"] = json.loads(build_record.read_text())
         else:
