@@ -258,7 +258,15 @@ def test_real_apptainer_build_and_run(tmp_path):
     assert hashlib.sha256(LOCK.read_bytes()).hexdigest() in inspect
     out = subprocess.run(
         [apptainer, "exec", "--nv", str(sif), "python3", "-c",
-         "import genre_classification, tensorflow as tf; print(tf.__version__)"],
+         "import json, os, tensorflow as tf; print(tf.__version__);"
+         "print(json.load(open(os.environ['GENRE_CLASSIFICATION_IMAGE_INFO']))['lock_sha256'])"],
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
     assert lock_pins()["tensorflow"] in out
+    assert hashlib.sha256(LOCK.read_bytes()).hexdigest() in out
+    # The image holds no package code (the jobs import the checkout's).
+    isolated = subprocess.run(
+        [apptainer, "exec", str(sif), "python3", "-I", "-c", "import genre_classification"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert isolated.returncode != 0

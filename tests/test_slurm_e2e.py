@@ -14,7 +14,9 @@ over its memory (the cluster enforces --mem) is resubmitted asking for mem_mb x 
 Apptainer cannot be installed here: the profile's `software-deployment-method: apptainer` runs
 through tests/fake_apptainer/apptainer, a shim that records its argv and runs the command on the
 host. So these tests see the exact `apptainer exec` command of each Slurm job (image, binds,
---nv) but do NOT run anything inside a container.
+--nv) but do NOT run anything inside a container. With its image stand-ins (an old copy of the
+package as the image's site-packages) one test shows that the jobs run the checkout's package,
+changed after the image was made, and record it (issue 28).
 
 Skips without root/apt; with GENRE_REQUIRE_SLURM=1 (CI) it fails instead.
 """
