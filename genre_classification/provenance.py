@@ -168,7 +168,11 @@ def code_provenance() -> dict:
         checkout_lock = source.get("lock_sha256")
     else:
         checkout = package_dir().parent
-        git = git_state(checkout) or git_state(".") or {"commit": None, "dirty": None}
+        # Only a checkout's own git: an installed package (site-packages) has none.
+        git = (git_state(checkout) if (checkout / ".git").exists() else None) or {
+            "commit": None,
+            "dirty": None,
+        }
         checkout_lock = file_sha256(checkout / LOCK_FILE)
     code = {
         "fingerprint": code_version.package_fingerprint(),

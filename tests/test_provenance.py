@@ -183,3 +183,26 @@ def test_export_changes_with_the_code(tmp_path, monkeypatch):
         in (Path(second.strip()) / "genre_classification/evaluation/evaluate.py").read_text()
     )
     assert not list((tmp_path / "export").glob(".export-*"))
+
+
+def test_an_installed_package_names_no_commit_or_lock(tmp_path):
+    """A package outside a checkout (site-packages): no git commit, no lock, only its version
+    and fingerprint — even when the working directory is a git checkout."""
+    site = tmp_path / "site-packages"
+    for path in code_version.package_files():
+        dest = site / "genre_classification" / path.relative_to(code_version.PACKAGE_DIR)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(path.read_bytes())
+    script = (
+        "import json; from genre_classification import provenance as p;"
+        "print(json.dumps(p.code_provenance()))"
+    )
+    out = subprocess.run(  # in a directory of the git checkout (not on sys.path: no package)
+        [sys.executable, "-c", script], cwd=REPO / "docs",
+        env={**os.environ, "PYTHONPATH": str(site)},
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    code = json.loads(out)["code"]
+    assert code["git_commit"] is None and code["git_dirty"] is None
+    assert code["lock_sha256"] is None
+    assert code["fingerprint"] == code_version.package_fingerprint()
