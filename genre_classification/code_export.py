@@ -27,16 +27,10 @@ EXPORT_DIR = Path(".snakemake") / "genre-classification-code"
 
 def source_record() -> dict:
     """The checkout this package is imported from: what a copy of it records."""
-    record = provenance.code_provenance()["code"]
-    checkout = provenance.package_dir().parent
     return {
-        "fingerprint": record["fingerprint"],
-        "package_version": record["package_version"],
-        "git_commit": record["git_commit"],
-        "git_dirty": record["git_dirty"],
-        "lock_sha256": record.get("checkout_lock_sha256", record["lock_sha256"]),
+        **provenance.package_code(),
         "package_dir": str(provenance.package_dir()),
-        "checkout": str(checkout),
+        "checkout": str(provenance.package_dir().parent),
     }
 
 

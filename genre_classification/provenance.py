@@ -154,12 +154,9 @@ def gpu_info() -> list[dict[str, str]]:
     return []
 
 
-def code_provenance() -> dict:
-    """What ran: ``code`` (the package's fingerprint, version, git commit and dirty flag of its
-    checkout, the lock's sha256: the checkout's, inside the image the image's), ``image`` (the
-    image's own record, inside the container only) and ``gpu`` (where one is visible). The one
-    record of results (``result_provenance``), MLflow runs (``tracking.provenance_tags``) and
-    registered model versions (``registry.version_tags``)."""
+def package_code() -> dict:
+    """The package's fingerprint and version, the git commit and dirty flag of its checkout and
+    that checkout's lock sha256 (an exported copy: those of the checkout it came from)."""
     from genre_classification import code_version
 
     source = source_info()
@@ -174,13 +171,23 @@ def code_provenance() -> dict:
             "dirty": None,
         }
         checkout_lock = file_sha256(checkout / LOCK_FILE)
-    code = {
+    return {
         "fingerprint": code_version.package_fingerprint(),
         "package_version": workflow_version(),
         "git_commit": git["commit"],
         "git_dirty": git["dirty"],
         "lock_sha256": checkout_lock,
     }
+
+
+def code_provenance() -> dict:
+    """What ran: ``code`` (``package_code``; inside the image the lock is the image's, the
+    checkout's as ``checkout_lock_sha256``), ``image`` (the image's own record, inside the
+    container only) and ``gpu`` (where one is visible). The one record of results
+    (``result_provenance``), MLflow runs (``tracking.provenance_tags``) and registered model
+    versions (``registry.version_tags``)."""
+    code = package_code()
+    checkout_lock = code["lock_sha256"]
     record: dict = {"code": code}
     image = image_info()
     if image is not None:
