@@ -98,23 +98,50 @@ clean:
 lock: install
 	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 \
 	  --python-platform x86_64-manylinux_2_28 -o requirements.lock
+	@# the image's CUDA wheels: tensorflow[and-cuda] at the locked TensorFlow, its nvidia-* pins
+	{ sed -n '/^#/p' requirements-cuda.lock; \
+	  echo "tensorflow[and-cuda]==$$(sed -n 's/^tensorflow==//p' requirements.lock)" | \
+	  $(BIN)/uv pip compile - -c requirements.lock --python-version 3.11 \
+	    --python-platform x86_64-manylinux_2_28 --generate-hashes --no-header --quiet | \
+	  awk '/^[a-z]/{keep = /^nvidia-/} keep && !/^ *#/'; } > requirements-cuda.lock.new
+	mv requirements-cuda.lock.new requirements-cuda.lock
 
 # --- Slurm / Apptainer (profiles/, containers/, scripts/slurm_cluster.sh) ---
-.PHONY: container install-profiles slurm-up slurm-down
+.PHONY: container container-check install-profiles slurm-up slurm-down
 SNAKEMAKE_CONFIG_DIR ?= $(or $(XDG_CONFIG_HOME),$(HOME)/.config)/snakemake
 CONTAINER_SIF ?= containers/genre-classification.sif
 APPTAINER_BUILD_FLAGS ?= --fakeroot
 
-# Apptainer image for the jobs (config container.image). Needs apptainer (cluster login node).
+# Apptainer image for the jobs (config container.image): the ENVIRONMENT only (Debian bookworm,
+# requirements.lock, the CUDA wheels of requirements-cuda.lock); the jobs import the checkout's
+# package (workflow/rules/container.smk), so a code change needs no rebuild. It is rebuilt when
+# a file that goes into it changes: the sources of the recipe's %files, the recipe, and
+# genre_classification/__init__.py (the version label). Needs apptainer (cluster login node).
+IMAGE_FILES := $(shell awk '/^%files/{f=1;next} /^%/{f=0} f && NF && $$1 !~ /^\#/ {print $$1}' containers/genre-classification.def)
+PACKAGE_VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' genre_classification/__init__.py)
+# The Debian mirror debootstrap fetches bookworm from: this machine's apt sources, else set it.
+DEBIAN_MIRROR ?= $(shell sed -n 's|^URIs: *\(.*/debian\)/*$$|\1|p' /etc/apt/sources.list.d/*.sources 2>/dev/null | head -n1)
 container: $(CONTAINER_SIF)
-$(CONTAINER_SIF): containers/genre-classification.def requirements.lock requirements-weights.txt pyproject.toml $(wildcard genre_classification/*.py)
+$(CONTAINER_SIF): containers/genre-classification.def $(IMAGE_FILES) genre_classification/__init__.py
 	@command -v apptainer >/dev/null || { \
-	  echo "make container: 'apptainer' not found on PATH. Build on a machine with Apptainer >= 1.1," >&2; \
+	  echo "make container: 'apptainer' not found on PATH. Build on a machine with Apptainer >= 1.2," >&2; \
 	  echo "  e.g. a cluster login node: apptainer build --fakeroot $@ $<" >&2; \
 	  echo "  (or --remote with a Sylabs account). See README, section 'Apptainer image'." >&2; \
+	  echo "  Without Apptainer, 'make container-check' runs the recipe's steps (debootstrap, bwrap)." >&2; \
 	  exit 1; }
-	apptainer build $(APPTAINER_BUILD_FLAGS) --force $@ $<
+	@test -n "$(DEBIAN_MIRROR)" || { echo "make container: set DEBIAN_MIRROR=<a Debian mirror URL>" >&2; exit 1; }
+	apptainer build $(APPTAINER_BUILD_FLAGS) --force --build-arg DEBIAN_MIRROR=$(DEBIAN_MIRROR) \
+	  --build-arg PACKAGE_VERSION=$(PACKAGE_VERSION) $@ $<
 	apptainer test $@
+
+# The recipe's steps without Apptainer (root; downloads about 4 GB): debootstrap + %files + %post
+# into a root filesystem, then %test and a demo training/evaluation job in it with bubblewrap
+# standing in for `apptainer exec` (benchmarks/container_check.py; README "Apptainer image").
+CONTAINER_CHECK_DIR ?= /tmp/genre-container-check
+container-check: install
+	@command -v debootstrap >/dev/null && command -v bwrap >/dev/null || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap bubblewrap; }
+	DEBIAN_MIRROR=$(DEBIAN_MIRROR) $(BIN)/python benchmarks/container_check.py --workdir $(CONTAINER_CHECK_DIR)
 
 # `snakemake --profile slurm` / `--profile local` (short form): Snakemake looks for a bare
 # profile name in the working directory, $XDG_CONFIG_HOME/snakemake (~/.config/snakemake) and

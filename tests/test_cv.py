@@ -46,6 +46,9 @@ def test_aggregate_folds_mean_std_and_pooled_predictions(tmp_path):
     )
     assert result == json.loads((out / "cv_metrics.json").read_text())
     assert result["n_folds"] == 3
+    from genre_classification import code_version
+
+    assert result["code"]["fingerprint"] == code_version.package_fingerprint()  # what ran
     assert result["accuracy"]["folds"] == [1.0, 0.5, 0.0]
     assert result["accuracy"]["mean"] == pytest.approx(0.5)
     assert result["accuracy"]["std"] == pytest.approx(0.5)  # sample std of 1, 0.5, 0

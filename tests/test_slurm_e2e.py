@@ -14,18 +14,22 @@ over its memory (the cluster enforces --mem) is resubmitted asking for mem_mb x 
 Apptainer cannot be installed here: the profile's `software-deployment-method: apptainer` runs
 through tests/fake_apptainer/apptainer, a shim that records its argv and runs the command on the
 host. So these tests see the exact `apptainer exec` command of each Slurm job (image, binds,
---nv) but do NOT run anything inside a container.
+--nv) but do NOT run anything inside a container. With its image stand-ins (an old copy of the
+package as the image's site-packages) one test shows that the jobs run the checkout's package,
+changed after the image was made, and record it (issue 28).
 
 Skips without root/apt; with GENRE_REQUIRE_SLURM=1 (CI) it fails instead.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -501,3 +505,131 @@ def test_oom_kill_is_retried_with_more_memory(slurm_cluster, slurm_env, tmp_path
     # Nothing lost: the retry's output and the job after it.
     assert (work / "out/hungry.txt").read_text().strip() == str(2 * first)
     assert (work / "out/copied.txt").read_text().strip() == str(2 * first)
+
+
+def _fingerprint(package_parent: Path, cwd: Path) -> str:
+    """package_fingerprint() of the package in ``package_parent`` (a fresh interpreter)."""
+    script = "from genre_classification import code_version as c; print(c.package_fingerprint())"
+    return subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=cwd, env={**os.environ, "PYTHONPATH": str(package_parent)},
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+
+
+def test_container_jobs_run_the_checkouts_code_not_the_images(
+    slurm_cluster, slurm_env, workflow_dir, tmp_path, monkeypatch
+):
+    """Issue 28 item 3 (choice: the image holds only the environment; jobs import the
+    checkout's package, exported by workflow/rules/container.smk). The fake apptainer stands in
+    for an image that still holds an OLD copy of the package in its site-packages
+    (FAKE_APPTAINER_IMAGE_PYTHONPATH, after PYTHONPATH as in an image) on a host whose checkout
+    does not reach the job through PYTHONPATH (FAKE_APPTAINER_HOST_PYTHONPATH=drop: an editable
+    install). The checkout's package is changed after that image was made; the Slurm jobs must
+    run the changed code, and record it (code fingerprint, git commit and dirty flag, the
+    image's lock sha256) in metrics.json, the MLflow run and the registered model version. A
+    second change, then the evaluation again: the newer code."""
+    import mlflow
+
+    from genre_classification import tracking
+
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.so")
+    image_site = tmp_path / "image-site"  # the image's copy: the code when it was built
+    shutil.copytree(
+        REPO / "genre_classification", image_site / "genre_classification", ignore=ignore
+    )
+    image_info = {
+        "lock_sha256": "ab" * 32,  # an image built from another lock than the checkout's
+        "package_version": "0.0.0-image",
+        "base": "debian:bookworm",
+        "code": "none: jobs import the checkout package",
+    }
+    (tmp_path / "image.json").write_text(json.dumps(image_info))
+
+    checkout = tmp_path / "checkout"  # a git checkout, changed after the image was built
+    shutil.copytree(REPO / "genre_classification", checkout / "genre_classification", ignore=ignore)
+    shutil.copy(REPO / "requirements.lock", checkout / "requirements.lock")
+    git = ["git", "-C", str(checkout), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "checkout"], check=True)
+    head = subprocess.run(
+        [*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    evaluate_py = checkout / "genre_classification/evaluation/evaluate.py"
+    evaluate_py.write_text(evaluate_py.read_text() + '\nCHANGE = "after the image was built"\n')
+    old_fp = _fingerprint(image_site, tmp_path)
+    new_fp = _fingerprint(checkout, tmp_path)
+    assert old_fp != new_fp
+
+    monkeypatch.setenv("PYTHONPATH", str(checkout))  # what the workflow (Snakemake) imports
+    monkeypatch.setenv("FAKE_APPTAINER_HOST_PYTHONPATH", "drop")
+    monkeypatch.setenv("FAKE_APPTAINER_IMAGE_PYTHONPATH", str(image_site))
+    monkeypatch.setenv(
+        "FAKE_APPTAINER_IMAGE_ENV",
+        json.dumps({"GENRE_CLASSIFICATION_IMAGE_INFO": str(tmp_path / "image.json")}),
+    )
+    workflow_dir.overlay(
+        "training.yaml",
+        {
+            "training": {"run": ["tiny"], "models": {"tiny": TINY_MODEL}, "resources": {"gpu": 1}},
+            "extraction": {"threads": 2},
+        },
+    )
+    work = workflow_dir.workdir
+    t0 = time.time()
+    result = workflow_dir("--profile", str(PROFILE), *SLURM_TEST_FLAGS, TARGET)
+    output = result.stdout + result.stderr
+    subs = {Path(log).relative_to(work / ".snakemake/slurm_logs").parts[0]: jid
+            for jid, log in submissions(output)}  # fmt: skip
+    assert {"rule_train_model", "rule_evaluate_model"} <= set(subs), output[-3000:]
+
+    # The Slurm jobs' containers got the exported copy of the checkout on PYTHONPATH.
+    calls = [c for c in fake_apptainer_calls(slurm_env) if c["argv"][:1] == ["exec"]]
+    job_calls = [c for c in calls if c["slurm_job_id"] in subs.values()]
+    assert job_calls, calls
+    exported = {c["apptainerenv"].get("APPTAINERENV_PYTHONPATH") for c in job_calls}
+    assert len(exported) == 1 and None not in exported, exported
+    code_dir = Path(exported.pop())
+    assert code_dir.parent == work / ".snakemake/genre-classification-code"
+    assert (
+        "after the image was built"
+        in (code_dir / "genre_classification/evaluation/evaluate.py").read_text()
+    )
+
+    metrics = json.loads((work / TARGET).read_text())
+    code = metrics["code"]
+    print("metrics.json code:", code, "image:", metrics.get("image"))
+    assert code["fingerprint"] == new_fp != old_fp  # the changed checkout's code ran
+    assert code["git_commit"] == head and code["git_dirty"] is True
+    assert code["lock_sha256"] == image_info["lock_sha256"]  # inside the image: the image's
+    lock_sha = hashlib.sha256((checkout / "requirements.lock").read_bytes()).hexdigest()
+    assert code["checkout_lock_sha256"] == lock_sha
+    assert metrics["image"] == image_info
+    assert metrics["git_commit"] == f"{head}-dirty"
+
+    # The MLflow run (tags set by the training job in its container) and the model version.
+    info = tracking.read_run_info(work / "results/mlflow/runs/tiny.json")
+    monkeypatch.chdir(work)
+    client = mlflow.MlflowClient(tracking.run_tracking_uri(info))
+    tags = client.get_run(info["run_id"]).data.tags
+    assert tags["code.fingerprint"] == new_fp
+    assert tags["code.git_commit"] == head and tags["code.git_dirty"] == "true"
+    assert tags["code.lock_sha256"] == image_info["lock_sha256"]
+    assert tags["image.package_version"] == image_info["package_version"]
+    versions = client.search_model_versions("name = 'genre-classifier'")
+    assert versions
+    version = max(versions, key=lambda v: int(v.version))
+    assert version.tags["code.fingerprint"] == new_fp
+    assert version.tags["code.git_dirty"] == "true"
+    assert version.tags["code.lock_sha256"] == image_info["lock_sha256"]
+    assert new_fp in (version.description or ""), version.description
+
+    # Another change to the checkout; the evaluation again (forced: its inputs are unchanged).
+    evaluate_py.write_text(evaluate_py.read_text() + 'CHANGE_2 = "and again"\n')
+    newer_fp = _fingerprint(checkout, tmp_path)
+    workflow_dir(
+        "--profile", str(PROFILE), *SLURM_TEST_FLAGS, "--forcerun", "evaluate_model", TARGET
+    )
+    assert json.loads((work / TARGET).read_text())["code"]["fingerprint"] == newer_fp != new_fp
+    print(f"container code test: {time.time() - t0:.0f}s")

@@ -101,6 +101,9 @@ def aggregate_folds(
     if parent_run_path:
         info = tracking.read_run_info(parent_run_path)
         result["mlflow_run_id"] = info["run_id"]
+    from genre_classification import provenance
+
+    result.update(provenance.code_provenance())  # what ran: code, image, GPU
     fileio.write_json(cv_path, result)
     f1 = result["macro_f1"]
     log.info(

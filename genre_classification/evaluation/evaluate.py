@@ -210,6 +210,7 @@ def evaluate(
         metrics.update(provenance.result_provenance(data_version_path))
     else:
         metrics["git_commit"] = provenance.code_commit(".")
+        metrics.update(provenance.code_provenance())
     if run_info is not None:
         metrics["mlflow_run_id"] = run_info["run_id"]
 

@@ -57,7 +57,30 @@ def version_tags(metrics: dict, run, experiment_id: str) -> dict[str, str]:
         tags["git.commit"] = str(commit)
     if run.data.tags.get("model_name"):
         tags["model_name"] = run.data.tags["model_name"]
+    # What ran (provenance.code_provenance): from the evaluation, else from the training run.
+    from genre_classification import provenance
+
+    ran = provenance.provenance_tags(metrics) or {
+        key: value
+        for key, value in run.data.tags.items()
+        if key.startswith(("code.", "image.", "gpu."))
+    }
+    tags.update(ran)
     return tags
+
+
+def provenance_note(tags: dict[str, str]) -> str:
+    """One sentence for a version's description: the code, commit and lock it was made with."""
+    if not tags.get("code.fingerprint"):
+        return ""
+    commit = tags.get("code.git_commit") or "no git commit"
+    dirty = " with local changes" if tags.get("code.git_dirty") == "true" else ""
+    lock = (tags.get("code.lock_sha256") or "unknown")[:12]
+    image = " in the container image" if any(k.startswith("image.") for k in tags) else ""
+    return (
+        f" Code {tags['code.fingerprint']} (package {tags.get('code.package_version')}, commit "
+        f"{commit}{dirty}), lock sha256 {lock}{image}."
+    )
 
 
 def register_version(client, name: str, run_id: str, tags: dict[str, str]):
@@ -126,7 +149,8 @@ def promote(client, name: str, version, experiment_id: str) -> Decision:
             )
     if moved:
         client.set_registered_model_alias(name, CHAMPION, best.version)
-    client.update_model_version(name, version.version, description=message)
+    note = provenance_note(dict(getattr(version, "tags", None) or {}))
+    client.update_model_version(name, version.version, description=message + note)
     log.info(message)
     return Decision(
         version=str(version.version),
