@@ -182,8 +182,9 @@ def test_comments_change_nothing_feature_code_re_extracts(finished, tmp_path):
     planned, output = dry_run(work, logging)
     assert planned["extract_features"] == 1
     assert "code of extract_features changed: genre_classification/features/features.py" in output
-    # fetch_audio imports data.shards, which imports features: the first job of the chain
-    assert "Updated input files: results/code/fetch_audio.json" in output
+    # the first job of the chain; fetch_audio imports no feature code (data.members)
+    assert "Updated input files: results/code/extract_features.json" in output
+    assert "fetch_audio" not in planned
     h5s = sorted((work / "results/features").glob("*/*.h5"))
     before = {path: path.stat().st_mtime_ns for path in h5s}
     record = "results/features/.shards/00000.tsv"

@@ -7,7 +7,7 @@ rule resource_usage:
     # After every other target of `rule all`, so that it sees their jobs' benchmark files (which
     # are not its inputs: jobs run before benchmarks existed need not rerun to make one).
     input:
-        stage_targets,
+        resource_usage_inputs,
         code=code_of("resource_usage"),
     output:
         table=JOB_RESOURCES,
