@@ -18,11 +18,15 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 from genre_classification import code_version, provenance
 
 EXPORT_DIR = Path(".snakemake") / "genre-classification-code"
+# Older copies are removed once unused this long: a job of an earlier run may still be importing
+# one (Slurm jobs outlive an interrupted controller), so copies are not removed at once.
+KEEP_UNUSED_SECONDS = 7 * 24 * 3600
 
 
 def source_record() -> dict:
@@ -52,6 +56,8 @@ def export_package(root: str | Path = EXPORT_DIR) -> Path:
     root = Path(root).resolve()
     target = root / key.hexdigest()[:16]
     if target.is_dir():
+        os.utime(target)  # in use: not pruned
+        prune_copies(root, keep=target)
         return target
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=".export-"))
@@ -70,7 +76,25 @@ def export_package(root: str | Path = EXPORT_DIR) -> Path:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+    prune_copies(root, keep=target)
     return target
+
+
+def prune_copies(root: Path, keep: Path, max_age: float = KEEP_UNUSED_SECONDS) -> list[Path]:
+    """Remove the copies under ``root`` other than ``keep`` that no run has used for
+    ``max_age`` seconds (a copy's mtime is set each time a run uses it); return them."""
+    now = time.time()
+    removed = []
+    for copy in root.iterdir():
+        if copy == keep or not copy.is_dir():
+            continue
+        try:
+            if now - copy.stat().st_mtime > max_age:
+                shutil.rmtree(copy)
+                removed.append(copy)
+        except FileNotFoundError:  # removed by a parallel process
+            continue
+    return removed
 
 
 def container_environment(code_dir: str | Path) -> dict[str, str]:

@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -206,3 +207,17 @@ def test_an_installed_package_names_no_commit_or_lock(tmp_path):
     assert code["git_commit"] is None and code["git_dirty"] is None
     assert code["lock_sha256"] is None
     assert code["fingerprint"] == code_version.package_fingerprint()
+
+
+def test_unused_code_copies_are_pruned_after_a_week(tmp_path):
+    root = tmp_path / "export"
+    stale, recent = root / "0000000000000000", root / "1111111111111111"
+    for copy in (stale, recent):
+        (copy / "genre_classification").mkdir(parents=True)
+    week_ago = time.time() - code_export.KEEP_UNUSED_SECONDS - 60
+    os.utime(stale, (week_ago, week_ago))
+    code_dir = code_export.export_package(root)
+    assert sorted(p.name for p in root.iterdir()) == sorted([code_dir.name, recent.name])
+    os.utime(code_dir, (week_ago, week_ago))  # reused: marked as used, kept
+    assert code_export.export_package(root) == code_dir
+    assert time.time() - code_dir.stat().st_mtime < 60
