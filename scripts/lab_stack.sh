@@ -62,19 +62,9 @@ MLFLOW_PID="${STATE_DIR}/mlflow.pid"
 S3_URL="http://${HOST}:${S3_PORT}"
 MLFLOW_URL="http://${HOST}:${MLFLOW_PORT}"
 
-log() { printf '[lab_stack] %s\n' "$*" >&2; }
-die() {
-    printf '[lab_stack] ERROR: %s\n' "$*" >&2
-    exit 1
-}
-is_root() { [ "$(id -u)" -eq 0 ]; }
-
-pid_alive() {
-    local f="$1" pid
-    [ -s "$f" ] || return 1
-    pid="$(cat "$f")"
-    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null
-}
+SERVICE_LOG_NAME=lab_stack
+# shellcheck source=scripts/service_lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/service_lib.sh"
 
 venv_bin() {
     # the project's venv (make install), else PATH
@@ -285,28 +275,8 @@ cmd_start() {
     print_env
 }
 
-kill_pidfile() {
-    local f="$1" name="$2" pid
-    pid_alive "$f" || {
-        rm -f "$f"
-        return 0
-    }
-    pid="$(cat "$f")"
-    log "stopping ${name} (pid ${pid})"
-    # each was started with setsid: its process group holds its workers
-    kill -TERM -- "-${pid}" 2>/dev/null || kill "$pid" 2>/dev/null || true
-    for _ in $(seq 1 50); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.2
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        kill -KILL -- "-${pid}" 2>/dev/null || kill -9 "$pid" 2>/dev/null || true
-    fi
-    rm -f "$f"
-}
-
 stop_all() {
-    kill_pidfile "$MLFLOW_PID" "MLflow server"
+    kill_pidfile "$MLFLOW_PID" "MLflow server" group
     local bindir
     bindir="$(pg_bindir || true)"
     if [ -n "$bindir" ] && [ -s "${PG_DIR}/data/PG_VERSION" ] \
@@ -314,7 +284,7 @@ stop_all() {
         log "stopping PostgreSQL"
         as_pg "${bindir}/pg_ctl" -D "${PG_DIR}/data" -m fast -w stop >/dev/null || true
     fi
-    kill_pidfile "$S3_PID" "S3 server"
+    kill_pidfile "$S3_PID" "S3 server" group
 }
 
 cmd_stop() {

@@ -57,21 +57,9 @@ ETC_LINK_FLAG="${STATE_DIR}/etc-link.created-by-us"
 SLURMD_PID_FILE="${STATE_DIR}/slurmd.pid"
 NODE_NAME="$(hostname -s)"
 
-log() { printf '[slurm_cluster] %s\n' "$*" >&2; }
-die() {
-    printf '[slurm_cluster] ERROR: %s\n' "$*" >&2
-    exit 1
-}
-
-is_root() { [ "$(id -u)" -eq 0 ]; }
-
-pid_alive() {
-    # pid_alive <pidfile>: the pid in the file exists
-    local f="$1" pid
-    [ -s "$f" ] || return 1
-    pid="$(cat "$f")"
-    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null
-}
+SERVICE_LOG_NAME=slurm_cluster
+# shellcheck source=scripts/service_lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/service_lib.sh"
 
 have_binaries() {
     command -v munged >/dev/null 2>&1 || [ -x /usr/sbin/munged ] || return 1
@@ -318,25 +306,6 @@ cmd_start() {
     SLURM_CONF="$CONF" sinfo >&2
     log "ready. Use: export SLURM_CONF=${CONF}"
     echo "export SLURM_CONF=${CONF}"
-}
-
-kill_pidfile() {
-    local f="$1" name="$2" pid
-    pid_alive "$f" || {
-        rm -f "$f"
-        return 0
-    }
-    pid="$(cat "$f")"
-    log "stopping ${name} (pid ${pid})"
-    kill "$pid" 2>/dev/null || true
-    for _ in $(seq 1 50); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.2
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        kill -9 "$pid" 2>/dev/null || true
-    fi
-    rm -f "$f"
 }
 
 stop_daemons() {
