@@ -60,6 +60,7 @@ lint: install
 	ruff format --check .
 	snakefmt --check workflow
 	snakemake --lint
+	lint-imports
 
 test: install system-deps lint
 	pytest -v

@@ -21,72 +21,25 @@ from __future__ import annotations
 
 import base64
 import binascii
-import logging
 import os
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-FLAVOR_NAME = "genre_classification"
-DEFAULT_TOP_K = 3
-INPUT_COLUMNS = ("path", "audio", "name")
-OUTPUT_COLUMNS = ("path", "genre", "probability", "top_k", "n_segments", "error")
-
-
-def signature():
-    """The audio signature of the ``python_function`` flavor."""
-    from mlflow.models import ModelSignature
-    from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
-
-    inputs = Schema([ColSpec("string", name, required=False) for name in INPUT_COLUMNS])
-    outputs = Schema(
-        [
-            ColSpec("string", "path"),
-            ColSpec("string", "genre"),
-            ColSpec("double", "probability"),
-            ColSpec("string", "top_k"),
-            ColSpec("long", "n_segments"),
-            ColSpec("string", "error"),
-        ]
-    )
-    params = ParamSchema([ParamSpec("top_k", "long", DEFAULT_TOP_K)])
-    return ModelSignature(inputs=inputs, outputs=outputs, params=params)
-
-
-def save_model(path, mlflow_model, keras_model, **tf_kwargs):
-    """Flavor ``save_model`` for ``mlflow.models.Model.log`` (which sets the metadata): the
-    TensorFlow flavor's files, then this module as the ``python_function`` loader with the audio
-    signature."""
-    import mlflow.tensorflow
-    from mlflow import pyfunc
-    from mlflow.models import Model
-
-    # No tensor signature: the model's signature is the audio one (its warning would mislead).
-    tf_log = logging.getLogger("mlflow.tensorflow")
-    level = tf_log.level
-    tf_log.setLevel(logging.ERROR)
-    try:
-        mlflow.tensorflow.save_model(
-            keras_model, path, mlflow_model=mlflow_model, signature=False, **tf_kwargs
-        )
-    finally:
-        tf_log.setLevel(level)
-    mlflow_model.flavors[pyfunc.FLAVOR_NAME]["loader_module"] = __name__
-    mlflow_model.signature = signature()
-    from genre_classification import __version__
-
-    mlflow_model.add_flavor(FLAVOR_NAME, version=__version__)
-    mlflow_model.save(os.path.join(path, "MLmodel"))
-    Model.load(path)  # the rewritten file reads back
+from genre_classification.model_flavor import (  # noqa: F401  (this module's interface)
+    DEFAULT_TOP_K,
+    FLAVOR_NAME,
+    INPUT_COLUMNS,
+    OUTPUT_COLUMNS,
+)
+from genre_classification.predict import predict
+from genre_classification.training import model_info
 
 
 def _load_pyfunc(data_path: str) -> AudioGenreModel:
     """Called by ``mlflow.pyfunc.load_model`` with the model's ``data`` directory."""
     from mlflow.models import Model
-
-    from genre_classification.predict import predict
-    from genre_classification.training import model_info
 
     model_dir = Path(data_path).parent
     metadata = Model.load(str(model_dir)).metadata or {}
@@ -108,8 +61,6 @@ class AudioGenreModel:
     def predict(self, model_input, params: dict | None = None):
         import pandas as pd
 
-        from genre_classification.predict import predict
-
         frame = _as_frame(model_input)
         top_k = max(1, int((params or {}).get("top_k") or DEFAULT_TOP_K))
         with tempfile.TemporaryDirectory(prefix="genre-audio-") as tmp:
@@ -120,7 +71,6 @@ class AudioGenreModel:
         return pd.DataFrame(out, columns=list(OUTPUT_COLUMNS))
 
     def _decoded(self, index: int, record: dict, tmp: Path):
-        from genre_classification.predict import predict
 
         path, audio, name = (_text(record.get(c)) for c in INPUT_COLUMNS)
         label = path or name or f"input-{index}"
@@ -160,7 +110,6 @@ def _as_frame(model_input):
 
 def _output_row(row, labels: list[str], top_k: int) -> list:
     """The ``predict`` command's CSV row (``predict.csv_row``), the probability unrounded."""
-    from genre_classification.predict import predict
 
     path, genre, _, top, n_segments, error = predict.csv_row(row, labels, top_k)
     probability = float(np.max(row.probs)) if row.probs is not None else float("nan")

@@ -9,6 +9,7 @@ import os
 import sys
 
 from genre_classification import tracking
+from genre_classification.data.demo_data import TINY_DATA, make_demo_repo
 from genre_classification.predict import predict as predict_module
 
 
@@ -72,7 +73,6 @@ def parser() -> argparse.ArgumentParser:
 
 
 def demo_data(args) -> int:
-    from genre_classification.data.demo_data import TINY_DATA, make_demo_repo
 
     data = {
         "clips_per_genre": args.clips_per_genre,

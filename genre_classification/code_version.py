@@ -19,6 +19,8 @@ import tokenize
 from functools import cache
 from pathlib import Path
 
+from genre_classification.fileio import write_text_if_changed
+
 PACKAGE = "genre_classification"
 PACKAGE_DIR = Path(__file__).resolve().parent
 _SKIP_TOKENS = {tokenize.COMMENT, tokenize.NL, tokenize.ENCODING}
@@ -198,7 +200,6 @@ def write_code_record(path: str | Path, script: str | Path | None) -> list[str]:
     the rule's jobs, whose mtime moves only when that code does. Returns the files (package
     files, or the script's name) whose digest differs from the record found there (none when
     there was none)."""
-    from genre_classification.fileio import write_text_if_changed
 
     record = code_record(script)
     path = Path(path)

@@ -22,6 +22,16 @@ from pathlib import Path
 
 import yaml
 
+from genre_classification.features.features import (
+    BUILTIN_SETS,
+    DEFAULT_SET,
+    FeatureParams,
+    feature_set_params,
+    feature_sets,
+)
+from genre_classification.redact import has_credentials
+from genre_classification.training import models
+
 
 class ConfigError(ValueError):
     """The configuration is invalid; the message lists every problem."""
@@ -159,15 +169,6 @@ def schema_errors(config: dict, schema: dict) -> list[str]:
 
 def cross_check(config: dict) -> list[str]:
     """Problems spanning several keys (run after schema validation)."""
-    from genre_classification.features.features import (
-        BUILTIN_SETS,
-        DEFAULT_SET,
-        FeatureParams,
-        feature_set_params,
-        feature_sets,
-    )
-    from genre_classification.redact import has_credentials
-    from genre_classification.training import models
 
     training = config["training"]
     known = training["models"]

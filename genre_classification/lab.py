@@ -17,6 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from genre_classification.data.demo_data import TINY_DATA, make_demo_repo
 from genre_classification.data.dvc_repo import dvc_executable
 from genre_classification.redact import redact
 
@@ -60,7 +61,6 @@ def use_s3_remote(
 
 
 def push_demo(repo: Path, url: str, endpoint: str | None, tiny: bool, force: bool) -> str:
-    from genre_classification.data.demo_data import TINY_DATA, make_demo_repo
 
     local_remote = repo.parent / "dvc-remote"
     kwargs = dict(TINY_DATA) if tiny else {}

@@ -13,6 +13,8 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+from genre_classification import __version__, code_version
+
 TRACKED_PACKAGES = (
     "genre-classification",
     "snakemake",
@@ -89,7 +91,6 @@ def code_commit(repo: str | Path = ".") -> str | None:
 
 def workflow_version() -> str:
     """The release of the workflow and package (``genre_classification.__version__``)."""
-    from genre_classification import __version__
 
     return __version__
 
@@ -157,7 +158,6 @@ def gpu_info() -> list[dict[str, str]]:
 def package_code() -> dict:
     """The package's fingerprint and version, the git commit and dirty flag of its checkout and
     that checkout's lock sha256 (an exported copy: those of the checkout it came from)."""
-    from genre_classification import code_version
 
     source = source_info()
     if source is not None:  # an exported copy: the checkout it came from

@@ -27,7 +27,8 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from genre_classification import fileio
+from genre_classification import fileio, model_flavor, provenance
+from genre_classification.jobcontrol import Interrupted
 from genre_classification.redact import MASK, redact, redact_logger
 
 log = logging.getLogger(__name__)
@@ -248,8 +249,6 @@ def tracked_run(
     """
     import mlflow
 
-    from genre_classification.jobcontrol import Interrupted
-
     run = start_run(experiment_id, run_id, run_name, system_metrics)
     try:
         yield run
@@ -280,6 +279,7 @@ def flatten_params(params: dict, prefix: str = "") -> dict[str, str]:
 
 
 VERSION_TAG = "workflow.version"  # genre_classification.__version__
+PARENT_TAG = "mlflow.parentRunId"  # MLflow nests a run under the run with this id
 
 
 def provenance_tags(
@@ -291,7 +291,6 @@ def provenance_tags(
     """Tags: workflow version, data version (DVC md5), git commit, Snakemake rule/wildcards,
     packages, and what ran (``provenance.code_provenance``: ``code.*``, ``image.*``,
     ``gpu.*``; the training job adds the device it ran on)."""
-    from genre_classification import provenance
 
     tags: dict[str, str] = {VERSION_TAG: provenance.workflow_version()}
     if data_version_path and Path(data_version_path).is_file():
@@ -342,7 +341,7 @@ def log_epochs(run_id: str, history: list[dict], only_missing: bool = True) -> N
 
 def log_keras_model(model, name: str = "model", metadata: dict | None = None):
     """Log ``model`` as an MLflow model (MLflow 3: ``name=``, a LoggedModel linked to the run)
-    with two flavors (``audio_model``): ``tensorflow`` (the Keras model) and a
+    with two flavors (``model_flavor``): ``tensorflow`` (the Keras model) and a
     ``python_function`` that takes audio and returns genres. ``metadata`` (``model_info``: the
     feature parameters and labels) goes into its MLmodel file; the audio flavor needs it.
 
@@ -353,8 +352,6 @@ def log_keras_model(model, name: str = "model", metadata: dict | None = None):
     import tensorflow as tf
     from mlflow.models import Model
 
-    from genre_classification import audio_model
-
     requirements = [
         f"tensorflow=={tf.__version__}",
         f"keras=={keras.__version__}",
@@ -363,7 +360,7 @@ def log_keras_model(model, name: str = "model", metadata: dict | None = None):
     return Model.log(
         artifact_path=None,
         name=name,
-        flavor=audio_model,
+        flavor=model_flavor,
         keras_model=model,
         pip_requirements=requirements,
         metadata=metadata,

@@ -1,7 +1,7 @@
-"""Snakemake entry point of collect_features (genre_classification.data.shards.write_collection)."""
+"""Snakemake entry point of collect_features (features.shards.write_collection)."""
 
 from genre_classification.data.members import read_listing_extras
-from genre_classification.data.shards import write_collection
+from genre_classification.features.shards import write_collection
 from genre_classification.runlog import log_to_file
 
 snakemake = globals()["snakemake"]

@@ -1,8 +1,8 @@
-"""Snakemake entry point of extract_features: one shard (genre_classification.data.shards)."""
+"""Snakemake entry point of extract_features: one shard (genre_classification.features.shards)."""
 
 from genre_classification.data.members import read_member_list
-from genre_classification.data.shards import extract_shard
 from genre_classification.features.features import FeatureParams
+from genre_classification.features.shards import extract_shard
 from genre_classification.runlog import log_to_file
 
 snakemake = globals()["snakemake"]

@@ -284,7 +284,7 @@ def test_link_reasons_reach_rejected_tsv(tmp_path):
     """The listing's skipped files go through the listing extras (written at parse time) into
     results/qc/rejected.tsv, beside the files quarantined by extraction."""
     from genre_classification.data.members import read_listing_extras, write_listing_extras
-    from genre_classification.data.shards import write_collection
+    from genre_classification.features.shards import write_collection
 
     root, outside = linked_collection(tmp_path)
     collection = scan_collection(dir_config(root))

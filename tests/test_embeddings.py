@@ -23,6 +23,7 @@ from genre_classification.columns import SPLIT_COLUMNS
 from genre_classification.data.demo_data import synthesize_clip
 from genre_classification.features.features import FeatureParams
 from genre_classification.training import embeddings, musicnn
+from genre_classification.training.model_kinds import kind_of
 
 if importlib.util.find_spec("musicnn") is None:
     pytest.skip("musicnn wheel not installed (make install)", allow_module_level=True)
@@ -166,7 +167,7 @@ def test_cached_backbones_of_the_models_that_read_the_cache():
         ["MSD_musicnn", "pool"],
         ["MSD_vgg", "pool5"],
     ]
-    assert [embeddings.head_only(m) for m in models] == [False, True, True, True, False, False]
+    assert [kind_of(m).fits_on_embeddings for m in models] == [0, 1, 1, 1, 0, 0]
 
 
 def test_embed_features_jobs_feed_the_frozen_and_probe_jobs(workflow_dir):

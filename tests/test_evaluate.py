@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from _training_data import make_features
+from genre_classification import aggregation
 from genre_classification.evaluation import evaluate
 
 LABELS = ["blues", "metal", "pop"]
@@ -23,7 +24,7 @@ def test_aggregate_tracks_means_segment_probabilities():
             [0.4, 0.5, 0.1],  # track b
         ]
     )
-    tracks, mean = evaluate.aggregate_tracks(probs, ["x/a", "x/b", "x/a", "x/b"])
+    tracks, mean = aggregation.aggregate_tracks(probs, ["x/a", "x/b", "x/a", "x/b"])
     assert tracks == ["x/a", "x/b"]
     np.testing.assert_allclose(mean, [[0.3, 0.3, 0.4], [0.3, 0.6, 0.1]])
     # a single confident segment does not win against the mean: argmax of track a is pop
@@ -107,7 +108,7 @@ def test_evaluate_writes_contract_files(tmp_path, monkeypatch):
     test = dataset.load_segments(split[split.split == "test"], LABELS)
     model = keras.models.load_model(tmp_path / "model.keras")
     segment_probs = model.predict(test.x[..., None], batch_size=64, verbose=0)
-    _, expect = evaluate.aggregate_tracks(segment_probs, test.tracks)
+    _, expect = aggregation.aggregate_tracks(segment_probs, test.tracks)
     np.testing.assert_array_equal(table.filter(like="prob_").to_numpy(), np.round(expect, 6))
     assert metrics["overlap"] == 0 and metrics["n_windows"] == metrics["n_segments"] == 12
 
@@ -139,6 +140,6 @@ def test_evaluate_writes_contract_files(tmp_path, monkeypatch):
     )
     assert half["n_segments"] == 12 and half["n_windows"] == 6 * 3
     windows, owners = dataset.track_windows(test.x, test.tracks, 0.5)
-    _, expect = evaluate.aggregate_tracks(model.predict(windows[..., None], verbose=0), owners)
+    _, expect = aggregation.aggregate_tracks(model.predict(windows[..., None], verbose=0), owners)
     table = pd.read_csv(out / "half" / "predictions.csv")
     np.testing.assert_allclose(table.filter(like="prob_").to_numpy(), expect, atol=2e-6)

@@ -21,11 +21,11 @@ import pytest
 import soundfile as sf
 
 from conftest import SMALL_FEATURES
-from genre_classification.data import members, shards
+from genre_classification.data import members
 from genre_classification.data.audio_source import AudioFile, list_directory
 from genre_classification.data.demo_data import make_demo_dataset, synthesize_clip
-from genre_classification.data.shards import assign_shards, extract_shard, shard_count
-from genre_classification.features import features
+from genre_classification.data.shards import assign_shards, shard_count
+from genre_classification.features import features, shards
 from genre_classification.features.features import (
     FeatureFileError,
     FeatureParams,
@@ -36,6 +36,7 @@ from genre_classification.features.features import (
     repair_requests,
     shard_record_path,
 )
+from genre_classification.features.shards import extract_shard
 
 PARAMS = SMALL_FEATURES
 GENRES = ["classical", "metal"]
@@ -280,7 +281,7 @@ KILLABLE_SHARD = """
 import sys
 from genre_classification.data.audio_source import list_directory
 from genre_classification.features.features import FeatureParams
-from genre_classification.data.shards import extract_shard
+from genre_classification.features.shards import extract_shard
 root, out = sys.argv[1], sys.argv[2]
 from conftest import SMALL_FEATURES as PARAMS
 extract_shard(list_directory(root, ["wav"]), root, out + "/features", PARAMS, out + "/r.tsv", 1)

@@ -12,8 +12,9 @@ the workflow is parsed, so ``snakemake -n`` knows every file and its version:
   the parallel extraction jobs.
 
 A DVC source is fetched shard by shard (``fetch_audio``, one job per extraction shard), so a new
-data version pulls and re-extracts only the shards whose files changed. Decoding, quarantine of
-bad audio and content checks happen in the extraction jobs (``genre_classification.data.shards``).
+data version pulls and re-extracts only the shards whose files changed. Decoding, quarantine
+of bad audio and content checks happen in the extraction jobs
+(``genre_classification.features.shards``).
 """
 
 from __future__ import annotations

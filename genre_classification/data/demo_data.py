@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from genre_classification.data.dvc_repo import add_and_push, drop_local_copy, init_data_repo
+
 
 @dataclass(frozen=True)
 class GenreStyle:
@@ -196,7 +198,6 @@ def make_demo_repo(
     ``BAD_FILES`` with ``bad_files``), pushed to the local DVC remote ``remote``, with the
     workspace copy and cache dropped: the workflow's ``dvc pull`` really fetches. An existing
     one is kept unless ``force``. Returns what was done, in one line."""
-    from genre_classification.data.dvc_repo import add_and_push, drop_local_copy, init_data_repo
 
     repo, remote = Path(repo), Path(remote)
     if (repo / f"{target}.dvc").exists() and remote.is_dir() and not force:

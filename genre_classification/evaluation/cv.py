@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from genre_classification import fileio, tracking
+from genre_classification import fileio, provenance, tracking
+from genre_classification.evaluation.evaluate import compute_metrics, plot_confusion_matrix
 
 log = logging.getLogger(__name__)
 
 SCORES = ("accuracy", "macro_precision", "macro_recall", "macro_f1")
-PARENT_TAG = "mlflow.parentRunId"  # MLflow nests a run under the run with this id
 
 
 def mean_std(values) -> dict:
@@ -80,7 +80,6 @@ def aggregate_folds(
 ) -> dict:
     """Write ``cv_metrics.json``, the pooled out-of-fold predictions and their confusion matrix;
     log the aggregate to the model's MLflow parent run and finish it (if there is one)."""
-    from genre_classification.evaluation.evaluate import compute_metrics, plot_confusion_matrix
 
     fold_metrics = [json.loads(Path(p).read_text()) for p in metrics_paths]
     result = {"model": model, **aggregate_metrics(fold_metrics)}
@@ -101,7 +100,6 @@ def aggregate_folds(
     if parent_run_path:
         info = tracking.read_run_info(parent_run_path)
         result["mlflow_run_id"] = info["run_id"]
-    from genre_classification import provenance
 
     result.update(provenance.code_provenance())  # what ran: code, image, GPU
     fileio.write_json(cv_path, result)

@@ -13,26 +13,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from genre_classification import fileio, tracking
+from genre_classification import fileio, provenance, tracking
+from genre_classification.aggregation import aggregate_tracks
 from genre_classification.columns import EVAL_PREDICTION_COLUMNS
+from genre_classification.evaluation.registry import register_and_promote
 from genre_classification.training import dataset, embeddings
+from genre_classification.training.model_kinds import kind_of
 
 log = logging.getLogger(__name__)
 
 # Segments read and predicted at a time: 4096 x 128 x 129 float32 = 270 MB (plus the windows).
 CHUNK_SEGMENTS = 4096
-
-
-def aggregate_tracks(probs: np.ndarray, tracks) -> tuple[list[str], np.ndarray]:
-    """Mean segment probabilities per track, tracks in order of first appearance."""
-    tracks = np.asarray(tracks, dtype=object)
-    order = list(dict.fromkeys(tracks.tolist()))
-    index = {t: i for i, t in enumerate(order)}
-    rows = np.array([index[t] for t in tracks])
-    sums = np.zeros((len(order), probs.shape[1]), dtype=np.float64)
-    np.add.at(sums, rows, probs)
-    counts = np.bincount(rows, minlength=len(order))[:, None]
-    return order, sums / counts
 
 
 def compute_metrics(y_true, y_pred, labels: list[str]) -> dict:
@@ -178,8 +169,6 @@ def evaluate(
     """
     import keras
 
-    from genre_classification import provenance
-
     run_info = tracking.read_run_info(run_info_path) if run_info_path else None
     if run_info is not None:
         uri = tracking.run_tracking_uri(run_info, tracking_uri)
@@ -191,7 +180,8 @@ def evaluate(
     rows = split[split.split == subset]
     if rows.empty:
         raise ValueError(f"{split_path}: no {subset} tracks")
-    if model_config is not None and not overlap and embeddings.head_only(model_config):
+    on_embeddings = model_config is not None and kind_of(model_config).fits_on_embeddings
+    if on_embeddings and not overlap:
         tracks, track_probs, counts = embeddings.predict_tracks(
             model, model_config, rows, labels, batch_size, CHUNK_SEGMENTS
         )
@@ -251,7 +241,6 @@ def evaluate_and_register(
 ) -> dict:
     """``evaluate`` a trained model, then register it in the MLflow Model Registry under
     ``registry_name`` and decide about the champion alias (``registry.register_and_promote``)."""
-    from genre_classification.evaluation.registry import register_and_promote
 
     metrics = evaluate(
         model_path,

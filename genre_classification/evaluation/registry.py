@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from genre_classification import tracking
+from genre_classification import provenance, tracking
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,6 @@ def version_tags(metrics: dict, run, experiment_id: str) -> dict[str, str]:
     if run.data.tags.get("model_name"):
         tags["model_name"] = run.data.tags["model_name"]
     # What ran (provenance.code_provenance): from the evaluation, else from the training run.
-    from genre_classification import provenance
 
     ran = provenance.provenance_tags(metrics) or {
         key: value

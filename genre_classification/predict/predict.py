@@ -4,7 +4,7 @@
   (``models:/<name>@<alias>``, ``runs:/<run_id>/model``; the feature parameters and labels are
   in the MLmodel metadata). Audio is turned into segments with the parameters the model was
   trained with (``model_info``), never with today's config.
-* A file's prediction is the mean of its segments' probabilities (``evaluate.aggregate_tracks``,
+* A file's prediction is the mean of its segments' probabilities (``aggregation.aggregate_tracks``,
   as in evaluation), or with ``overlap`` > 0 of the overlapping windows of its continuous
   log-mel (``dataset.overlap_windows``, as in evaluation with ``training.evaluate.overlap``).
 * Memory is bounded for any number of files: files are decoded in a small process pool with a
@@ -28,8 +28,9 @@ from pathlib import Path
 import numpy as np
 
 from genre_classification import tracking
+from genre_classification.aggregation import aggregate_tracks
 from genre_classification.columns import PREDICT_COLUMNS
-from genre_classification.evaluation.evaluate import aggregate_tracks
+from genre_classification.evaluation import registry
 from genre_classification.features.features import FeatureParams, load_audio, log_mel_segments
 from genre_classification.training import model_info
 from genre_classification.training.dataset import overlap_windows
@@ -89,7 +90,6 @@ def local_tracking_uri() -> str | None:
 
 def workflow_registry_name() -> str:
     """``training.registry.name`` of the workflow config here, else the schema default."""
-    from genre_classification.evaluation import registry
 
     return (_workflow_training_config().get("registry") or {}).get("name") or registry.DEFAULT_NAME
 
@@ -100,8 +100,6 @@ def default_model(models_dir: str | Path = MODELS_DIR) -> str:
     uri = local_tracking_uri()
     if uri:
         import mlflow
-
-        from genre_classification.evaluation import registry
 
         name = workflow_registry_name()
         client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)

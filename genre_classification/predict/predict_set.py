@@ -9,7 +9,7 @@
   (``results/models/{model}/features.json``), not with today's ``features`` config.
 * Predictions go through ``predict.predict_segments``: the batching, test-time windows
   (``training.evaluate.overlap``, as in evaluation), window -> track mean
-  (``evaluate.aggregate_tracks``) and CSV rows of the ``predict`` command.
+  (``aggregation.aggregate_tracks``) and CSV rows of the ``predict`` command.
 * The drift report is ``reports.data_drift_report`` of the set's track table against the train
   tracks; in it the set's ``genre`` column is the predicted genre, so the drift of ``genre`` is
   the prediction drift (predicted genres against the training labels).
@@ -26,6 +26,7 @@ import pandas as pd
 
 from genre_classification.columns import PREDICT_SET_COLUMNS
 from genre_classification.features.features import read_features
+from genre_classification.features.shards import extract_shard
 from genre_classification.fileio import atomic_path, read_tsv, write_json
 from genre_classification.predict.predict import Row, csv_row, load_model, predict_segments
 from genre_classification.provenance import result_provenance
@@ -36,6 +37,7 @@ from genre_classification.reports.track_table import (
     read_table,
     write_table,
 )
+from genre_classification.training import model_info
 
 log = logging.getLogger(__name__)
 
@@ -155,8 +157,6 @@ def extract_set_shard(members: list, model_features_path: str | Path, **shard_op
     parameters recorded with the model (``model_features_path``), not today's config;
     ``shard_options``: ``shards.extract_shard``'s ``root``, ``features_dir``, ``record_path``,
     ``threads``."""
-    from genre_classification.data.shards import extract_shard
-    from genre_classification.training import model_info
 
     params, _ = model_info.read(model_features_path)
     return extract_shard(members, params=params, **shard_options)

@@ -7,7 +7,7 @@
   (the repo may also be given as ``reports.reference.repo``/``target``);
 * ``{source: dir, dir: <path>}``: a plain ``<genre>/<file>`` audio directory.
 
-The audio goes through the same extraction (``genre_classification.data.shards.extract_shard``) and
+The audio goes through the same extraction (``features.shards.extract_shard``) and
 track-table code as the current data, in one loop: it is a one-off job, not one job per file.
 Undecodable or too-short files are skipped with a warning, as the fetch step quarantines them.
 """
@@ -21,8 +21,8 @@ from pathlib import Path
 
 from genre_classification.data.audio_source import list_directory
 from genre_classification.data.dvc_repo import dvc_executable
-from genre_classification.data.shards import extract_shard
 from genre_classification.features.features import FeatureParams, shard_record_path
+from genre_classification.features.shards import extract_shard
 from genre_classification.fileio import write_json
 from genre_classification.reports.track_table import build_track_table, tracks_in_dir, write_table
 

@@ -36,6 +36,7 @@ import pandas as pd
 
 from genre_classification import fileio
 from genre_classification.features.features import read_features
+from genre_classification.features.packs import accepted_files
 from genre_classification.training.dataset import read_split, track_id
 
 log = logging.getLogger(__name__)
@@ -268,8 +269,6 @@ def write_shard_table(
     ``track_table_shard``), summarised by ``threads`` worker processes, without ``split``."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
-
-    from genre_classification.features.packs import accepted_files
 
     start = time.perf_counter()
     tracks = accepted_files(record_path)[["genre", "track", "features"]].to_dict("records")

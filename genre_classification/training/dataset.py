@@ -32,7 +32,10 @@ import numpy as np
 import pandas as pd
 
 from genre_classification.columns import SPLIT_COLUMNS
+from genre_classification.features import pack_op
 from genre_classification.features.features import DATASET, read_features
+from genre_classification.features.packs import PackReader, band_sums, read_index, sums_path
+from genre_classification.features.shards import collect_records
 from genre_classification.training.augment import Augmenter, crop_sources
 
 log = logging.getLogger(__name__)
@@ -56,7 +59,6 @@ def read_split(path: str | Path, feature_records=None) -> pd.DataFrame:
 
 
 def with_feature_set(split: pd.DataFrame, feature_records) -> pd.DataFrame:
-    from genre_classification.data.shards import collect_records
 
     accepted, _ = collect_records(feature_records)
     files = {(r["genre"], r["track"]): (r["features"], int(r["n_segments"])) for r in accepted}
@@ -140,7 +142,6 @@ class PackedSegments:
     all into a ``Segments``."""
 
     def __init__(self, rows: pd.DataFrame, labels: list[str], packs):
-        from genre_classification.features.packs import PackReader, read_index
 
         index = read_index(packs).set_index("features")
         missing = sorted(set(rows["features"]) - set(index.index))
@@ -182,7 +183,6 @@ class PackedSegments:
     def band_sums(self) -> np.ndarray:
         """``packs.band_sums`` of all these segments, from the packs' per-file sums (one
         pack's sums in memory at a time)."""
-        from genre_classification.features.packs import sums_path
 
         total = 0.0
         for pack in np.unique(self._entries[:, 0]):
@@ -200,7 +200,6 @@ class PackedSegments:
     def native_read(self, n_classes: int | None = None):
         """``read(index)`` -> ``(x[..., None], y)`` as TensorFlow ops (the native pack reader,
         ``pack_op``), ``y`` one-hot with ``n_classes``; ``None`` where the op is not available."""
-        from genre_classification.features import pack_op
 
         read_rows = pack_op.reader(self._reader)
         if read_rows is None:
@@ -245,7 +244,6 @@ def band_stats(data, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
     """Per-mel-band mean and variance over segments and frames of ``data``: of
     ``PackedSegments`` from the packs' per-file sums (nothing read but the sums); of
     ``Segments`` ``chunk`` segments at a time."""
-    from genre_classification.features.packs import band_sums
 
     if isinstance(data, PackedSegments):
         total, total_sq = data.band_sums()

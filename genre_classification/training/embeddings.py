@@ -33,6 +33,22 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from genre_classification.aggregation import aggregate_tracks
+from genre_classification.columns import EMBEDDING_RECORD_COLUMNS
+from genre_classification.features.packs import accepted_files
+from genre_classification.fileio import atomic_path, write_frame
+from genre_classification.training import augment
+from genre_classification.training.dataset import _read_file, epoch_permutation, track_id
+from genre_classification.training.model_kinds import kind_of, musicnn_options
+from genre_classification.training.musicnn import (
+    check_options,
+    classifier_on,
+    musicnn_provenance,
+    pretrained_backbone,
+    standardisation_layer,
+)
+from genre_classification.training.tf_runtime import set_threads
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -46,48 +62,10 @@ PROBE_MAX_ITER = 2000
 BATCH = 64  # segments per backbone call when embedding
 
 
-def options(cfg: dict) -> dict:
-    """The musicnn options of a model entry with the builder's defaults."""
-    import inspect
-
-    from genre_classification.training.musicnn import (
-        DEFAULT_EMBEDDING,
-        build_musicnn_classifier,
-        family,
-    )
-
-    defaults = {
-        name: p.default
-        for name, p in inspect.signature(build_musicnn_classifier).parameters.items()
-        if p.default is not inspect.Parameter.empty
-    }
-    opts = {**defaults, **(cfg.get("options") or {})}
-    opts["embedding"] = opts["embedding"] or DEFAULT_EMBEDDING[family(opts["checkpoint"])]
-    return opts
-
-
 def backbone_of(cfg: dict) -> tuple[str, str]:
     """``(checkpoint, embedding)`` of a musicnn model entry."""
-    opts = options(cfg)
+    opts = musicnn_options(cfg)
     return opts["checkpoint"], opts["embedding"]
-
-
-def _is_musicnn(cfg: dict) -> bool:
-    return str(cfg.get("architecture", "")).lower() == "musicnn"
-
-
-def head_only(cfg: dict) -> bool:
-    """The job trains a head on cached embeddings (musicnn ``mode: frozen`` or ``probe``)."""
-    return _is_musicnn(cfg) and options(cfg)["mode"] in ("frozen", "probe")
-
-
-def builds_model(cfg: dict) -> bool:
-    """The first model of the job comes from this module (frozen, probe, or a fine-tune
-    starting from the probe's head)."""
-    if not _is_musicnn(cfg):
-        return False
-    opts = options(cfg)
-    return opts["mode"] != "finetune" or opts["head_init"] == "probe"
 
 
 # --- the cache --------------------------------------------------------------------------------
@@ -115,8 +93,9 @@ def shard_record_path(features_dir: str | Path, shard: str) -> Path:
 
 def cached_backbones(entries) -> list[list[str]]:
     """``[checkpoint, embedding]`` of every model entry (validated) whose job reads the cache
-    (``builds_model``), each once, sorted: what ``embed_features`` computes."""
-    return [list(b) for b in sorted({backbone_of(cfg) for cfg in entries if builds_model(cfg)})]
+    for training (``model_kinds``), each once, sorted: what ``embed_features`` computes."""
+    backbones = {backbone_of(cfg) for cfg in entries if kind_of(cfg).reads_embeddings("train")}
+    return [list(b) for b in sorted(backbones)]
 
 
 def backbone_name(checkpoint: str, embedding: str) -> str:
@@ -132,7 +111,6 @@ class Embedder:
     it."""
 
     def __init__(self, checkpoint: str, embedding: str):
-        from genre_classification.training.musicnn import musicnn_provenance
 
         self.checkpoint, self.embedding = checkpoint, embedding
         self.name = backbone_name(checkpoint, embedding)
@@ -142,7 +120,6 @@ class Embedder:
 
     def embed(self, x: np.ndarray) -> np.ndarray:
         """``(n, 96, frames)`` log-mel segments -> ``(n, width)`` float32 embeddings."""
-        from genre_classification.training.musicnn import pretrained_backbone
 
         if self.model is None:
             self.model = pretrained_backbone(
@@ -159,8 +136,6 @@ class Embedder:
 
     def track(self, features_file: str | Path, genre: str) -> np.ndarray:
         """The embeddings of one feature file: from the cache when its key matches."""
-        from genre_classification.fileio import atomic_path
-        from genre_classification.training.dataset import _read_file
 
         path = cache_path(features_file, self.name)
         key = cache_key(features_file, self.weights_sha256)
@@ -247,13 +222,7 @@ def embed_shard(
 
     import pandas as pd  # noqa: F811
 
-    from genre_classification.columns import EMBEDDING_RECORD_COLUMNS
-    from genre_classification.features.packs import accepted_files
-    from genre_classification.fileio import write_frame
-
     if backbones:
-        from genre_classification.training.train import set_threads
-
         set_threads(threads)
     files = accepted_files(record_path)
     rows = []
@@ -291,8 +260,6 @@ def predict_tracks(model, cfg: dict, rows, labels: list[str], batch_size: int, c
     (``overlap`` 0): the head on the cached embeddings of the tracks of ``rows`` (computed
     for the files not cached), about ``chunk_segments`` segments at a time. The same
     probabilities as the whole model on the segments (``tests/test_evaluate.py``)."""
-    from genre_classification.evaluation.evaluate import aggregate_tracks
-    from genre_classification.training.dataset import track_id
 
     checkpoint, embedding = backbone_of(cfg)
     embedder, head = Embedder(checkpoint, embedding), head_of(model)
@@ -331,8 +298,6 @@ def head_model(width: int, n_classes: int, mean, variance, dropout: float):
     """Embedding -> standardisation -> dropout -> softmax with a zero kernel (chance)."""
     import keras
     from keras import layers
-
-    from genre_classification.training.musicnn import standardisation_layer
 
     inputs = keras.Input(shape=(width,), name="embedding")
     x = standardisation_layer(mean, variance)(inputs)
@@ -389,14 +354,8 @@ def best_probe(split: EmbeddedSplit, seed: int) -> tuple[float, tuple]:
 def initial_model(cfg: dict, train_rows, val_rows, labels: list[str], input_shape):
     """The model a new job starts from: the head model (frozen, probe; its input is the
     embedding), or the full fine-tune model with the probe's head and standardisation."""
-    from genre_classification.training import augment
-    from genre_classification.training.musicnn import (
-        check_options,
-        classifier_on,
-        pretrained_backbone,
-    )
 
-    opts = options(cfg)
+    opts = musicnn_options(cfg)
     check_options(
         input_shape,
         opts["mode"],
@@ -434,8 +393,6 @@ def initial_model(cfg: dict, train_rows, val_rows, labels: list[str], input_shap
 def _train_batches(x, y, batch_size: int, seed: int, initial_epoch: int, epochs: int):
     import tensorflow as tf
 
-    from genre_classification.training.dataset import epoch_permutation
-
     perms = np.stack(
         [epoch_permutation(len(y), seed, e) for e in range(initial_epoch, epochs)]
     ).astype(np.int64)
@@ -453,7 +410,7 @@ def fit_head(model, cfg: dict, train_rows, val_rows, labels, state: dict, callba
 
     split = EmbeddedSplit.of(cfg, train_rows, val_rows, labels)
     initial_epoch, epochs, bs = state["epochs_done"], cfg["epochs"], cfg["batch_size"]
-    if options(cfg)["mode"] == "probe":
+    if musicnn_options(cfg)["mode"] == "probe":
         return _fit_probe_grid(model, cfg, split, state, callback)
     if initial_epoch >= epochs or state["stopped_early"]:
         return None
@@ -499,9 +456,8 @@ def _fit_probe_grid(model, cfg, split, state, callback) -> None:
 def full_model(head, cfg: dict, input_shape):
     """The saved model of a frozen/probe job: log-mel -> backbone -> the head's
     standardisation, dropout and softmax (weights copied)."""
-    from genre_classification.training.musicnn import classifier_on, pretrained_backbone
 
-    opts = options(cfg)
+    opts = musicnn_options(cfg)
     norm = head.get_layer("embedding_standardisation")
     mean = np.asarray(norm.input_mean, dtype=np.float32).reshape(-1)
     variance = np.asarray(norm.input_variance, dtype=np.float32).reshape(-1)

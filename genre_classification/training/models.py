@@ -17,7 +17,10 @@ from __future__ import annotations
 import inspect
 from pathlib import Path
 
-BACKBONES = {"efficientnetb0": "EfficientNetB0", "resnet50": "ResNet50"}
+from genre_classification.features.features import DEFAULT_SET
+from genre_classification.training.model_kinds import BACKBONES, kind_of, musicnn_options
+from genre_classification.training.musicnn import build_musicnn_classifier, musicnn_provenance
+
 ARCHITECTURES = ("cnn", *BACKBONES, "musicnn")
 
 NO_NETWORK_MESSAGE = (
@@ -140,14 +143,8 @@ def build_model(architecture: str, input_shape, n_classes: int, mean=None, varia
     if architecture in BACKBONES:
         return build_backbone(architecture, input_shape, n_classes, mean, variance, **kw)
     if architecture == "musicnn":
-        return _musicnn_builder()(input_shape, n_classes, mean, variance, **kw)
+        return build_musicnn_classifier(input_shape, n_classes, mean, variance, **kw)
     raise ValueError(f"unknown architecture {architecture!r}; choose one of {ARCHITECTURES}")
-
-
-def _musicnn_builder():
-    from genre_classification.training.musicnn import build_musicnn_classifier
-
-    return build_musicnn_classifier
 
 
 # The feature set an architecture's pretrained weights need (config feature_sets); others use
@@ -157,7 +154,6 @@ ARCHITECTURE_FEATURE_SETS = {"musicnn": "musicnn"}
 
 def feature_set_of(model_config: dict) -> str:
     """The feature set a model entry trains on (``features``, else its architecture's)."""
-    from genre_classification.features.features import DEFAULT_SET
 
     architecture = str(model_config.get("architecture", "cnn")).lower()
     return model_config.get("features") or ARCHITECTURE_FEATURE_SETS.get(architecture, DEFAULT_SET)
@@ -165,18 +161,15 @@ def feature_set_of(model_config: dict) -> str:
 
 def weights_provenance(model_config: dict) -> dict[str, str]:
     """MLflow tags naming the pretrained weights a model starts from (file and sha256)."""
-    if str(model_config.get("architecture")).lower() != "musicnn":
+    if not kind_of(model_config).pretrained:
         return {}
-    from genre_classification.training.musicnn import build_musicnn_classifier, musicnn_provenance
-
-    default = inspect.signature(build_musicnn_classifier).parameters["checkpoint"].default
-    checkpoint = (model_config.get("options") or {}).get("checkpoint", default)
+    checkpoint = musicnn_options(model_config)["checkpoint"]
     return {f"pretrained.{k}": v for k, v in musicnn_provenance(checkpoint).items()}
 
 
 def option_names(architecture: str) -> list[str]:
     """The ``options`` a model config may give ``architecture`` (its builder's keywords)."""
-    builders = {"cnn": build_cnn, "musicnn": _musicnn_builder()}
+    builders = {"cnn": build_cnn, "musicnn": build_musicnn_classifier}
     builder = builders.get(architecture.lower(), build_backbone)
     return sorted(
         name

@@ -47,7 +47,9 @@ from pathlib import Path
 from genre_classification import jobcontrol, tracking
 from genre_classification.fileio import atomic_path, exclusive_lock, write_json
 from genre_classification.redact import redact
-from genre_classification.training import augment, dataset, embeddings
+from genre_classification.training import augment, dataset, embeddings, model_info, models
+from genre_classification.training.model_kinds import kind_of
+from genre_classification.training.tf_runtime import set_threads
 
 log = logging.getLogger(__name__)
 
@@ -142,18 +144,6 @@ def fingerprint(config: dict, split_path: str | Path, replicas: int = 1) -> str:
     digest = hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode())
     digest.update(Path(split_path).read_bytes())
     return digest.hexdigest()
-
-
-def set_threads(threads: int | None) -> None:
-    """TensorFlow's intra- and inter-op thread pools of ``threads`` (the job's cores)."""
-    import tensorflow as tf
-
-    if threads:
-        try:
-            tf.config.threading.set_intra_op_parallelism_threads(int(threads))
-            tf.config.threading.set_inter_op_parallelism_threads(int(threads))
-        except RuntimeError:  # TF runtime already initialised (e.g. several jobs in one process)
-            pass
 
 
 def configure_tensorflow(seed: int, threads: int | None, deterministic: bool) -> str:
@@ -348,15 +338,13 @@ def write_history(path: str | Path, history: list[dict]) -> None:
 def _parent_tag(parent_run_path: str | Path | None, uri: str) -> dict:
     if not parent_run_path:
         return {}
-    from genre_classification.evaluation.cv import PARENT_TAG
-
     parent = tracking.read_run_info(parent_run_path)
     if parent["tracking_uri"] != redact(uri):
         raise ValueError(
             f"parent run {parent['run_id']} is in {parent['tracking_uri']}, this job logs to "
             f"{redact(uri)}: rerun the mlflow_parent_run job ({parent_run_path})"
         )
-    return {PARENT_TAG: parent["run_id"]}
+    return {tracking.PARENT_TAG: parent["run_id"]}
 
 
 # --- the training job, step by step ----------------------------------------------------------
@@ -384,8 +372,7 @@ def load_data(paths: TrainingPaths, cfg: dict, model_name: str, mem_mb: int | No
     val = dataset.PackedSegments(val_rows, labels, paths.packs)
     augment.check(cfg["augment"], *val.input_shape[:2])
     train = dataset.PackedSegments(train_rows, labels, paths.packs)
-    # A frozen/probe head trains on cached embeddings (embeddings.py), not on segments.
-    if not cfg["streaming"] and not embeddings.head_only(cfg):
+    if not cfg["streaming"] and not kind_of(cfg).fits_on_embeddings:
         check_memory(train.nbytes, mem_mb, model_name)
         train = train.load()
     log.info(
@@ -402,14 +389,13 @@ def _soft_labels(cfg: dict) -> bool:
 def model_and_state(cfg: dict, ckpt_dir: Path, fp: str, data: _Data):
     """``(model, state)``: resumed from the checkpoint of fingerprint ``fp``, else a new
     model (band statistics of the training set) and an empty state in a cleared directory."""
-    from genre_classification.training import models
 
     model, state = load_checkpoint(ckpt_dir, fp)
     if model is not None:
         log.info("Resuming from checkpoint after epoch %d (%s)", state["epochs_done"], ckpt_dir)
         return model, state
     _clear_dir(ckpt_dir)
-    if embeddings.builds_model(cfg):  # musicnn frozen/probe head, fine-tune from the probe
+    if kind_of(cfg).first_model_from_embeddings:
         model = embeddings.initial_model(
             cfg, data.train_rows, data.val_rows, data.labels, data.val.input_shape
         )
@@ -477,12 +463,11 @@ def fit(
     """The epochs after ``state["epochs_done"]``, each ending in a checkpoint (the callback).
     ``stop``: a stop requested while the callback writes an epoch's checkpoint ends training
     right after it (``jobcontrol.Interrupted``); elsewhere the signal raises at once."""
-    from genre_classification.training import models
 
     epochs, initial_epoch = cfg["epochs"], state["epochs_done"]
     bs = global_batch_size(cfg["batch_size"], replicas)
     callback = _epoch_callback(ckpt_dir, state, run_id, cfg["early_stopping"], _kill_hook, stop)
-    if embeddings.head_only(cfg):
+    if kind_of(cfg).fits_on_embeddings:
         rows = (data.train_rows, data.val_rows, data.labels)
         return embeddings.fit_head(model, cfg, *rows, state, callback)
     if initial_epoch >= epochs or state["stopped_early"]:
@@ -513,15 +498,13 @@ def finalize(model, cfg, data, state, paths: TrainingPaths, ckpt_dir: Path) -> N
     MLflow artifacts), summary metrics and the logged Keras model."""
     import mlflow
 
-    from genre_classification.training import model_info
-
     if state["stopped_early"]:
         log.info("Early stopping after epoch %d", state["epochs_done"])
     best = ckpt_dir / "best.weights.h5"
     if cfg["early_stopping"]["restore_best_weights"] and best.is_file():
         model.load_weights(best)
         log.info("Restored weights of best epoch %s", state["best_epoch"])
-    if embeddings.head_only(cfg):  # the head on top of the backbone: log-mel in, as any model
+    if kind_of(cfg).fits_on_embeddings:  # the head on the backbone: log-mel in, as any model
         model = embeddings.full_model(model, cfg, data.val.input_shape)
     with atomic_path(paths.model) as tmp:
         model.save(tmp)
@@ -613,8 +596,6 @@ def _train_locked(
     cfg, paths, mlflow_settings, ckpt_dir, stop, *, model_name, threads, fold, tags, mem_mb
 ) -> dict:
     import keras
-
-    from genre_classification.training import models
 
     uri = tracking.resolve_tracking_uri(mlflow_settings.tracking_uri)
     tracking.connect(uri, mlflow_settings.timeout_s)

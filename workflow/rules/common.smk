@@ -17,7 +17,8 @@ from genre_classification.data.audio_source import (
     uses_dvc,
 )
 from genre_classification.data.members import write_listing_extras, write_member_list
-from genre_classification.data.shards import assign_shards, shard_runtime_minutes
+from genre_classification.data.shards import assign_shards
+from genre_classification.features.shards import shard_runtime_minutes
 from genre_classification.features.features import (
     DEFAULT_SET,
     feature_set_dir,
@@ -30,14 +31,11 @@ from genre_classification.features.packs import index_path, pack_path, sums_path
 from genre_classification.jobcontrol import stop_jobs_on_signals, workflow_environment
 from genre_classification.predict.predict_set import set_source
 from genre_classification.slurm_watch import PendingWatch, request_of_job, unfit_jobs
-from genre_classification.training.embeddings import (
-    builds_model,
-    cached_backbones,
-    head_only,
-)
+from genre_classification.training.embeddings import cached_backbones
 from genre_classification.training.embeddings import (
     shard_record_path as embedding_record_path,
 )
+from genre_classification.training.model_kinds import kind_of
 from genre_classification.training.models import feature_set_of
 from genre_classification.training.sweep import expand_sweep
 
@@ -356,10 +354,8 @@ def model_embedding_records(step):
     """The embed_features records of every shard of a model's feature set, for the jobs of
     ``step`` that read the cache: "train" (frozen, probe, a fine-tune from the probe's
     head), "evaluate" (frozen, probe); none for other models."""
-    reads = builds_model if step == "train" else head_only
-
     def records(wildcards):
-        if not reads(config["training"]["models"][wildcards.model]):
+        if not kind_of(config["training"]["models"][wildcards.model]).reads_embeddings(step):
             return []
         feature_dir = model_feature_dir(wildcards.model)
         return [

@@ -1,5 +1,5 @@
 rule extract_features:
-    # One job per shard of files (genre_classification.data.shards); one HDF5 per audio file in
+    # One job per shard of files (genre_classification.features.shards); one HDF5 per audio file in
     # results/features[-<set>]/<genre>/<track>.h5 (feature sets: rules/common.smk), recomputed
     # only where source md5 or parameters differ.
     input:
