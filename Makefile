@@ -137,7 +137,7 @@ $(CONTAINER_SIF): containers/genre-classification.def $(IMAGE_FILES) genre_class
 
 # The recipe's steps without Apptainer (root; downloads about 4 GB): debootstrap + %files + %post
 # into a root filesystem, then %test and a demo training/evaluation job in it with bubblewrap
-# standing in for `apptainer exec` (benchmarks/container_check.py; README "Apptainer image").
+# standing in for `apptainer exec` (benchmarks/container_check.py; docs/SLURM.md "Apptainer image").
 CONTAINER_CHECK_DIR ?= /tmp/genre-container-check
 container-check: install
 	@command -v debootstrap >/dev/null && command -v bwrap >/dev/null || \

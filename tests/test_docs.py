@@ -143,3 +143,24 @@ def test_the_rule_graph_picture_is_current(workflow_dir):
         f"docs/rulegraph.svg is out of date (make dag): missing {sorted(now - pictured)}, "
         f"extra {sorted(pictured - now)}"
     )
+
+
+def test_readme_is_short_and_starts_with_what_a_newcomer_runs():
+    lines = (REPO / "README.md").read_text().splitlines()
+    assert len(lines) <= 200, f"README.md has {len(lines)} lines; move reference into docs/"
+    assert lines[2:6] == ["```bash", lines[3], lines[4], "```"]
+    assert lines[3].startswith("make run ") and lines[4].startswith("make test ")
+    first = "\n".join(lines[:100])
+    for command in (
+        "snakemake -c8 --configfile config/config.yaml",  # own folder
+        "snakemake --profile profiles/slurm",  # Slurm
+        "genre-classification predict",  # a prediction
+    ):
+        assert command in first, f"{command!r} is not in README's first 100 lines"
+
+
+def test_every_doc_is_reachable_from_the_readme():
+    readme = (REPO / "README.md").read_text()
+    linked = {m.group(1).split("#")[0] for m in LINK.finditer(readme) if m.group(1)}
+    for doc in sorted((REPO / "docs").glob("*.md")):
+        assert f"docs/{doc.name}" in linked, f"docs/{doc.name} is not linked from README.md"

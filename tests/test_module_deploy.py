@@ -85,7 +85,7 @@ def snakedeploy_is_locked() -> bool:
 
 
 def hand_written_snakefile(source: str) -> str:
-    """The module Snakefile of README "Deploy into your own directory"."""
+    """The module Snakefile of docs/usage.md "Deploy into your own directory"."""
     return f"""configfile: "config/config.yaml"
 
 

@@ -118,9 +118,9 @@ def test_no_document_names_a_tag_the_repository_lacks():
 
 
 def test_deploy_instructions_pin_no_other_version():
-    """What README and the catalog tell users to install or deploy: a branch or a tag that
+    """What the usage docs and the catalog tell users to install or deploy: a branch or a tag that
     exists (none named now), never another release's version."""
-    for name in ("README.md", ".snakemake-workflow-catalog.yml"):
+    for name in ("docs/usage.md", ".snakemake-workflow-catalog.yml"):
         text = (REPO / name).read_text()
         pinned = set(re.findall(r"(?:--tag |@|tag=\")v(\d+\.\d+\.\d+)", text))
         assert pinned <= {VERSION}, f"{name} pins {pinned}, the version is {VERSION}"

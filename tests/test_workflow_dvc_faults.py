@@ -1,6 +1,6 @@
 """A DVC remote that lacks the objects of one shard: that shard's fetch fails naming the files,
 the remote and the fix, the other shards' audio stays in the workspace, and once the objects are
-back the plain rerun finishes with every track (README "When things go wrong")."""
+back the plain rerun finishes with every track (docs/troubleshooting.md)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """An interrupt of the Snakemake process alone (SIGINT or SIGTERM to its pid: a wrapper, a
 scheduler, `kill`) stops its running jobs too, training keeps its epoch checkpoints, and the
-plain rerun resumes them in the same MLflow run (README "When things go wrong")."""
+plain rerun resumes them in the same MLflow run (docs/troubleshooting.md)."""
 
 from __future__ import annotations
 

@@ -218,7 +218,7 @@ else:
         "for the declared resources in results/resources/jobs.tsv"
     )
 
-# Interrupts (README "When things go wrong"). A signal to this process alone (a wrapper, a
+# Interrupts (docs/troubleshooting.md). A signal to this process alone (a wrapper, a
 # scheduler, `kill -INT <pid>`) reaches no job, and Snakemake's own SIGTERM waits for the
 # running jobs: on SIGINT or SIGTERM the workflow first sends SIGTERM to every process below
 # this one (onstart: jobcontrol.stop_jobs_on_signals), and every job also watches this process,
