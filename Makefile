@@ -97,7 +97,7 @@ clean:
 
 # Re-resolve requirements.lock from pyproject.toml (then commit it, and update envs/).
 lock: install
-	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 \
+	$(BIN)/uv pip compile pyproject.toml --extra jobs --extra dev --python-version 3.11 \
 	  --python-platform x86_64-manylinux_2_28 -o requirements.lock
 	@# the image's CUDA wheels: tensorflow[and-cuda] at the locked TensorFlow, its nvidia-* pins
 	{ sed -n '/^#/p' requirements-cuda.lock; \

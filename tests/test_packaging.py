@@ -21,9 +21,19 @@ def locked() -> dict[str, str]:
     return pins
 
 
+def names(requirements: list[str]) -> list[str]:
+    return [re.split(r"[<>=\[ ;]", dep)[0].lower() for dep in requirements]
+
+
 def direct_dependencies() -> list[str]:
+    """The core dependencies and the jobs' extra: what the workflow and its jobs import."""
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    return [re.split(r"[<>=\[ ;]", dep)[0].lower() for dep in project["dependencies"]]
+    return names(project["dependencies"] + project["optional-dependencies"]["jobs"])
+
+
+# What only the jobs import: never needed by the host that parses the workflow and submits jobs.
+JOB_ONLY = {"tensorflow", "keras", "librosa", "soundfile", "mlflow", "evidently", "matplotlib",
+            "scikit-learn", "boto3", "psycopg2-binary"}  # fmt: skip
 
 
 def test_lock_pins_every_direct_dependency_and_installed_versions_match():
@@ -47,3 +57,13 @@ def test_conda_env_matches_the_lock():
 def test_ci_runs_make_test():
     ci = (REPO / ".ci" / "run").read_text()
     assert "make test" in ci
+
+
+def test_the_core_dependencies_are_light_and_unpinned():
+    """Deploying the workflow as a module installs the core set into a user's Snakemake
+    environment: no job dependency, and ranges, not exact pins."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    core = project["dependencies"]
+    assert not JOB_ONLY & set(names(core)), "a job dependency is in the core set"
+    assert not [dep for dep in core if "==" in dep], "the core set pins exact versions"
+    assert JOB_ONLY <= set(names(project["optional-dependencies"]["jobs"]))
