@@ -13,8 +13,9 @@ The feature parameters and labels are the model's metadata (``model_info``, also
 decoding and segment averaging are the ``predict`` command's own functions (``predict.decode``,
 ``predict.predict_segments``), so the served numbers are the command's.
 
-Loading needs this package importable (``pip install`` of the workflow, see README), which is
-what ``mlflow models serve --env-manager local`` uses.
+The logged model carries a copy of this package (``model_flavor``: MLflow's ``code_paths``),
+which MLflow puts first on ``sys.path`` when it loads the model: serving needs no installed
+workflow.
 """
 
 from __future__ import annotations

@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import tempfile
+from pathlib import Path
 
 from genre_classification import __version__
+from genre_classification.code_version import PACKAGE_DIR, package_files
 
 FLAVOR_NAME = "genre_classification"
 # Every model logged since the first release names this module as its pyfunc loader.
@@ -41,8 +45,9 @@ def signature():
 
 def save_model(path, mlflow_model, keras_model, **tf_kwargs):
     """Flavor ``save_model`` for ``mlflow.models.Model.log`` (which sets the metadata): the
-    TensorFlow flavor's files, then this module as the ``python_function`` loader with the audio
-    signature."""
+    TensorFlow flavor's files with a copy of this package's code (``code/``: MLflow puts it first
+    on ``sys.path`` when it loads the ``python_function`` flavor, so serving needs no installed
+    package), then ``audio_model`` as that flavor's loader with the audio signature."""
     import mlflow.tensorflow
     from mlflow import pyfunc
     from mlflow.models import Model
@@ -52,9 +57,11 @@ def save_model(path, mlflow_model, keras_model, **tf_kwargs):
     level = tf_log.level
     tf_log.setLevel(logging.ERROR)
     try:
-        mlflow.tensorflow.save_model(
-            keras_model, path, mlflow_model=mlflow_model, signature=False, **tf_kwargs
-        )
+        with tempfile.TemporaryDirectory() as tmp:
+            mlflow.tensorflow.save_model(
+                keras_model, path, mlflow_model=mlflow_model, signature=False,
+                code_paths=[str(package_copy(Path(tmp)))], **tf_kwargs,
+            )  # fmt: skip
     finally:
         tf_log.setLevel(level)
     mlflow_model.flavors[pyfunc.FLAVOR_NAME]["loader_module"] = LOADER_MODULE
@@ -62,3 +69,13 @@ def save_model(path, mlflow_model, keras_model, **tf_kwargs):
     mlflow_model.add_flavor(FLAVOR_NAME, version=__version__)
     mlflow_model.save(os.path.join(path, "MLmodel"))
     Model.load(path)  # the rewritten file reads back
+
+
+def package_copy(root: Path) -> Path:
+    """The package's source files (no caches, no built libraries) copied to ``root``."""
+    target = root / PACKAGE_DIR.name
+    for source in package_files():
+        dest = target / source.relative_to(PACKAGE_DIR)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, dest)
+    return target

@@ -19,6 +19,7 @@ MLflow is imported inside the functions (it takes seconds to import).
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import json
 import logging
 import os
@@ -280,6 +281,9 @@ def flatten_params(params: dict, prefix: str = "") -> dict[str, str]:
 
 VERSION_TAG = "workflow.version"  # genre_classification.__version__
 PARENT_TAG = "mlflow.parentRunId"  # MLflow nests a run under the run with this id
+# What the package code the model carries imports when it serves (besides TensorFlow, Keras and
+# librosa), pinned to the installed versions, which are the lock's (tests/test_packaging.py).
+SERVING_REQUIREMENTS = ("mlflow", "numpy", "pandas", "h5py", "soundfile", "pyyaml", "threadpoolctl")
 
 
 def provenance_tags(
@@ -356,6 +360,7 @@ def log_keras_model(model, name: str = "model", metadata: dict | None = None):
         f"tensorflow=={tf.__version__}",
         f"keras=={keras.__version__}",
         f"librosa=={librosa.__version__}",
+        *(f"{name}=={importlib.metadata.version(name)}" for name in SERVING_REQUIREMENTS),
     ]
     return Model.log(
         artifact_path=None,

@@ -7,22 +7,17 @@ from __future__ import annotations
 import base64
 import json
 import os
-import signal
-import subprocess
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
+import yaml
 
-from conftest import BIN, free_port
+from _serving import serve_clip, served
 from genre_classification.evaluation import registry
 from test_predict import read_rows, run_cli, trained  # noqa: F401 (trained: the fixture)
 
 NAME = "genre-audio-test"
 CHAMPION_URI = f"models:/{NAME}@{registry.CHAMPION}"
-SERVE_TIMEOUT_S = 180
 
 
 @pytest.fixture(scope="module")
@@ -84,79 +79,30 @@ def test_pyfunc_takes_paths_and_base64_audio(champion, tmp_path, monkeypatch):
     assert keras_model.output_shape[-1] == len(meta.metadata["labels"])
 
 
-def post_json(url: str, body: dict, timeout: float = 30) -> dict:
-    request = urllib.request.Request(
-        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
-    )
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        return json.loads(response.read())
-
-
 def test_mlflow_models_serve_answers_with_the_genre_of_an_audio_file(champion, tmp_path):
     clip = champion["audio"][0]
     expected = cli_rows(champion, [clip], tmp_path)[clip.name]
-
-    port = free_port()
-    log = tmp_path / "serve.log"
     env = {**os.environ, "MLFLOW_TRACKING_URI": champion["uri"]}
-    env["PATH"] = f"{BIN}{os.pathsep}{env['PATH']}"
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            [
-                str(BIN / "mlflow"),
-                "models",
-                "serve",
-                "-m",
-                CHAMPION_URI,
-                "--env-manager",
-                "local",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--workers",
-                "1",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=tmp_path,
-            start_new_session=True,  # its own process group: the server and its workers stop
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + SERVE_TIMEOUT_S
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/ping", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"mlflow models serve did not start:\n{log.read_text()}")
-            time.sleep(1)
-        started = time.monotonic()
-        body = {
-            "dataframe_records": [
-                {"audio": base64.b64encode(clip.read_bytes()).decode(), "name": clip.name}
-            ],
-            "params": {"top_k": 3},
-        }
-        try:
-            answer = post_json(f"{url}/invocations", body)
-        except urllib.error.HTTPError as error:
-            pytest.fail(f"HTTP {error.code}: {error.read().decode()}\n{log.read_text()}")
-        print(f"served answer in {time.monotonic() - started:.2f} s: {answer}")
-        (row,) = answer["predictions"]
-        assert row["error"] == ""
-        assert row["genre"] == expected["genre"]
-        assert f"{row['probability']:.6f}" == expected["probability"]
-        assert row["top_k"] == expected["top_k"]
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    with served(CHAMPION_URI, env, tmp_path) as (url, log):
+        row = serve_clip(url, log, clip)
+    assert row["error"] == ""
+    assert row["genre"] == expected["genre"]
+    assert f"{row['probability']:.6f}" == expected["probability"]
+    assert row["top_k"] == expected["top_k"]
+
+
+def test_the_logged_model_carries_its_code_and_pinned_requirements(champion, tmp_path):
+    import mlflow
+
+    mlflow.set_tracking_uri(champion["uri"])
+    local = Path(mlflow.artifacts.download_artifacts(CHAMPION_URI, dst_path=str(tmp_path)))
+    code = local / "code" / "genre_classification"
+    assert (code / "audio_model.py").is_file() and (code / "predict" / "predict.py").is_file()
+    assert not list(code.rglob("__pycache__"))
+    assert (
+        yaml.safe_load((local / "MLmodel").read_text())["flavors"]["python_function"]["code"]
+        == "code"
+    )
+    requirements = (local / "requirements.txt").read_text().split()
+    for name in ("tensorflow", "keras", "librosa", "mlflow", "h5py", "pandas", "soundfile"):
+        assert any(line.startswith(f"{name}==") for line in requirements), name

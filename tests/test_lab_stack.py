@@ -21,6 +21,7 @@ import time
 
 import pytest
 
+from _serving import serve_clip, served
 from conftest import BIN, TINY_CLIPS, TINY_GENRES, TINY_MODEL
 
 pytestmark = pytest.mark.slow
@@ -160,6 +161,15 @@ def test_workflow_against_the_lab_stack(lab_stack, workflow_dir, monkeypatch, tm
     rows = list(csv.DictReader(io.StringIO(predicted.stdout)))
     assert len(rows) == 1 and rows[0]["genre"] in TINY_GENRES, predicted.stdout
 
+    # --- the champion served over HTTP from the server's registry (artifacts through the server,
+    # no S3 credentials; the model's own code, not the installed package)
+    serve_dir = tmp_path / "serve"
+    serve_dir.mkdir()
+    with served("models:/genre-classifier@champion", env, serve_dir) as (url, serve_log):
+        row = serve_clip(url, serve_log, clip)
+    assert row["error"] == "" and row["genre"] == rows[0]["genre"], row
+    assert f"{row['probability']:.6f}" == rows[0]["probability"]
+
     # --- no key, secret or password anywhere the workflow writes, nor on the console
     for name, secret in secrets.items():
         leaks = [
@@ -170,6 +180,7 @@ def test_workflow_against_the_lab_stack(lab_stack, workflow_dir, monkeypatch, tm
         assert leaks == [], (name, leaks)
         assert secret not in result.stdout + result.stderr, name
         assert secret not in predicted.stdout + predicted.stderr, name
+        assert secret not in serve_log.read_text(), name
     for name in ("s3.log", "mlflow.log"):  # the services' own logs
         text = (lab_stack.root / "lab" / "log" / name).read_text()
         assert secrets["GENRE_LAB_S3_SECRET_KEY"] not in text, name

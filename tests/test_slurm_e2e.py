@@ -41,7 +41,8 @@ import pytest
 
 from conftest import BIN, REPO, SNAKEFILE, TINY_MODEL, SnakemakeRunner
 
-pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+# One loopback cluster: its tests run one after another on one xdist worker.
+pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.xdist_group("slurm")]
 
 SCRIPT = REPO / "scripts" / "slurm_cluster.sh"
 PROFILE = REPO / "profiles" / "slurm"
