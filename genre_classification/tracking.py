@@ -188,6 +188,7 @@ def connect(uri: str, timeout_s: float) -> None:
 def setup_experiment(name: str, tracking_uri: str) -> str:
     """Point MLflow at ``tracking_uri``; return the id of experiment ``name`` (created if new)."""
     import mlflow
+    from mlflow.exceptions import MlflowException
 
     mlflow.set_tracking_uri(tracking_uri)
     with _store_lock(tracking_uri):
@@ -195,9 +196,15 @@ def setup_experiment(name: str, tracking_uri: str) -> str:
         experiment = client.get_experiment_by_name(name)
         if experiment is not None:
             return experiment.experiment_id
-        return client.create_experiment(
-            name, artifact_location=_local_artifact_location(tracking_uri)
-        )
+        try:
+            return client.create_experiment(
+                name, artifact_location=_local_artifact_location(tracking_uri)
+            )
+        except MlflowException as error:
+            # another job created it since (jobs of a sweep start together on a server)
+            if error.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            return client.get_experiment_by_name(name).experiment_id
 
 
 # MLflow's system metrics monitor samples every SYSTEM_METRICS_INTERVAL_S seconds (its default
