@@ -27,7 +27,10 @@ def run_jobs(uri: str, experiment: str, jobs: int, epochs: int) -> list[dict]:
     procs = [
         subprocess.Popen(
             [sys.executable, str(JOB), uri, experiment, str(i), str(epochs)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
         )  # fmt: skip
         for i in range(jobs)
     ]

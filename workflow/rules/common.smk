@@ -354,8 +354,10 @@ def model_embedding_records(step):
     """The embed_features records of every shard of a model's feature set, for the jobs of
     ``step`` that read the cache: "train" (frozen, probe, a fine-tune from the probe's
     head), "evaluate" (frozen, probe); none for other models."""
+
     def records(wildcards):
-        if not kind_of(config["training"]["models"][wildcards.model]).reads_embeddings(step):
+        kind = kind_of(config["training"]["models"][wildcards.model])
+        if not kind.reads_embeddings(step):
             return []
         feature_dir = model_feature_dir(wildcards.model)
         return [
