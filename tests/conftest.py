@@ -100,6 +100,15 @@ class SnakemakeRunner:
         return result
 
 
+def files_containing(root: Path, secret: str) -> list[str]:
+    """The files below ``root`` whose bytes contain ``secret``."""
+    return [
+        str(path)
+        for path in root.rglob("*")
+        if path.is_file() and secret.encode() in path.read_bytes()
+    ]
+
+
 def planned_jobs(dry_run_output: str) -> dict[str, int]:
     """Job counts per rule from the 'Job stats' table of a dry run."""
     counts, in_table = {}, False

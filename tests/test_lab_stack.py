@@ -22,17 +22,9 @@ import time
 import pytest
 
 from _serving import serve_clip, served
-from conftest import BIN, TINY_CLIPS, TINY_GENRES, TINY_MODEL
+from conftest import BIN, TINY_CLIPS, TINY_GENRES, TINY_MODEL, files_containing
 
 pytestmark = pytest.mark.slow
-
-
-def files_containing(root, secret: str) -> list[str]:
-    return [
-        str(path)
-        for path in root.rglob("*")
-        if path.is_file() and secret.encode() in path.read_bytes()
-    ]
 
 
 def test_workflow_against_the_lab_stack(lab_stack, workflow_dir, monkeypatch, tmp_path):

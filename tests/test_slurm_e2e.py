@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import BIN, REPO, SNAKEFILE, TINY_MODEL, SnakemakeRunner
+from conftest import BIN, REPO, SNAKEFILE, TINY_MODEL, SnakemakeRunner, files_containing
 
 # One loopback cluster: its tests run one after another on one xdist worker.
 pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.xdist_group("slurm")]
@@ -634,3 +634,63 @@ def test_container_jobs_run_the_checkouts_code_not_the_images(
     )
     assert json.loads((work / TARGET).read_text())["code"]["fingerprint"] == newer_fp != new_fp
     print(f"container code test: {time.time() - t0:.0f}s")
+
+
+def test_lab_stack_through_slurm(slurm_cluster, slurm_env, workflow_dir, lab_stack, monkeypatch):
+    """The lab's infrastructure from Slurm jobs: audio fetched from the S3 DVC remote, the
+    training and evaluation jobs (through sbatch) log to the MLflow server (PostgreSQL
+    metadata, S3 artifacts through the server: the jobs need no S3 credentials for MLflow) and
+    the evaluation job promotes the champion there; no credential lands in a file."""
+    import mlflow
+
+    from genre_classification.lab import use_s3_remote
+
+    for name in ("MLFLOW_TRACKING_URI", "AWS_PROFILE", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in lab_stack.s3_env().items():
+        monkeypatch.setenv(name, value)
+    repo = workflow_dir.data["repo"]
+    use_s3_remote(repo, lab_stack.exports["GENRE_LAB_DVC_REMOTE"], lab_stack.endpoint)
+    shutil.rmtree(workflow_dir.data["remote"])  # only S3 has the audio now
+    workflow_dir.overlay(
+        "lab.yaml",
+        {
+            "training": {
+                "run": ["tiny"],
+                "models": {"tiny": TINY_MODEL},
+                "resources": {"gpu": 1},
+                "tracking_uri": lab_stack.tracking_uri,
+                "experiment": "lab-slurm",
+            },
+            "extraction": {"threads": 2},
+        },
+    )
+    result = workflow_dir("--profile", str(PROFILE), *SLURM_TEST_FLAGS, TARGET)
+    output = result.stdout + result.stderr
+    work = workflow_dir.workdir
+    kinds = {
+        Path(log).relative_to(work / ".snakemake" / "slurm_logs").parts[0]
+        for _, log in submissions(output)
+    }
+    assert {"rule_train_model", "rule_evaluate_model"} <= kinds, kinds
+
+    info = json.loads((work / "results/mlflow/runs/tiny.json").read_text())
+    assert info["tracking_uri"] == lab_stack.tracking_uri
+    client = mlflow.MlflowClient(tracking_uri=lab_stack.tracking_uri)
+    run = client.get_run(info["run_id"])
+    assert run.info.status == "FINISHED" and "test_macro_f1" in run.data.metrics
+    assert run.info.artifact_uri.startswith("mlflow-artifacts:")
+    champion = client.get_model_version_by_alias("genre-classifier", "champion")
+    assert champion.run_id == info["run_id"]
+    bucket = lab_stack.exports["GENRE_LAB_DVC_REMOTE"].removeprefix("s3://").split("/")[0]
+    pages = lab_stack.s3_client().get_paginator("list_objects_v2")
+    keys = [
+        item["Key"]
+        for page in pages.paginate(Bucket=bucket, Prefix="mlflow/")
+        for item in page.get("Contents", [])
+    ]
+    assert any(f"{info['run_id']}/artifacts/evaluation/metrics.json" in k for k in keys), keys
+    for name, secret in lab_stack.secrets().items():
+        for where in ("results", "logs", ".snakemake"):
+            assert files_containing(work / where, secret) == [], (name, where)
+        assert secret not in output, name

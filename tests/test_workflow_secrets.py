@@ -13,19 +13,11 @@ import time
 
 import pytest
 
-from conftest import TINY_CLIPS, TINY_GENRES, TINY_MODEL
+from conftest import TINY_CLIPS, TINY_GENRES, TINY_MODEL, files_containing
 
 pytestmark = pytest.mark.slow
 
 SECRET = "s3cret-token-4711"
-
-
-def files_containing(root, secret: str) -> list[str]:
-    return [
-        str(path)
-        for path in root.rglob("*")
-        if path.is_file() and secret.encode() in path.read_bytes()
-    ]
 
 
 def test_secret_found_nowhere_and_outage_reported(workflow_dir, mlflow_server_process, monkeypatch):
