@@ -63,7 +63,7 @@ lint: install
 	lint-imports
 
 test: install system-deps lint
-	pytest -v -n 2 --dist loadgroup --durations=25
+	pytest -v -n 2 --dist loadfile --durations=25
 
 # The tests that run no Snakemake, train no model and start no server (a few minutes; CI runs all).
 test-fast: install

@@ -41,8 +41,9 @@ import pytest
 
 from conftest import BIN, REPO, SNAKEFILE, TINY_MODEL, SnakemakeRunner, files_containing
 
-# One loopback cluster: its tests run one after another on one xdist worker.
-pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.xdist_group("slurm")]
+# One loopback cluster: `make test` (pytest-xdist --dist loadfile) runs this module's tests one
+# after another on one worker.
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 SCRIPT = REPO / "scripts" / "slurm_cluster.sh"
 PROFILE = REPO / "profiles" / "slurm"

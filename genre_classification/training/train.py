@@ -481,16 +481,40 @@ def fit(
     train_ds = dataset.train_dataset(data.train, bs, cfg["seed"], initial_epoch, epochs, augmenter)
     steps = dataset.steps_per_epoch(len(data.train), bs)
     n_classes = len(data.labels) if _soft_labels(cfg) else None
-    model.fit(
-        train_ds,
-        validation_data=dataset.eval_dataset(data.val, bs, n_classes),
-        epochs=epochs,
-        initial_epoch=initial_epoch,
-        steps_per_epoch=steps,
-        shuffle=False,
-        callbacks=[callback, progress_callback(steps, bs)],
-        verbose=2,
-    )
+    callbacks = [callback, progress_callback(steps, bs)]
+    # Inside fit a signal only marks the stop, checked between batches: an exception raised
+    # while TensorFlow runs a step can corrupt its state ("free(): invalid next size").
+    deferred = contextlib.nullcontext()
+    if stop is not None:
+        callbacks.append(stop_between_batches(stop))
+        deferred = stop.deferred()
+    with deferred:
+        model.fit(
+            train_ds,
+            validation_data=dataset.eval_dataset(data.val, bs, n_classes),
+            epochs=epochs,
+            initial_epoch=initial_epoch,
+            steps_per_epoch=steps,
+            shuffle=False,
+            callbacks=callbacks,
+            verbose=2,
+        )
+    if stop is not None:
+        stop.check()
+
+
+def stop_between_batches(stop: jobcontrol.GracefulStop):
+    """A Keras callback that ends training at the first batch boundary after a stop request."""
+    import keras
+
+    class StopBetweenBatches(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            stop.check()
+
+        def on_test_batch_end(self, batch, logs=None):
+            stop.check()
+
+    return StopBetweenBatches()
 
 
 def finalize(model, cfg, data, state, paths: TrainingPaths, ckpt_dir: Path) -> None:
