@@ -30,6 +30,7 @@ from genre_classification.features.features import (
 from genre_classification.features.packs import index_path, pack_path, sums_path
 from genre_classification.jobcontrol import stop_jobs_on_signals, workflow_environment
 from genre_classification.predict.predict_set import set_source
+from genre_classification.redact import redact_logger
 from genre_classification.slurm_watch import PendingWatch, request_of_job, unfit_jobs
 from genre_classification.training.embeddings import cached_backbones
 from genre_classification.training.embeddings import (
@@ -228,6 +229,10 @@ else:
 # sets --rerun-incomplete (the DAG settings do not exist yet when this file is parsed;
 # profiles/local and profiles/slurm set it too).
 os.environ.update(workflow_environment())
+
+# Credentials out of Snakemake's own log: with --verbose the Slurm job step logs its whole
+# environment (AWS keys, tokens in URIs) into .snakemake/slurm_logs.
+redact_logger(logger.name)
 
 
 def shard_repairs(features_dir, shard):
