@@ -35,7 +35,6 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(REPO))
 LOGGING_JOB = REPO / "tests" / "_logging_job.py"
-GENRES = 10
 
 
 def free_port() -> int:
@@ -118,19 +117,20 @@ def extraction_run(work: Path, repo: Path, cores: int, env: dict) -> dict:
 
 
 def compare_extraction(lab: Lab, clips: int, seconds: float, cores: int, root: Path) -> dict:
-    from genre_classification.data.demo_data import make_demo_repo
+    from genre_classification.data.demo_data import GENRES, make_demo_repo
     from genre_classification.lab import use_s3_remote
 
-    per_genre = max(1, clips // GENRES)
+    per_genre = -(-clips // len(GENRES))
     local_repo, remote = root / "local" / "repo", root / "local" / "remote"
     began = time.monotonic()
     make_demo_repo(local_repo, remote, clips_per_genre=per_genre, seconds=seconds)
-    print(f"{per_genre * GENRES} clips of {seconds} s made and pushed in "
+    print(f"{per_genre * len(GENRES)} clips of {seconds} s made and pushed in "
           f"{time.monotonic() - began:.0f} s", flush=True)  # fmt: skip
     s3_repo = root / "s3" / "repo"
     s3_repo.parent.mkdir(parents=True)
     shutil.copytree(local_repo, s3_repo)
-    env = {**os.environ, **lab.s3_env(), "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    os.environ.update(lab.s3_env())  # for the push below (DVC reads them from the environment)
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     began = time.monotonic()
     use_s3_remote(
         s3_repo, lab.exports["GENRE_LAB_DVC_REMOTE"], lab.exports["GENRE_LAB_S3_ENDPOINT"]
