@@ -62,10 +62,7 @@ def export_package(root: str | Path = EXPORT_DIR) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=".export-"))
     try:
-        for path in files:
-            dest = tmp / base.name / path.relative_to(base)
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(path, dest)
+        code_version.copy_package(tmp)
         (tmp / provenance.SOURCE_INFO).write_text(json.dumps(record, indent=1) + "\n")
         os.chmod(tmp, 0o755)
         try:

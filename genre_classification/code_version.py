@@ -15,6 +15,7 @@ import copy
 import hashlib
 import io
 import json
+import shutil
 import tokenize
 from functools import cache
 from pathlib import Path
@@ -118,6 +119,17 @@ def package_files() -> tuple[Path, ...]:
             and path.suffix not in (".pyc", ".so")
         )
     )
+
+
+def copy_package(root: Path) -> Path:
+    """The package's source files (``package_files``) copied to ``root/genre_classification``;
+    returns that directory."""
+    target = root / PACKAGE_DIR.name
+    for source in package_files():
+        dest = target / source.relative_to(PACKAGE_DIR)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, dest)
+    return target
 
 
 def package_fingerprint() -> str:

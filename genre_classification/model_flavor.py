@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import tempfile
 from pathlib import Path
 
 from genre_classification import __version__
-from genre_classification.code_version import PACKAGE_DIR, package_files
+from genre_classification.code_version import copy_package
 
 FLAVOR_NAME = "genre_classification"
 # Every model logged since the first release names this module as its pyfunc loader.
@@ -60,7 +59,7 @@ def save_model(path, mlflow_model, keras_model, **tf_kwargs):
         with tempfile.TemporaryDirectory() as tmp:
             mlflow.tensorflow.save_model(
                 keras_model, path, mlflow_model=mlflow_model, signature=False,
-                code_paths=[str(package_copy(Path(tmp)))], **tf_kwargs,
+                code_paths=[str(copy_package(Path(tmp)))], **tf_kwargs,
             )  # fmt: skip
     finally:
         tf_log.setLevel(level)
@@ -69,13 +68,3 @@ def save_model(path, mlflow_model, keras_model, **tf_kwargs):
     mlflow_model.add_flavor(FLAVOR_NAME, version=__version__)
     mlflow_model.save(os.path.join(path, "MLmodel"))
     Model.load(path)  # the rewritten file reads back
-
-
-def package_copy(root: Path) -> Path:
-    """The package's source files (no caches, no built libraries) copied to ``root``."""
-    target = root / PACKAGE_DIR.name
-    for source in package_files():
-        dest = target / source.relative_to(PACKAGE_DIR)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(source, dest)
-    return target
