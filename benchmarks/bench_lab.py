@@ -147,27 +147,12 @@ def compare_extraction(lab: Lab, clips: int, seconds: float, cores: int, root: P
 def logging_run(uri: str, experiment: str, jobs: int, epochs: int) -> dict:
     import mlflow
 
-    from _logging_job import METRICS, PARAMS
+    from _logging_job import METRICS, PARAMS, run_jobs
 
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(LOGGING_JOB.parent), str(REPO)])}
-    env.pop("MLFLOW_TRACKING_URI", None)
     began = time.monotonic()
-    procs = [
-        subprocess.Popen(
-            [sys.executable, str(LOGGING_JOB), uri, experiment, str(i), str(epochs)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )  # fmt: skip
-        for i in range(jobs)
-    ]
-    failed, locked = 0, 0
-    for proc in procs:
-        _, err = proc.communicate(timeout=1800)
-        if proc.returncode != 0:
-            failed += 1
-            locked += "database is locked" in err
+    outcomes = run_jobs(uri, experiment, jobs, epochs)
+    failed = sum(job.returncode != 0 for job in outcomes)
+    locked = sum(job.returncode != 0 and "database is locked" in job.stderr for job in outcomes)
     wall = time.monotonic() - began
     client = mlflow.MlflowClient(tracking_uri=uri)
     found = client.get_experiment_by_name(experiment)

@@ -8,6 +8,8 @@ epoch, and a small artifact, as a training job logs them.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -35,6 +37,30 @@ def main(uri: str, experiment: str, index: int, epochs: int) -> None:
             history.write_text(json.dumps({"job": index, "epochs": epochs}))
             mlflow.log_artifact(str(history))
     print(json.dumps({"run_id": run.info.run_id, "seconds": time.monotonic() - began}))
+
+
+def run_jobs(
+    uri: str, experiment: str, jobs: int, epochs: int, timeout_s: float = 1800
+) -> list[subprocess.CompletedProcess]:
+    """``jobs`` of these processes started together, logging to ``uri``; each one's outcome."""
+    paths = [str(Path(__file__).parent), str(Path(__file__).parents[1])]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, __file__, uri, experiment, str(i), str(epochs)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )  # fmt: skip
+        for i in range(jobs)
+    ]
+    results = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=timeout_s)
+        results.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
+    return results
 
 
 if __name__ == "__main__":

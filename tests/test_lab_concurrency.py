@@ -5,48 +5,25 @@ and log none twice: counted through the MLflow client."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-from _logging_job import METRICS, PARAMS
+from _logging_job import METRICS, PARAMS, run_jobs
 
 pytestmark = pytest.mark.slow
 
 JOBS = 16
 EPOCHS = 20
-JOB = Path(__file__).with_name("_logging_job.py")
-
-
-def run_jobs(uri: str, experiment: str, jobs: int, epochs: int) -> list[dict]:
-    """``jobs`` logging processes started together; their results (run id, seconds)."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(JOB.parent), *sys.path])}
-    procs = [
-        subprocess.Popen(
-            [sys.executable, str(JOB), uri, experiment, str(i), str(epochs)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )  # fmt: skip
-        for i in range(jobs)
-    ]
-    results = []
-    for proc in procs:
-        out, err = proc.communicate(timeout=600)
-        assert proc.returncode == 0, err[-3000:]
-        results.append(json.loads(out.strip().splitlines()[-1]))
-    return results
 
 
 def test_sixteen_jobs_logging_at_once_lose_nothing(lab_stack):
     import mlflow
 
     uri = lab_stack.tracking_uri
-    results = run_jobs(uri, "concurrency-test", JOBS, EPOCHS)
+    results = []
+    for job in run_jobs(uri, "concurrency-test", JOBS, EPOCHS, timeout_s=600):
+        assert job.returncode == 0, job.stderr[-3000:]
+        results.append(json.loads(job.stdout.strip().splitlines()[-1]))
     client = mlflow.MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name("concurrency-test")
     runs = client.search_runs([experiment.experiment_id], max_results=1000)
