@@ -461,6 +461,20 @@ class LabStack:
         names = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
         return {name: self.exports[name] for name in names}
 
+    def serve_dvc_data(self, workflow_dir, monkeypatch) -> None:
+        """The workflow's data repository with its DVC remote moved to this stack's S3 (its
+        credentials in the environment, no host profile or tracking URI), the local remote
+        removed: only S3 has the audio then."""
+        from genre_classification.lab import use_s3_remote
+
+        for name in ("MLFLOW_TRACKING_URI", "AWS_PROFILE", "AWS_ENDPOINT_URL"):
+            monkeypatch.delenv(name, raising=False)
+        for name, value in self.s3_env().items():
+            monkeypatch.setenv(name, value)
+        remote = self.exports["GENRE_LAB_DVC_REMOTE"]
+        use_s3_remote(workflow_dir.data["repo"], remote, self.endpoint)
+        shutil.rmtree(workflow_dir.data["remote"])
+
     def s3_client(self):
         import boto3
 

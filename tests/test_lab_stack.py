@@ -15,7 +15,6 @@ import csv
 import io
 import json
 import os
-import shutil
 import subprocess
 import time
 
@@ -32,20 +31,14 @@ def test_workflow_against_the_lab_stack(lab_stack, workflow_dir, monkeypatch, tm
     import psycopg2
 
     from genre_classification.evaluation import registry
-    from genre_classification.lab import use_s3_remote
 
     print(f"lab stack started in {lab_stack.start_seconds:.1f} s")
-    for name in ("MLFLOW_TRACKING_URI", "AWS_PROFILE", "AWS_ENDPOINT_URL"):
-        monkeypatch.delenv(name, raising=False)
-    for name, value in lab_stack.s3_env().items():
-        monkeypatch.setenv(name, value)
     secrets = lab_stack.secrets()
     assert len(secrets) == 3
 
     # --- the data repository's DVC remote on the lab's S3 (credentials from the environment)
+    lab_stack.serve_dvc_data(workflow_dir, monkeypatch)
     repo = workflow_dir.data["repo"]
-    use_s3_remote(repo, lab_stack.exports["GENRE_LAB_DVC_REMOTE"], lab_stack.endpoint)
-    shutil.rmtree(workflow_dir.data["remote"])  # only S3 has the audio now
     assert "s3://" in (repo / ".dvc" / "config").read_text()
 
     experiment = "lab-stack-test"

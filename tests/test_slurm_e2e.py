@@ -644,15 +644,7 @@ def test_lab_stack_through_slurm(slurm_cluster, slurm_env, workflow_dir, lab_sta
     the evaluation job promotes the champion there; no credential lands in a file."""
     import mlflow
 
-    from genre_classification.lab import use_s3_remote
-
-    for name in ("MLFLOW_TRACKING_URI", "AWS_PROFILE", "AWS_ENDPOINT_URL"):
-        monkeypatch.delenv(name, raising=False)
-    for name, value in lab_stack.s3_env().items():
-        monkeypatch.setenv(name, value)
-    repo = workflow_dir.data["repo"]
-    use_s3_remote(repo, lab_stack.exports["GENRE_LAB_DVC_REMOTE"], lab_stack.endpoint)
-    shutil.rmtree(workflow_dir.data["remote"])  # only S3 has the audio now
+    lab_stack.serve_dvc_data(workflow_dir, monkeypatch)
     workflow_dir.overlay(
         "lab.yaml",
         {
