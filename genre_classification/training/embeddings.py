@@ -403,9 +403,12 @@ def _train_batches(x, y, batch_size: int, seed: int, initial_epoch: int, epochs:
     return ds.map(lambda i: (tf.gather(xt, i), tf.gather(yt, i))).prefetch(tf.data.AUTOTUNE)
 
 
-def fit_head(model, cfg: dict, train_rows, val_rows, labels, state: dict, callback) -> None:
+def fit_head(
+    model, cfg: dict, train_rows, val_rows, labels, state: dict, callback, extra_callbacks=()
+) -> None:
     """Train the head after ``state["epochs_done"]``; ``callback``: the training job's epoch
-    callback (early stopping, checkpoint, MLflow)."""
+    callback (early stopping, checkpoint, MLflow); ``extra_callbacks``: more Keras callbacks
+    for the Keras head (the stop between batches)."""
     import math
 
     split = EmbeddedSplit.of(cfg, train_rows, val_rows, labels)
@@ -422,7 +425,7 @@ def fit_head(model, cfg: dict, train_rows, val_rows, labels, state: dict, callba
         initial_epoch=initial_epoch,
         steps_per_epoch=math.ceil(len(split.y_train) / bs),
         shuffle=False,
-        callbacks=[callback],
+        callbacks=[callback, *extra_callbacks],
         verbose=2,
     )
     return None

@@ -461,15 +461,27 @@ def fit(
     stop: jobcontrol.GracefulStop | None = None,
 ) -> None:
     """The epochs after ``state["epochs_done"]``, each ending in a checkpoint (the callback).
-    ``stop``: a stop requested while the callback writes an epoch's checkpoint ends training
-    right after it (``jobcontrol.Interrupted``); elsewhere the signal raises at once."""
+    ``stop``: a stop requested during training ends it at the next batch boundary, or right
+    after the checkpoint the callback is writing (``jobcontrol.Interrupted``)."""
 
     epochs, initial_epoch = cfg["epochs"], state["epochs_done"]
     bs = global_batch_size(cfg["batch_size"], replicas)
     callback = _epoch_callback(ckpt_dir, state, run_id, cfg["early_stopping"], _kill_hook, stop)
+    # Inside fit a signal only marks the stop, checked between batches: an exception raised
+    # while TensorFlow runs a step can corrupt its state ("free(): invalid next size").
+    between_batches, deferred = [], contextlib.nullcontext()
+    if stop is not None:
+        between_batches, deferred = [stop_between_batches(stop)], stop.deferred()
+    with deferred:
+        _fit(model, cfg, data, state, callback, between_batches, epochs, initial_epoch, bs)
+    if stop is not None:
+        stop.check()
+
+
+def _fit(model, cfg, data, state, callback, between_batches, epochs, initial_epoch, bs) -> None:
     if kind_of(cfg).fits_on_embeddings:
         rows = (data.train_rows, data.val_rows, data.labels)
-        return embeddings.fit_head(model, cfg, *rows, state, callback)
+        return embeddings.fit_head(model, cfg, *rows, state, callback, between_batches)
     if initial_epoch >= epochs or state["stopped_early"]:
         return
     augmenter = None
@@ -481,26 +493,16 @@ def fit(
     train_ds = dataset.train_dataset(data.train, bs, cfg["seed"], initial_epoch, epochs, augmenter)
     steps = dataset.steps_per_epoch(len(data.train), bs)
     n_classes = len(data.labels) if _soft_labels(cfg) else None
-    callbacks = [callback, progress_callback(steps, bs)]
-    # Inside fit a signal only marks the stop, checked between batches: an exception raised
-    # while TensorFlow runs a step can corrupt its state ("free(): invalid next size").
-    deferred = contextlib.nullcontext()
-    if stop is not None:
-        callbacks.append(stop_between_batches(stop))
-        deferred = stop.deferred()
-    with deferred:
-        model.fit(
-            train_ds,
-            validation_data=dataset.eval_dataset(data.val, bs, n_classes),
-            epochs=epochs,
-            initial_epoch=initial_epoch,
-            steps_per_epoch=steps,
-            shuffle=False,
-            callbacks=callbacks,
-            verbose=2,
-        )
-    if stop is not None:
-        stop.check()
+    model.fit(
+        train_ds,
+        validation_data=dataset.eval_dataset(data.val, bs, n_classes),
+        epochs=epochs,
+        initial_epoch=initial_epoch,
+        steps_per_epoch=steps,
+        shuffle=False,
+        callbacks=[callback, progress_callback(steps, bs), *between_batches],
+        verbose=2,
+    )
 
 
 def stop_between_batches(stop: jobcontrol.GracefulStop):
