@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
+import yaml
 
+from genre_classification.data.audio_source import READABLE_EXTENSIONS
 from genre_classification.data.demo_data import GENRES, synthesize_clip
 from genre_classification.data.split import assign_splits
 
+REPO = Path(__file__).resolve().parents[1]
 FRACTIONS = {"train": 0.7, "val": 0.15, "test": 0.15}
 
 
@@ -334,3 +339,23 @@ def test_file_split_keeps_a_genre_missing_from_test(tmp_path, caplog):
     info = json.loads((tmp_path / "info.json").read_text())
     assert info["excluded_genres"] == []
     assert info["genres_missing"] == [{"val": ["rock"], "test": ["rock"]}]
+
+
+@pytest.mark.parametrize("extension", ["m4a", "opus", "AIFF", "wave", "mp4", "snd"])
+def test_file_split_matches_every_readable_extension(tmp_path, extension):
+    rows = tracks({"blues": 3, "rock": 3})
+    table = tmp_path / "split.tsv"
+    splits = ("train", "val", "test") * 2
+    lines = ["path\tsplit"] + [
+        f"{row['genre']}/{row['track']}.{extension}\t{split}"
+        for row, split in zip(rows, splits, strict=True)
+    ]
+    table.write_text("\n".join(lines) + "\n")
+    result = make_split(rows, method="file", split_file=table)
+    assert [r["split"] for r in sorted(result.folds[0], key=track_key)] == list(splits)
+
+
+def test_readable_extensions_are_the_schemas():
+    schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
+    enum = schema["properties"]["data"]["properties"]["extensions"]["items"]["enum"]
+    assert list(READABLE_EXTENSIONS) == enum

@@ -38,6 +38,26 @@ from genre_classification.data.dvc_remote import remote_help
 from genre_classification.fileio import write_json
 from genre_classification.redact import redact
 
+# Every extension data.extensions accepts (the schema's enum): m4a, mp4 and aac are decoded
+# with ffmpeg, the others with libsndfile.
+READABLE_EXTENSIONS = (
+    "wav",
+    "wave",
+    "flac",
+    "ogg",
+    "oga",
+    "opus",
+    "mp3",
+    "m4a",
+    "mp4",
+    "aac",
+    "aif",
+    "aiff",
+    "aifc",
+    "au",
+    "snd",
+)
+
 log = logging.getLogger(__name__)
 
 

@@ -23,12 +23,12 @@ from pathlib import Path
 import numpy as np
 
 from genre_classification.columns import SPLIT_COLUMNS
+from genre_classification.data.audio_source import READABLE_EXTENSIONS
 from genre_classification.fileio import read_tsv, write_json, write_tsv
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
-AUDIO_SUFFIXES = (".wav", ".au", ".mp3", ".ogg", ".flac")
 # The column of split.tsv / fold tables holding a track's group (when split.group_by is set).
 GROUP_COLUMN = "group"
 
@@ -243,10 +243,9 @@ def name_key(name: str) -> str:
     """``blues/blues.00000.au``, ``/data/genres/blues/blues.00000.wav`` or ``blues/blues.00000``
     -> ``blues/blues.00000``; a bare ``blues.00000`` stays bare (matched by track name)."""
     name = name.strip()
-    for suffix in AUDIO_SUFFIXES:
-        if name.lower().endswith(suffix):
-            name = name[: -len(suffix)]
-            break
+    stem, dot, extension = name.rpartition(".")
+    if dot and extension.lower() in READABLE_EXTENSIONS:
+        name = stem
     parts = [p for p in name.replace("\\", "/").split("/") if p]
     return "/".join(parts[-2:])
 
