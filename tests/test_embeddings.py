@@ -79,7 +79,9 @@ def split_rows(split_path: Path, name: str) -> pd.DataFrame:
 
 def test_cache_is_computed_once_and_follows_the_file_and_weights(data):
     rows = split_rows(data, "train")
-    embedder = embeddings.Embedder("MSD_musicnn", "penultimate")
+    embedders = embeddings.Embedders(FROZEN)
+    embedder = embedders.parts[0]
+    assert (embedder.checkpoint, embedder.embedding) == ("MSD_musicnn", "penultimate")
     first = rows.iloc[0]
     cache = embeddings.cache_path(first.features, embedder.name)
     assert cache == (
@@ -88,7 +90,8 @@ def test_cache_is_computed_once_and_follows_the_file_and_weights(data):
         / first.genre
         / f"{first.track}.npz"
     )
-    x, y = embedder.rows(rows, list(GENRES))
+    x, y, counts = embedders.rows(rows, list(GENRES))
+    assert counts.tolist() == [2] * len(rows)
     assert x.shape == (len(rows) * 2, 200) and y.tolist() == sorted(y.tolist())
     assert cache.is_file() and len(list(cache.parent.parent.glob("*/*.npz"))) == len(rows)
     # The cached values are the backbone's embedding of the file's segments.
@@ -99,15 +102,15 @@ def test_cache_is_computed_once_and_follows_the_file_and_weights(data):
     # Read back, not recomputed ...
     calls = []
     embedder.embed, real_embed = (lambda s: calls.append(len(s)) or real_embed(s)), embedder.embed
-    again, _ = embedder.rows(rows, list(GENRES))
+    again, _, _ = embedders.rows(rows, list(GENRES))
     assert calls == [] and np.array_equal(again, x)
     # ... until the feature file changes (its content) or the weights do.
     with h5py.File(first.features, "a") as h5:
         h5["logmel"][0, :, :] += 0.5
-    changed, _ = embedder.rows(rows, list(GENRES))
+    changed, _, _ = embedders.rows(rows, list(GENRES))
     assert calls == [2] and not np.allclose(changed[:2], x[:2])
     embedder.weights_sha256 = "other-weights"
-    embedder.rows(rows.iloc[1:2], list(GENRES))
+    embedders.rows(rows.iloc[1:2], list(GENRES))
     assert calls == [2, 2]
     with h5py.File(first.features, "a") as h5:  # restore the file for the other tests
         h5["logmel"][0, :, :] -= 0.5

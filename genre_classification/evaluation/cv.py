@@ -15,7 +15,11 @@ import numpy as np
 import pandas as pd
 
 from genre_classification import fileio, provenance, tracking
-from genre_classification.evaluation.evaluate import compute_metrics, plot_confusion_matrix
+from genre_classification.evaluation.evaluate import (
+    CALIBRATION_KEYS,
+    compute_metrics,
+    plot_confusion_matrix,
+)
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +52,10 @@ def aggregate_metrics(fold_metrics: list[dict]) -> dict:
     for key in SCORES:
         values = [m[key] for m in fold_metrics]
         result[key] = {**mean_std(values), "folds": values}
+    for key in CALIBRATION_KEYS:
+        if all(key in m for m in fold_metrics):
+            values = [m[key] for m in fold_metrics]
+            result[key] = {**mean_std(values), "folds": values}
     result["per_genre_f1"] = {}
     for genre in genres:
         values = [m["per_genre"][genre]["f1"] for m in fold_metrics if genre in m["per_genre"]]

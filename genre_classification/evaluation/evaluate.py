@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from genre_classification import fileio, provenance, tracking
-from genre_classification.aggregation import aggregate_tracks
+from genre_classification.aggregation import SegmentsToTracks, temperature_of
 from genre_classification.columns import EVAL_PREDICTION_COLUMNS
 from genre_classification.evaluation.registry import register_and_promote
 from genre_classification.training import dataset, embeddings
@@ -65,6 +65,46 @@ def compute_metrics(y_true, y_pred, labels: list[str]) -> dict:
     }
 
 
+ECE_BINS = 15
+
+
+def expected_calibration_error(probs: np.ndarray, y_true, bins: int = ECE_BINS) -> float:
+    """Top-label expected calibration error: over ``bins`` equal-width bins of the predicted
+    class's probability, the track-weighted mean of |accuracy - mean probability|."""
+    probs = np.asarray(probs, dtype=np.float64)
+    if not len(probs):
+        return 0.0
+    confidence = probs.max(axis=1)
+    correct = probs.argmax(axis=1) == np.asarray(y_true)
+    which = np.minimum((confidence * bins).astype(int), bins - 1)
+    gaps = [
+        abs(correct[which == b].mean() - confidence[which == b].mean()) * np.sum(which == b)
+        for b in range(bins)
+        if np.any(which == b)
+    ]
+    return float(np.sum(gaps) / len(probs))
+
+
+def uncalibrated(probs: np.ndarray, temperature: float) -> np.ndarray:
+    """The probabilities before temperature scaling: softmax(T * log p)."""
+    logits = temperature * np.log(np.clip(np.asarray(probs, dtype=np.float64), 1e-300, 1.0))
+    logits -= logits.max(axis=1, keepdims=True)
+    exp = np.exp(logits)
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def calibration_metrics(model, probs: np.ndarray, y_true) -> dict:
+    """``ece`` of the probabilities users read; for a temperature-scaled model also its
+    ``temperature`` and the ``ece_uncalibrated`` of the same probabilities before scaling."""
+    result = {"ece": expected_calibration_error(probs, y_true)}
+    temperature = temperature_of(model)
+    if temperature is not None:
+        result["temperature"] = temperature
+        before = uncalibrated(probs, temperature)
+        result["ece_uncalibrated"] = expected_calibration_error(before, y_true)
+    return result
+
+
 def predictions_table(tracks, y_true, y_pred, probs, labels: list[str]) -> pd.DataFrame:
     values = (list(tracks), [labels[i] for i in y_true], [labels[i] for i in y_pred])
     table = pd.DataFrame(dict(zip(EVAL_PREDICTION_COLUMNS, values, strict=True)))
@@ -113,14 +153,15 @@ def predict_tracks(
     the split; default ``CHUNK_SEGMENTS``); ``counts``: the numbers of ``segments`` and
     ``windows``."""
     chunk_segments = chunk_segments or CHUNK_SEGMENTS
+    parts = SegmentsToTracks.of(model)
     tracks, probs, counts = [], [], {"segments": 0, "windows": 0}
     sizes = rows["n_segments"].to_numpy(dtype=np.int64)
     chunk_of = np.cumsum(sizes) // max(1, chunk_segments) if len(sizes) else sizes
     for chunk in np.unique(chunk_of):
         data = dataset.load_segments(rows[chunk_of == chunk], labels)
         windows, owners = dataset.track_windows(data.x, data.tracks, overlap)
-        chunk_probs = model.predict(windows[..., None], batch_size=batch_size, verbose=0)
-        names, means = aggregate_tracks(chunk_probs, owners)
+        outputs = parts.per_segment.predict(windows[..., None], batch_size=batch_size, verbose=0)
+        names, means = parts.tracks(outputs, owners)
         tracks += names
         probs.append(means)
         counts["segments"] += len(data)
@@ -192,6 +233,7 @@ def evaluate(
     y_pred = track_probs.argmax(axis=1)
 
     metrics = compute_metrics(y_true, y_pred, labels)
+    metrics.update(calibration_metrics(model, track_probs, y_true))
     metrics["n_segments"] = counts["segments"]
     metrics["overlap"] = float(overlap)
     metrics["n_windows"] = counts["windows"]
@@ -263,10 +305,11 @@ def evaluate_and_register(
 def mlflow_metrics(metrics: dict, prefix: str = "test_") -> dict[str, float]:
     """The test metrics logged to the training job's MLflow run: the macro scores and the
     F1 of each genre."""
-    values = {f"{prefix}{k}": metrics[k] for k in METRIC_KEYS}
+    values = {f"{prefix}{k}": metrics[k] for k in (*METRIC_KEYS, *CALIBRATION_KEYS) if k in metrics}
     for genre, scores in metrics["per_genre"].items():
         values[f"{prefix}f1.{genre}"] = scores["f1"]
     return values
 
 
 METRIC_KEYS = ("accuracy", "macro_precision", "macro_recall", "macro_f1")
+CALIBRATION_KEYS = ("ece", "ece_uncalibrated", "temperature")

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from genre_classification import tracking
-from genre_classification.aggregation import aggregate_tracks
+from genre_classification.aggregation import SegmentsToTracks
 from genre_classification.columns import PREDICT_COLUMNS
 from genre_classification.evaluation import registry
 from genre_classification.features.features import FeatureParams, load_audio, log_mel_segments
@@ -52,6 +52,11 @@ class LoadedModel:
     params: FeatureParams
     labels: list[str]
     source: str
+    parts: SegmentsToTracks = None  # how segments become tracks (set from ``model``)
+
+    def __post_init__(self):
+        if self.parts is None:
+            self.parts = SegmentsToTracks.of(self.model)
 
 
 @dataclass
@@ -258,7 +263,7 @@ def predict_segments(
     def run_model(n: int) -> None:
         nonlocal waiting, n_waiting, n_done
         x = np.concatenate(waiting) if len(waiting) > 1 else waiting[0]
-        done.append(np.asarray(loaded.model.predict_on_batch(x[:n, ..., None])))
+        done.append(np.asarray(loaded.parts.per_segment.predict_on_batch(x[:n, ..., None])))
         n_done += n
         waiting = [x[n:]] if n < len(x) else []
         n_waiting -= n
@@ -276,7 +281,7 @@ def predict_segments(
             probs = np.concatenate(done)
             good = [row for row in ready if not row.error]
             keys = np.repeat(np.arange(len(good)), [row.n_windows for row in good])
-            _, means = aggregate_tracks(probs[:claimed], keys)
+            _, means = loaded.parts.tracks(probs[:claimed], keys)
             for row, mean in zip(good, means, strict=True):
                 row.probs = mean
             done = [probs[claimed:]] if claimed < len(probs) else []

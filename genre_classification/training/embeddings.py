@@ -19,9 +19,16 @@ backbone pass over the uncached files plus a head fit on arrays in memory:
 * ``finetune`` with ``head_init: probe``: the whole network trains from the probe's head (not
   a random one) on top of the standardisation.
 
+With ``pooling`` (``track_head``) the frozen or probe head is fitted on one vector per track
+instead, and the probe chooses C (and the pooling) by grouped cross-validation.
+
+Several backbones (``checkpoint: MSD_musicnn+MTT_musicnn``) are cached one by one and their
+embeddings concatenated.
+
 Whatever was trained, the saved model is assembled as ``(96, frames, 1)`` log-mel -> backbone
--> standardisation -> dropout -> softmax (``full_model``), so ``predict``, the registry and the
-predict sets use it as any other model.
+-> standardisation -> dropout -> softmax (``full_model``), or log-mel -> backbones -> segment
+moments -> track head, so ``predict``, the registry and the predict sets use it as any other
+model.
 """
 
 from __future__ import annotations
@@ -33,21 +40,25 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from genre_classification.aggregation import aggregate_tracks
+from genre_classification.aggregation import TRACK_MOMENTS, aggregate_tracks
 from genre_classification.columns import EMBEDDING_RECORD_COLUMNS
+from genre_classification.data.split import GROUP_COLUMN
 from genre_classification.features.packs import accepted_files
 from genre_classification.fileio import atomic_path, write_frame
-from genre_classification.training import augment
+from genre_classification.training import augment, track_head
 from genre_classification.training.dataset import _read_file, epoch_permutation, track_id
-from genre_classification.training.model_kinds import kind_of, musicnn_options
+from genre_classification.training.model_kinds import kind_of, musicnn_options, track_pooled
 from genre_classification.training.musicnn import (
+    backbone_pairs,
     check_options,
     classifier_on,
+    embedding_network,
     musicnn_provenance,
     pretrained_backbone,
     standardisation_layer,
 )
 from genre_classification.training.tf_runtime import set_threads
+from genre_classification.training.track_head import PROBE_C, fit_probe, log_loss
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -56,16 +67,13 @@ log = logging.getLogger(__name__)
 
 CACHE_DIR = ".embeddings"
 SHARD_RECORDS = ".shards"  # in CACHE_DIR: the records of the embed_features jobs
-# Inverse regularisation strengths of the probe, strongest regularisation first.
-PROBE_C = tuple(float(c) for c in np.logspace(-4, 2, 13))
-PROBE_MAX_ITER = 2000
 BATCH = 64  # segments per backbone call when embedding
 
 
-def backbone_of(cfg: dict) -> tuple[str, str]:
-    """``(checkpoint, embedding)`` of a musicnn model entry."""
+def backbones_of(cfg: dict) -> list[tuple[str, str]]:
+    """``[(checkpoint, embedding), ...]`` of a musicnn model entry (several: concatenated)."""
     opts = musicnn_options(cfg)
-    return opts["checkpoint"], opts["embedding"]
+    return backbone_pairs(opts["checkpoint"], opts["embedding"])
 
 
 # --- the cache --------------------------------------------------------------------------------
@@ -94,7 +102,12 @@ def shard_record_path(features_dir: str | Path, shard: str) -> Path:
 def cached_backbones(entries) -> list[list[str]]:
     """``[checkpoint, embedding]`` of every model entry (validated) whose job reads the cache
     for training (``model_kinds``), each once, sorted: what ``embed_features`` computes."""
-    backbones = {backbone_of(cfg) for cfg in entries if kind_of(cfg).reads_embeddings("train")}
+    backbones = {
+        pair
+        for cfg in entries
+        if kind_of(cfg).reads_embeddings("train")
+        for pair in backbones_of(cfg)
+    }
     return [list(b) for b in sorted(backbones)]
 
 
@@ -153,16 +166,49 @@ class Embedder:
             np.savez(handle, key=np.asarray(key), embeddings=embeddings)
         return embeddings
 
-    def rows(self, rows, labels: list[str]) -> tuple[np.ndarray, np.ndarray]:
+
+class Embedders:
+    """The embedders of a model entry's backbones: a file's embeddings concatenated."""
+
+    def __init__(self, cfg: dict):
+        self.parts = [Embedder(*pair) for pair in backbones_of(cfg)]
+        self.name = "+".join(part.name for part in self.parts)
+
+    @property
+    def computed(self) -> int:
+        return max(part.computed for part in self.parts)
+
+    def track(self, features_file: str | Path, genre: str) -> np.ndarray:
+        embeddings = [part.track(features_file, genre) for part in self.parts]
+        return embeddings[0] if len(embeddings) == 1 else np.concatenate(embeddings, axis=1)
+
+    def rows(self, rows, labels: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Embeddings and class indices of every segment of the tracks in ``rows`` (split
-        manifest rows, in their order)."""
+        manifest rows, in their order), and the number of segments of each track."""
         index = {genre: i for i, genre in enumerate(labels)}
         xs, ys = [], []
         for row in rows.itertuples(index=False):
             e = self.track(row.features, row.genre)
             xs.append(e)
             ys.append(np.full(len(e), index[row.genre], dtype=np.int32))
-        return np.concatenate(xs), np.concatenate(ys)
+        counts = np.array([len(x) for x in xs], dtype=np.int64)
+        return np.concatenate(xs), np.concatenate(ys), counts
+
+
+def tracks_moments(x: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Segment embeddings of consecutive tracks (``counts`` segments each) -> each track's
+    mean moments ``[mean(e), mean(e * e)]`` (``track_head.track_moments``)."""
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    return np.stack(
+        [track_head.track_moments(x[s : s + n]) for s, n in zip(starts, counts, strict=True)]
+    )
+
+
+def _groups(rows) -> np.ndarray:
+    """Each track's group (``split.group_by``), else the track itself."""
+    if GROUP_COLUMN in rows.columns:
+        return rows[GROUP_COLUMN].astype(str).to_numpy()
+    return np.array([track_id(g, t) for g, t in zip(rows["genre"], rows["track"], strict=True)])
 
 
 _LAST: dict = {}
@@ -175,9 +221,10 @@ class EmbeddedSplit:
         import time
 
         start = time.perf_counter()
-        embedder = Embedder(*backbone_of(cfg))
-        self.x_train, self.y_train = embedder.rows(train_rows, labels)
-        self.x_val, self.y_val = embedder.rows(val_rows, labels)
+        embedder = Embedders(cfg)
+        self.x_train, self.y_train, self.train_counts = embedder.rows(train_rows, labels)
+        self.x_val, self.y_val, self.val_counts = embedder.rows(val_rows, labels)
+        self.train_groups, self.val_groups = _groups(train_rows), _groups(val_rows)
         self.mean = self.x_train.astype(np.float64).mean(axis=0)
         self.variance = self.x_train.astype(np.float64).var(axis=0)
         self.n_classes = len(labels)
@@ -186,7 +233,7 @@ class EmbeddedSplit:
             "the rest read from the cache %s)",
             embedder.name, len(self.y_train), len(self.y_val), time.perf_counter() - start,
             embedder.computed, len(train_rows) + len(val_rows),
-            cache_path(train_rows.iloc[0]["features"], embedder.name).parent.parent,
+            cache_path(train_rows.iloc[0]["features"], embedder.parts[0].name).parent.parent,
         )  # fmt: skip
 
     @classmethod
@@ -194,7 +241,7 @@ class EmbeddedSplit:
         """The split's embeddings, computed once per process for the same tracks and backbone
         (the job builds its model and fits it from the same arrays)."""
         key = (
-            *backbone_of(cfg),
+            *backbones_of(cfg),
             tuple(train_rows["features"]),
             tuple(val_rows["features"]),
             tuple(labels),
@@ -206,6 +253,15 @@ class EmbeddedSplit:
 
     def standardised(self, x: np.ndarray) -> np.ndarray:
         return ((x - self.mean) / np.sqrt(np.maximum(self.variance, 1e-6))).astype(np.float32)
+
+    def track_moments(self, part: str) -> tuple[np.ndarray, np.ndarray]:
+        """``(moments (tracks, 2w) float32, genre index per track)`` of "train" or "val"."""
+        x, y, counts = {
+            "train": (self.x_train, self.y_train, self.train_counts),
+            "val": (self.x_val, self.y_val, self.val_counts),
+        }[part]
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+        return tracks_moments(x, counts).astype(np.float32), y[starts]
 
 
 def embed_shard(
@@ -245,9 +301,11 @@ def embed_shard(
 def head_of(model):
     """The head of a saved frozen/probe model (``full_model``): embedding -> its
     standardisation, dropout and softmax layers (the same layer objects, so the same weights
-    and arithmetic as the model's own tail)."""
+    and arithmetic as the model's own tail); a track-pooled model's ``TRACK_HEAD``."""
     import keras
 
+    if TRACK_MOMENTS in {layer.name for layer in model.layers}:
+        return model.get_layer(track_head.TRACK_HEAD)
     norm = model.get_layer("embedding_standardisation")
     width = int(np.asarray(norm.input_mean).size)
     inputs = keras.Input(shape=(width,), name="embedding")
@@ -258,29 +316,42 @@ def head_of(model):
 def predict_tracks(model, cfg: dict, rows, labels: list[str], batch_size: int, chunk_segments: int):
     """``evaluate.predict_tracks`` of a frozen/probe model with windows = its segments
     (``overlap`` 0): the head on the cached embeddings of the tracks of ``rows`` (computed
-    for the files not cached), about ``chunk_segments`` segments at a time. The same
-    probabilities as the whole model on the segments (``tests/test_evaluate.py``)."""
+    for the files not cached), about ``chunk_segments`` segments at a time; a track head on
+    each track's mean moments. The same probabilities as the whole model on the segments
+    (``tests/test_evaluate.py``, ``tests/test_track_head.py``)."""
 
-    checkpoint, embedding = backbone_of(cfg)
-    embedder, head = Embedder(checkpoint, embedding), head_of(model)
+    embedder, head = Embedders(cfg), head_of(model)
+    pooled = track_pooled(cfg)
     tracks, probs, counts = [], [], {"segments": 0, "windows": 0}
     xs, owners = [], []
 
     def flush():
-        chunk = head.predict(np.concatenate(xs), batch_size=batch_size, verbose=0)
-        names, means = aggregate_tracks(chunk, owners)
-        tracks.extend(names)
-        probs.append(means)
+        if pooled:
+            chunk = head.predict(np.stack(xs).astype(np.float32), batch_size=batch_size, verbose=0)
+            tracks.extend(owners)
+            probs.append(np.asarray(chunk, dtype=np.float64))
+        else:
+            chunk = head.predict(np.concatenate(xs), batch_size=batch_size, verbose=0)
+            names, means = aggregate_tracks(chunk, owners)
+            tracks.extend(names)
+            probs.append(means)
         xs.clear()
         owners.clear()
 
+    n_segments = 0
     for row in rows.itertuples(index=False):
         e = embedder.track(row.features, row.genre)
-        xs.append(e)
-        owners.extend([track_id(row.genre, row.track)] * len(e))
         counts["segments"] += len(e)
-        if len(owners) >= chunk_segments:
+        if pooled:
+            xs.append(track_head.track_moments(e))
+            owners.append(track_id(row.genre, row.track))
+        else:
+            xs.append(e)
+            owners.extend([track_id(row.genre, row.track)] * len(e))
+        n_segments += len(e)
+        if n_segments >= chunk_segments:
             flush()
+            n_segments = 0
     if xs:
         flush()
     counts["windows"] = counts["segments"]
@@ -308,29 +379,9 @@ def head_model(width: int, n_classes: int, mean, variance, dropout: float):
     return keras.Model(inputs, outputs, name="musicnn_head")
 
 
-def fit_probe(x_train, y_train, n_classes: int, c: float, seed: int):
-    """``(kernel (width, n_classes), bias (n_classes,))`` of a multinomial logistic regression
-    on standardised embeddings; two classes as a softmax of ``[-z/2, z/2]``."""
-    from sklearn.linear_model import LogisticRegression
-
-    probe = LogisticRegression(C=c, max_iter=PROBE_MAX_ITER, random_state=seed)
-    probe.fit(x_train, y_train)
-    coef, intercept = probe.coef_, probe.intercept_
-    if n_classes == 2 and coef.shape[0] == 1:
-        coef = np.concatenate([-coef / 2, coef / 2])
-        intercept = np.concatenate([-intercept / 2, intercept / 2])
-    if coef.shape[0] != n_classes:
-        raise ValueError(f"probe saw {coef.shape[0]} of {n_classes} classes in training")
-    return coef.T.astype(np.float32), intercept.astype(np.float32)
-
-
-def _log_loss(probs: np.ndarray, y: np.ndarray) -> float:
-    return float(-np.mean(np.log(np.clip(probs[np.arange(len(y)), y], 1e-7, 1.0))))
-
-
 def _scores(model, x, y) -> tuple[float, float]:
     probs = np.asarray(model.predict(x, batch_size=1024, verbose=0))
-    return _log_loss(probs, y), float(np.mean(probs.argmax(axis=1) == y))
+    return log_loss(np.log(np.clip(probs, 1e-7, 1.0)), y), float(np.mean(probs.argmax(axis=1) == y))
 
 
 def best_probe(split: EmbeddedSplit, seed: int) -> tuple[float, tuple]:
@@ -339,13 +390,46 @@ def best_probe(split: EmbeddedSplit, seed: int) -> tuple[float, tuple]:
     best = None
     for c in PROBE_C:
         kernel, bias = fit_probe(xt, split.y_train, split.n_classes, c, seed)
-        logits = xv @ kernel + bias
-        probs = np.exp(logits - logits.max(axis=1, keepdims=True))
-        loss = _log_loss(probs / probs.sum(axis=1, keepdims=True), split.y_val)
+        loss = log_loss(xv @ kernel + bias, split.y_val)
         if best is None or loss < best[0]:
             best = (loss, c, (kernel, bias))
     log.info("probe head: C=%g, validation loss %.4f", best[1], best[0])
     return best[1], best[2]
+
+
+def _pooled_probe(cfg: dict, split: EmbeddedSplit) -> track_head.ProbeChoice:
+    """The track-pooled probe chosen by cross-validation over train and val (once per job)."""
+    opts = musicnn_options(cfg)
+    key = ("probe", opts["pooling"], opts["calibrate"], cfg["seed"], id(split))
+    if _LAST.get("probe_key") != key:
+        moments = np.concatenate([split.track_moments("train")[0], split.track_moments("val")[0]])
+        y = np.concatenate([split.track_moments("train")[1], split.track_moments("val")[1]])
+        groups = np.concatenate([split.train_groups, split.val_groups])
+        poolings = track_head.AUTO_POOLINGS if opts["pooling"] == "auto" else (opts["pooling"],)
+        choice = track_head.choose_probe(
+            moments, y, groups, split.n_classes, poolings, cfg["seed"], opts["calibrate"]
+        )
+        _LAST.update(probe_key=key, probe=choice)
+    return _LAST["probe"]
+
+
+def _pooled_head(cfg: dict, split: EmbeddedSplit):
+    """The track head a new job starts from: the fitted probe, or the frozen head at chance."""
+    opts = musicnn_options(cfg)
+    width = split.x_train.shape[1]
+    if opts["mode"] == "probe":
+        choice = _pooled_probe(cfg, split)
+        head = track_head.head_model(
+            width, split.n_classes, choice.pooling, choice.mean, choice.variance,
+            opts["dropout"], choice.temperature,
+        )  # fmt: skip
+        head.get_layer("logits").set_weights([choice.kernel, choice.bias])
+        return head
+    moments, _ = split.track_moments("train")
+    mean, variance = track_head.standardisation(track_head.pooled(moments, opts["pooling"]))
+    return track_head.head_model(
+        width, split.n_classes, opts["pooling"], mean, variance, opts["dropout"]
+    )
 
 
 # --- the training job's steps (train.model_and_state, fit, finalize) -------------------------
@@ -353,23 +437,22 @@ def best_probe(split: EmbeddedSplit, seed: int) -> tuple[float, tuple]:
 
 def initial_model(cfg: dict, train_rows, val_rows, labels: list[str], input_shape):
     """The model a new job starts from: the head model (frozen, probe; its input is the
-    embedding), or the full fine-tune model with the probe's head and standardisation."""
+    embedding, or a track's mean moments with ``pooling``), or the full fine-tune model with
+    the probe's head and standardisation."""
+    import keras
 
     opts = musicnn_options(cfg)
-    check_options(
-        input_shape,
-        opts["mode"],
-        opts["embedding"],
-        opts["backbone_learning_rate_factor"],
-        opts["checkpoint"],
-        opts["head_init"],
-    )
+    check_options(input_shape, **opts)
     if opts["mode"] != "finetune" and augment.is_active(cfg["augment"]):
         raise ValueError(
             f"augment needs mode: finetune (mode {opts['mode']} trains on embeddings computed "
             "once per file)"
         )
     split = EmbeddedSplit.of(cfg, train_rows, val_rows, labels)
+    # Building a backbone for uncached files draws seeds: the model must not depend on that.
+    keras.utils.set_random_seed(cfg["seed"])
+    if track_pooled(cfg):
+        return _pooled_head(cfg, split)
     if opts["mode"] != "finetune":
         width = split.x_train.shape[1]
         return head_model(width, len(labels), split.mean, split.variance, opts["dropout"])
@@ -413,17 +496,24 @@ def fit_head(
 
     split = EmbeddedSplit.of(cfg, train_rows, val_rows, labels)
     initial_epoch, epochs, bs = state["epochs_done"], cfg["epochs"], cfg["batch_size"]
-    if musicnn_options(cfg)["mode"] == "probe":
+    mode = musicnn_options(cfg)["mode"]
+    if mode == "probe" and track_pooled(cfg):
+        return _fit_pooled_probe(model, cfg, split, state, callback)
+    if mode == "probe":
         return _fit_probe_grid(model, cfg, split, state, callback)
     if initial_epoch >= epochs or state["stopped_early"]:
         return None
+    if track_pooled(cfg):
+        (x_train, y_train), val = split.track_moments("train"), split.track_moments("val")
+    else:
+        x_train, y_train, val = split.x_train, split.y_train, (split.x_val, split.y_val)
     model.fit(
-        _train_batches(split.x_train, split.y_train, bs, cfg["seed"], initial_epoch, epochs),
-        validation_data=(split.x_val, split.y_val),
+        _train_batches(x_train, y_train, bs, cfg["seed"], initial_epoch, epochs),
+        validation_data=val,
         validation_batch_size=bs,
         epochs=epochs,
         initial_epoch=initial_epoch,
-        steps_per_epoch=math.ceil(len(split.y_train) / bs),
+        steps_per_epoch=math.ceil(len(y_train) / bs),
         shuffle=False,
         callbacks=[callback, *extra_callbacks],
         verbose=2,
@@ -456,23 +546,83 @@ def _fit_probe_grid(model, cfg, split, state, callback) -> None:
         callback.on_epoch_end(epoch, logs)
 
 
+def _fit_pooled_probe(model, cfg, split, state, callback) -> None:
+    """The track-pooled probe (fitted when the job built it) as one "epoch": its
+    cross-validated log loss is the epoch's ``val_loss``; the choice goes to MLflow."""
+    import mlflow
+
+    if state["epochs_done"] >= 1:
+        return
+    choice = _pooled_probe(cfg, split)
+    callback.set_model(model)
+    callback.on_epoch_begin(0)
+    x_train, y_train = split.track_moments("train")
+    x_val, y_val = split.track_moments("val")
+    loss, accuracy = _scores(model, x_train, y_train)
+    val_loss, val_accuracy = _scores(model, x_val, y_val)
+    if mlflow.active_run() is not None:
+        mlflow.log_params(
+            {
+                "probe.pooling": choice.pooling,
+                "probe.C": choice.c,
+                "probe.cv_folds": choice.folds,
+                "probe.temperature": round(choice.temperature, 4),
+            }
+        )
+    logs = {
+        "C": choice.c,
+        "pooling_mean_std": float(choice.pooling == "mean_std"),
+        "temperature": choice.temperature,
+        "cv_loss": choice.cv_loss,
+        "loss": loss,
+        "accuracy": accuracy,
+        "val_loss": choice.cv_loss,
+        "val_accuracy": val_accuracy,
+        "fit_val_loss": val_loss,
+    }
+    callback.on_epoch_end(0, logs)
+
+
+def calibrated_head(head, cfg: dict, train_rows, val_rows, labels):
+    """A Keras-trained track head (frozen) with the temperature fitted on the val tracks
+    (the probe's comes from cross-validation); other heads as they are."""
+    opts = musicnn_options(cfg)
+    if not track_pooled(cfg) or opts["mode"] != "frozen" or not opts["calibrate"]:
+        return head
+    split = EmbeddedSplit.of(cfg, train_rows, val_rows, labels)
+    x_val, y_val = split.track_moments("val")
+    probs = np.asarray(head.predict(x_val, batch_size=1024, verbose=0), dtype=np.float64)
+    temperature = track_head.fit_temperature(np.log(np.clip(probs, 1e-12, 1.0)), y_val)
+    log.info("track head: temperature %.3f on %d val tracks", temperature, len(y_val))
+    return track_head.with_temperature(head, temperature)
+
+
 def full_model(head, cfg: dict, input_shape):
-    """The saved model of a frozen/probe job: log-mel -> backbone -> the head's
-    standardisation, dropout and softmax (weights copied)."""
+    """The saved model of a frozen/probe job: log-mel -> backbone(s) -> the head's
+    standardisation, dropout and softmax (weights copied); with ``pooling``: log-mel ->
+    backbone(s) -> ``TRACK_MOMENTS`` ``[e, e * e]`` -> the track head (``aggregation``)."""
+    import keras
+    from keras import layers
 
     opts = musicnn_options(cfg)
-    norm = head.get_layer("embedding_standardisation")
-    mean = np.asarray(norm.input_mean, dtype=np.float32).reshape(-1)
-    variance = np.asarray(norm.input_variance, dtype=np.float32).reshape(-1)
-    backbone = pretrained_backbone(
-        opts["checkpoint"], opts["embedding"], tuple(input_shape)[1], "frozen"
-    )
-    return classifier_on(
-        backbone,
-        input_shape,
-        head.output.shape[-1],
-        opts["mode"],
-        opts["dropout"],
-        standardise=(mean, variance),
-        head=head.get_layer("probs").get_weights(),
-    )
+    shape = tuple(input_shape)
+    backbone = embedding_network(opts["checkpoint"], opts["embedding"], shape[1], "frozen")
+    if not track_pooled(cfg):
+        norm = head.get_layer("embedding_standardisation")
+        mean = np.asarray(norm.input_mean, dtype=np.float32).reshape(-1)
+        variance = np.asarray(norm.input_variance, dtype=np.float32).reshape(-1)
+        return classifier_on(
+            backbone,
+            input_shape,
+            head.output.shape[-1],
+            opts["mode"],
+            opts["dropout"],
+            standardise=(mean, variance),
+            head=head.get_layer("probs").get_weights(),
+        )
+    inputs = keras.Input(shape=shape, name="logmel")
+    x = layers.Reshape(shape[:2], name="drop_channel")(inputs)
+    e = backbone(layers.Permute((2, 1), name="to_frames_mels")(x))
+    squares = layers.Multiply(name="embedding_squared")([e, e])
+    moments = layers.Concatenate(name=TRACK_MOMENTS)([e, squares])
+    return keras.Model(inputs, head(moments), name=f"musicnn_{opts['mode']}_tracks")

@@ -18,9 +18,9 @@ import inspect
 from dataclasses import dataclass
 
 from genre_classification.training.musicnn import (
-    DEFAULT_EMBEDDING,
+    JOIN,
+    backbone_pairs,
     build_musicnn_classifier,
-    family,
 )
 
 BACKBONES = {"efficientnetb0": "EfficientNetB0", "resnet50": "ResNet50"}
@@ -67,8 +67,14 @@ def musicnn_options(cfg: dict) -> dict:
         if p.default is not inspect.Parameter.empty
     }
     opts = {**defaults, **(cfg.get("options") or {})}
-    opts["embedding"] = opts["embedding"] or DEFAULT_EMBEDDING[family(opts["checkpoint"])]
+    pairs = backbone_pairs(opts["checkpoint"], opts["embedding"])
+    opts["embedding"] = JOIN.join(embedding for _, embedding in pairs)
     return opts
+
+
+def track_pooled(cfg: dict) -> bool:
+    """Whether a model entry's head sees one pooled vector per track (musicnn ``pooling``)."""
+    return architecture(cfg) == "musicnn" and musicnn_options(cfg)["pooling"] != "segment"
 
 
 def kind_of(cfg: dict) -> ModelKind:

@@ -19,7 +19,11 @@ from pathlib import Path
 
 from genre_classification.features.features import DEFAULT_SET
 from genre_classification.training.model_kinds import BACKBONES, kind_of, musicnn_options
-from genre_classification.training.musicnn import build_musicnn_classifier, musicnn_provenance
+from genre_classification.training.musicnn import (
+    JOIN,
+    build_musicnn_classifier,
+    musicnn_provenance,
+)
 
 ARCHITECTURES = ("cnn", *BACKBONES, "musicnn")
 
@@ -163,8 +167,14 @@ def weights_provenance(model_config: dict) -> dict[str, str]:
     """MLflow tags naming the pretrained weights a model starts from (file and sha256)."""
     if not kind_of(model_config).pretrained:
         return {}
-    checkpoint = musicnn_options(model_config)["checkpoint"]
-    return {f"pretrained.{k}": v for k, v in musicnn_provenance(checkpoint).items()}
+    checkpoints = musicnn_options(model_config)["checkpoint"].split(JOIN)
+    if len(checkpoints) == 1:
+        return {f"pretrained.{k}": v for k, v in musicnn_provenance(checkpoints[0]).items()}
+    return {
+        f"pretrained.{name}.{k}": v
+        for name in checkpoints
+        for k, v in musicnn_provenance(name).items()
+    }
 
 
 def option_names(architecture: str) -> list[str]:

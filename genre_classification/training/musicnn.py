@@ -32,6 +32,14 @@ CHECKPOINTS = ("MSD_musicnn", "MTT_musicnn", "MSD_vgg", "MTT_vgg")
 EMBEDDINGS = {"penultimate": 200, "pool": 1506}
 VGG_EMBEDDINGS = {"pool5": 256}
 DEFAULT_EMBEDDING = {"musicnn": "penultimate", "vgg": "pool5"}
+# Several backbones at once: checkpoint "MSD_musicnn+MTT_musicnn+MSD_vgg" (their embeddings
+# concatenated; frozen/probe only). An embedding list is joined the same way.
+JOIN = "+"
+# How a frozen/probe head sees a track: "segment" (a head per segment, the track's answer the
+# mean of its segments' probabilities), "mean" or "mean_std" (the head on one vector per track:
+# the mean, or mean and standard deviation, of its segments' embeddings), "auto" (probe: the
+# one of mean and mean_std that cross-validation chooses).
+POOLINGS = ("segment", "mean", "mean_std", "auto")
 # frozen: a head on embeddings computed once (training.embeddings); probe: the same
 # with a logistic regression; finetune: everything trains, from the probe's head by default.
 MODES = ("frozen", "probe", "finetune")
@@ -159,6 +167,36 @@ def family(name: str) -> str:
 
 def embeddings_of(name: str) -> dict[str, int]:
     return VGG_EMBEDDINGS if family(name) == "vgg" else EMBEDDINGS
+
+
+def backbone_pairs(checkpoint: str, embedding: str | None) -> list[tuple[str, str]]:
+    """``[(checkpoint, embedding), ...]`` of a ``checkpoint`` option (``JOIN``-joined names)
+    and its ``embedding`` (none: each checkpoint's default; one name: the same for each; or as
+    many ``JOIN``-joined names as checkpoints); a clear error for an unknown or mismatched name."""
+    checkpoints = str(checkpoint).split(JOIN)
+    for name in checkpoints:
+        if name not in CHECKPOINTS:
+            raise ValueError(f"unknown musicnn checkpoint {name!r}; choose one of {CHECKPOINTS}")
+    if len(set(checkpoints)) != len(checkpoints):
+        raise ValueError(f"musicnn checkpoint {checkpoint!r} names a checkpoint twice")
+    if embedding is None:
+        embeddings = [DEFAULT_EMBEDDING[family(name)] for name in checkpoints]
+    else:
+        embeddings = str(embedding).split(JOIN)
+        if len(embeddings) == 1:
+            embeddings *= len(checkpoints)
+        if len(embeddings) != len(checkpoints):
+            raise ValueError(
+                f"musicnn embedding {embedding!r}: give one name, or one per checkpoint of "
+                f"{checkpoint!r} joined by {JOIN!r}"
+            )
+    for name, emb in zip(checkpoints, embeddings, strict=True):
+        if emb not in embeddings_of(name):
+            raise ValueError(
+                f"unknown musicnn embedding {emb!r} for {name}; "
+                f"choose one of {list(embeddings_of(name))}"
+            )
+    return list(zip(checkpoints, embeddings, strict=True))
 
 
 # --- input ------------------------------------------------------------------------------------
@@ -375,9 +413,11 @@ def pretrained_musicnn(name: str = "MSD_musicnn", frames: int | None = PATCH_FRA
     return model
 
 
-def pretrained_backbone(checkpoint: str, embedding: str | None, frames: int, mode: str):
+def pretrained_backbone(
+    checkpoint: str, embedding: str | None, frames: int, mode: str, name: str = "musicnn"
+):
     """The pretrained network of ``checkpoint`` up to ``embedding`` (``(frames, 96)`` input),
-    named "musicnn"; trainable in ``finetune`` mode except its BatchNorm layers."""
+    named ``name``; trainable in ``finetune`` mode except its BatchNorm layers."""
     import keras
     from keras import layers
 
@@ -389,12 +429,30 @@ def pretrained_backbone(checkpoint: str, embedding: str | None, frames: int, mod
         )
     musicnn_checkpoint(checkpoint)  # fail before building anything when the wheel is missing
     full = pretrained_musicnn(checkpoint, frames)
-    backbone = keras.Model(full.input, full.output[embedding], name="musicnn")
+    backbone = keras.Model(full.input, full.output[embedding], name=name)
     backbone.trainable = mode == "finetune"
     for layer in backbone.layers:
         if isinstance(layer, layers.BatchNormalization):
             layer.trainable = False
     return backbone
+
+
+def embedding_network(checkpoint: str, embedding: str | None, frames: int, mode: str):
+    """``(frames, 96)`` -> the embedding of ``checkpoint`` (``pretrained_backbone``), or of
+    several ``JOIN``-joined checkpoints concatenated in their order; named "musicnn"."""
+    import keras
+    from keras import layers
+
+    pairs = backbone_pairs(checkpoint, embedding)
+    if len(pairs) == 1:
+        return pretrained_backbone(*pairs[0], frames, mode)
+    inputs = keras.Input(shape=(frames, N_MELS), name="frames_mels")
+    outputs = [
+        pretrained_backbone(name, emb, frames, mode, name=f"{PREFIX}{name}")(inputs)
+        for name, emb in pairs
+    ]
+    joined = layers.Concatenate(name=f"{PREFIX}joined")(outputs)
+    return keras.Model(inputs, joined, name="musicnn")
 
 
 def classifier_on(
@@ -460,6 +518,8 @@ def build_musicnn_classifier(
     backbone_learning_rate_factor: float = 1.0,
     checkpoint: str = "MSD_musicnn",
     head_init: str = "probe",
+    pooling: str = "segment",
+    calibrate: bool = True,
     **_,
 ):
     """Pretrained musicnn (or vgg) up to ``embedding`` + dropout + softmax head, on
@@ -467,7 +527,8 @@ def build_musicnn_classifier(
     the fine-tune's probe head in ``genre_classification.training.embeddings``).
 
     * ``checkpoint``: one of ``CHECKPOINTS``: musicnn or vgg, trained on the Million Song
-      Dataset (MSD) or MagnaTagATune (MTT); weights from the wheel, loaded by name.
+      Dataset (MSD) or MagnaTagATune (MTT); weights from the wheel, loaded by name. Several
+      joined by "+" (frozen/probe): their embeddings concatenated.
     * ``embedding`` (default: "penultimate" for musicnn, "pool5" for vgg): "penultimate" (the
       wheel's feature of that name: BN of the 200-unit dense layer before the tag logits) or
       "pool" (max and mean over time of all front-/mid-end channels, 1506 values); vgg: "pool5"
@@ -485,13 +546,23 @@ def build_musicnn_classifier(
     * ``backbone_learning_rate_factor`` (finetune only): the backbone's learning rate relative
       to the head's; ``compile_model`` turns the model attribute ``learning_rate_factors`` into
       a ``keras.optimizers.MultiOptimizer`` (``models.scaled_optimizer``).
+    * ``pooling`` (frozen/probe, ``POOLINGS``): "segment" or a head on one pooled vector per
+      track ("mean", "mean_std", or "auto" for the probe); ``calibrate``: the track head's
+      probabilities are temperature-scaled (``training.track_head``). The training job builds
+      these heads; this builder gives the segment model.
     * ``mean``/``variance`` (per-band training statistics) are not used: the backbone starts
       with its own input BatchNorm, trained on ``musicnn_input``'s log10(1 + 10000 * mel).
     """
     check_options(
-        input_shape, mode, embedding, backbone_learning_rate_factor, checkpoint, head_init
+        input_shape,
+        mode,
+        embedding,
+        backbone_learning_rate_factor,
+        checkpoint,
+        head_init,
+        pooling,
     )
-    backbone = pretrained_backbone(checkpoint, embedding, tuple(input_shape)[1], mode)
+    backbone = embedding_network(checkpoint, embedding, tuple(input_shape)[1], mode)
     return classifier_on(
         backbone,
         input_shape,
@@ -503,17 +574,28 @@ def build_musicnn_classifier(
 
 
 def check_options(
-    input_shape, mode, embedding, backbone_learning_rate_factor, checkpoint, head_init
+    input_shape,
+    mode,
+    embedding,
+    backbone_learning_rate_factor,
+    checkpoint,
+    head_init,
+    pooling="segment",
+    **_,
 ):
     if mode not in MODES:
         raise ValueError(f"unknown musicnn mode {mode!r}; choose one of {MODES}")
-    if checkpoint not in CHECKPOINTS:
-        raise ValueError(f"unknown musicnn checkpoint {checkpoint!r}; choose one of {CHECKPOINTS}")
-    if embedding is not None and embedding not in embeddings_of(checkpoint):
+    pairs = backbone_pairs(checkpoint, embedding)
+    if len(pairs) > 1 and mode == "finetune":
         raise ValueError(
-            f"unknown musicnn embedding {embedding!r} for {checkpoint}; "
-            f"choose one of {list(embeddings_of(checkpoint))}"
+            f"musicnn checkpoint {checkpoint!r}: several backbones need mode frozen or probe"
         )
+    if pooling not in POOLINGS:
+        raise ValueError(f"unknown musicnn pooling {pooling!r}; choose one of {POOLINGS}")
+    if pooling != "segment" and mode == "finetune":
+        raise ValueError(f"musicnn pooling {pooling!r} needs mode frozen or probe")
+    if pooling == "auto" and mode != "probe":
+        raise ValueError("musicnn pooling 'auto' (chosen by cross-validation) needs mode: probe")
     if head_init not in HEAD_INITS:
         raise ValueError(f"unknown head_init {head_init!r}; choose one of {HEAD_INITS}")
     if backbone_learning_rate_factor <= 0:

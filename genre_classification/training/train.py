@@ -531,6 +531,7 @@ def finalize(model, cfg, data, state, paths: TrainingPaths, ckpt_dir: Path) -> N
         model.load_weights(best)
         log.info("Restored weights of best epoch %s", state["best_epoch"])
     if kind_of(cfg).fits_on_embeddings:  # the head on the backbone: log-mel in, as any model
+        model = embeddings.calibrated_head(model, cfg, data.train_rows, data.val_rows, data.labels)
         model = embeddings.full_model(model, cfg, data.val.input_shape)
     with atomic_path(paths.model) as tmp:
         model.save(tmp)

@@ -1,0 +1,211 @@
+"""Heads on one pooled vector per track (musicnn ``pooling``), the probe's choice of C and
+pooling by grouped cross-validation, and temperature scaling.
+
+A track's vector pools its segments' embeddings ``e``: ``mean`` (their mean) or ``mean_std``
+(mean and standard deviation, per dimension). Both come from the track's mean *moments*
+``[mean(e), mean(e * e)]``, which is what the saved model averages over a track's segments
+(``aggregation``), so the saved model's answer does not depend on how segments are batched.
+
+The probe (logistic regression on the standardised pooled vector) chooses its pooling (with
+``auto``) and C by cross-validation over the tracks of train and val together, folds grouped
+like the workflow's split (``split.group_by``: no group in two folds) and stratified by genre;
+the chosen pair is refitted on all of them. The out-of-fold logits of that pair give the
+temperature T that minimises their log loss: the saved head divides its logits by T, so the
+probabilities users read are calibrated (``calibrate: false`` keeps T = 1).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from genre_classification.aggregation import TEMPERATURE, TRACK_HEAD
+
+log = logging.getLogger(__name__)
+
+# Inverse regularisation strengths of the probe, strongest regularisation first.
+PROBE_C = tuple(float(c) for c in np.logspace(-4, 2, 13))
+PROBE_MAX_ITER = 2000
+CV_FOLDS = 5
+AUTO_POOLINGS = ("mean", "mean_std")
+
+
+def track_moments(embeddings: np.ndarray) -> np.ndarray:
+    """``(n, w)`` segment embeddings of one track -> its ``(2w,)`` mean moments (float64)."""
+    e = np.asarray(embeddings, dtype=np.float64)
+    return np.concatenate([e.mean(axis=0), (e * e).mean(axis=0)])
+
+
+def pooled(moments: np.ndarray, pooling: str) -> np.ndarray:
+    """``(tracks, 2w)`` mean moments -> ``(tracks, w)`` means or ``(tracks, 2w)`` mean and
+    standard deviation: the same arithmetic as ``head_model``'s first layers."""
+    moments = np.asarray(moments, dtype=np.float64)
+    width = moments.shape[1] // 2
+    mean = moments[:, :width]
+    if pooling == "mean":
+        return mean
+    if pooling == "mean_std":
+        return np.concatenate([mean, np.sqrt(np.maximum(moments[:, width:] - mean**2, 0))], 1)
+    raise ValueError(f"unknown pooling {pooling!r}")
+
+
+def standardisation(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return x.mean(axis=0), np.maximum(x.var(axis=0), 1e-6)
+
+
+def fit_probe(x_train, y_train, n_classes: int, c: float, seed: int):
+    """``(kernel (width, n_classes), bias (n_classes,))`` of a multinomial logistic regression
+    on standardised inputs; two classes as a softmax of ``[-z/2, z/2]``."""
+    from sklearn.linear_model import LogisticRegression
+
+    probe = LogisticRegression(C=c, max_iter=PROBE_MAX_ITER, random_state=seed)
+    probe.fit(x_train, y_train)
+    coef, intercept = probe.coef_, probe.intercept_
+    if n_classes == 2 and coef.shape[0] == 1:
+        coef = np.concatenate([-coef / 2, coef / 2])
+        intercept = np.concatenate([-intercept / 2, intercept / 2])
+    if coef.shape[0] != n_classes:
+        raise ValueError(f"probe saw {coef.shape[0]} of {n_classes} classes in training")
+    return coef.T.astype(np.float32), intercept.astype(np.float32)
+
+
+def log_loss(logits: np.ndarray, y: np.ndarray) -> float:
+    """Mean negative log-likelihood of the true classes under softmax(logits)."""
+    z = logits - logits.max(axis=1, keepdims=True)
+    log_probs = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    return float(-np.mean(log_probs[np.arange(len(y)), y]))
+
+
+def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
+    """The T > 0 minimising the log loss of softmax(logits / T) (bounded to [0.05, 20])."""
+    from scipy.optimize import minimize_scalar
+
+    found = minimize_scalar(
+        lambda log_t: log_loss(logits / np.exp(log_t), y), bounds=(-3.0, 3.0), method="bounded"
+    )
+    return float(np.exp(found.x))
+
+
+def cv_folds(y: np.ndarray, groups: np.ndarray, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Stratified folds over tracks with no group in two folds: ``CV_FOLDS`` of them, fewer
+    when a genre has fewer groups (at least 2); each training part has every genre."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    groups_per_class = [len(set(groups[y == k])) for k in np.unique(y)]
+    n_splits = min(CV_FOLDS, min(groups_per_class))
+    if n_splits < 2:
+        raise ValueError(
+            "choosing the probe by cross-validation needs at least 2 groups (tracks, or "
+            "split.group_by groups) of every genre in train and val together; the smallest "
+            f"genre has {min(groups_per_class)}: use pooling: mean or mean_std and more tracks"
+        )
+    splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    return list(splitter.split(np.zeros(len(y)), y, groups))
+
+
+@dataclass
+class ProbeChoice:
+    pooling: str
+    c: float
+    cv_loss: float
+    folds: int
+    temperature: float
+    kernel: np.ndarray
+    bias: np.ndarray
+    mean: np.ndarray  # standardisation of the pooled vectors
+    variance: np.ndarray
+    losses: dict = field(default_factory=dict)  # (pooling, C) -> out-of-fold log loss
+
+
+def choose_probe(
+    moments: np.ndarray,
+    y: np.ndarray,
+    groups: np.ndarray,
+    n_classes: int,
+    poolings: tuple[str, ...],
+    seed: int,
+    calibrate: bool = True,
+) -> ProbeChoice:
+    """The probe of the (pooling, C) with the lowest out-of-fold log loss, refitted on every
+    track; its temperature from the out-of-fold logits (1 without ``calibrate``)."""
+    folds = cv_folds(y, groups, seed)
+    losses, oof_of = {}, {}
+    for pooling in poolings:
+        x = pooled(moments, pooling)
+        oof = {c: np.zeros((len(y), n_classes)) for c in PROBE_C}
+        for train, held in folds:
+            mean, variance = standardisation(x[train])
+            xt, xh = (x[train] - mean) / np.sqrt(variance), (x[held] - mean) / np.sqrt(variance)
+            for c in PROBE_C:
+                kernel, bias = fit_probe(xt, y[train], n_classes, c, seed)
+                oof[c][held] = xh @ kernel + bias
+        for c in PROBE_C:
+            losses[(pooling, c)] = log_loss(oof[c], y)
+            oof_of[(pooling, c)] = oof[c]
+    (pooling, c), cv_loss = min(losses.items(), key=lambda item: item[1])
+    temperature = fit_temperature(oof_of[(pooling, c)], y) if calibrate else 1.0
+    x = pooled(moments, pooling)
+    mean, variance = standardisation(x)
+    kernel, bias = fit_probe((x - mean) / np.sqrt(variance), y, n_classes, c, seed)
+    log.info(
+        "probe on tracks: pooling %s, C=%g (out-of-fold log loss %.4f over %d folds of %d "
+        "tracks), temperature %.3f",
+        pooling, c, cv_loss, len(folds), len(y), temperature,
+    )  # fmt: skip
+    return ProbeChoice(
+        pooling, c, cv_loss, len(folds), temperature, kernel, bias, mean, variance, losses
+    )
+
+
+def head_model(
+    width: int,
+    n_classes: int,
+    pooling: str,
+    mean,
+    variance,
+    dropout: float,
+    temperature: float = 1.0,
+):
+    """``TRACK_HEAD``: a track's ``(2 * width,)`` mean moments -> pooled vector (``pooled``)
+    -> standardisation -> dropout -> logits / temperature -> softmax ("probs"). The logits'
+    kernel starts at zero (chance)."""
+    import keras
+    from keras import layers, ops
+
+    inputs = keras.Input(shape=(2 * width,), name="moments")
+    mean_e = inputs[:, :width]
+    x = mean_e
+    if pooling == "mean_std":
+        std = ops.sqrt(ops.maximum(inputs[:, width:] - mean_e * mean_e, 0.0))
+        x = layers.Concatenate(name="mean_std")([mean_e, std])
+    x = layers.Normalization(
+        axis=-1,
+        mean=np.asarray(mean, dtype="float32"),
+        variance=np.asarray(variance, dtype="float32"),
+        dtype="float32",
+        name="pooled_standardisation",
+    )(x)
+    x = layers.Dropout(dropout, name="head_dropout")(x)
+    logits = layers.Dense(n_classes, kernel_initializer="zeros", dtype="float32", name="logits")
+    x = layers.Rescaling(1.0 / float(temperature), dtype="float32", name=TEMPERATURE)(logits(x))
+    outputs = layers.Activation("softmax", dtype="float32", name="probs")(x)
+    return keras.Model(inputs, outputs, name=TRACK_HEAD)
+
+
+def with_temperature(head, temperature: float):
+    """A copy of ``head`` (``head_model``) whose logits are divided by ``temperature``."""
+    import keras
+
+    config = head.get_config()
+    for layer in config["layers"]:
+        if layer["config"]["name"] == TEMPERATURE:
+            layer["config"]["scale"] = 1.0 / float(temperature)
+    copy = keras.Model.from_config(config)
+    copy.set_weights(head.get_weights())
+    return copy
+
+
+def pooling_of(head) -> str:
+    return "mean_std" if "mean_std" in {layer.name for layer in head.layers} else "mean"
