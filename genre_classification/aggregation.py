@@ -59,7 +59,7 @@ class SegmentsToTracks:
         """Tracks' mean segment outputs -> their probabilities."""
         if self.track_head is None or not len(means):
             return means
-        probs = self.track_head(np.asarray(means, dtype=np.float32), training=False)
+        probs = self.track_head(np.asarray(means, dtype=np.float64), training=False)
         return np.asarray(probs, dtype=np.float64)
 
 

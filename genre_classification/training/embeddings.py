@@ -255,13 +255,13 @@ class EmbeddedSplit:
         return ((x - self.mean) / np.sqrt(np.maximum(self.variance, 1e-6))).astype(np.float32)
 
     def track_moments(self, part: str) -> tuple[np.ndarray, np.ndarray]:
-        """``(moments (tracks, 2w) float32, genre index per track)`` of "train" or "val"."""
+        """``(moments (tracks, 2w) float64, genre index per track)`` of "train" or "val"."""
         x, y, counts = {
             "train": (self.x_train, self.y_train, self.train_counts),
             "val": (self.x_val, self.y_val, self.val_counts),
         }[part]
         starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
-        return tracks_moments(x, counts).astype(np.float32), y[starts]
+        return tracks_moments(x, counts), y[starts]
 
 
 def embed_shard(
@@ -327,7 +327,7 @@ def predict_tracks(model, cfg: dict, rows, labels: list[str], batch_size: int, c
 
     def flush():
         if pooled:
-            chunk = head.predict(np.stack(xs).astype(np.float32), batch_size=batch_size, verbose=0)
+            chunk = head.predict(np.stack(xs), batch_size=batch_size, verbose=0)
             tracks.extend(owners)
             probs.append(np.asarray(chunk, dtype=np.float64))
         else:
@@ -602,7 +602,7 @@ def full_model(head, cfg: dict, input_shape):
     standardisation, dropout and softmax (weights copied); with ``pooling``: log-mel ->
     backbone(s) -> ``TRACK_MOMENTS`` ``[e, e * e]`` -> the track head (``aggregation``)."""
     import keras
-    from keras import layers
+    from keras import layers, ops
 
     opts = musicnn_options(cfg)
     shape = tuple(input_shape)
@@ -623,6 +623,7 @@ def full_model(head, cfg: dict, input_shape):
     inputs = keras.Input(shape=shape, name="logmel")
     x = layers.Reshape(shape[:2], name="drop_channel")(inputs)
     e = backbone(layers.Permute((2, 1), name="to_frames_mels")(x))
-    squares = layers.Multiply(name="embedding_squared")([e, e])
-    moments = layers.Concatenate(name=TRACK_MOMENTS)([e, squares])
+    e = ops.cast(e, "float64")  # e * e exactly: the head subtracts mean(e)^2 from its mean
+    squares = layers.Multiply(dtype="float64", name="embedding_squared")([e, e])
+    moments = layers.Concatenate(dtype="float64", name=TRACK_MOMENTS)([e, squares])
     return keras.Model(inputs, head(moments), name=f"musicnn_{opts['mode']}_tracks")

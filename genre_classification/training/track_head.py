@@ -174,12 +174,14 @@ def head_model(
     import keras
     from keras import layers, ops
 
-    inputs = keras.Input(shape=(2 * width,), name="moments")
+    # float64 up to the pooled vector: mean(e * e) - mean(e)^2 cancels digits
+    inputs = keras.Input(shape=(2 * width,), dtype="float64", name="moments")
     mean_e = inputs[:, :width]
     x = mean_e
     if pooling == "mean_std":
         std = ops.sqrt(ops.maximum(inputs[:, width:] - mean_e * mean_e, 0.0))
-        x = layers.Concatenate(name="mean_std")([mean_e, std])
+        x = layers.Concatenate(dtype="float64", name="mean_std")([mean_e, std])
+    x = ops.cast(x, "float32")
     x = layers.Normalization(
         axis=-1,
         mean=np.asarray(mean, dtype="float32"),
