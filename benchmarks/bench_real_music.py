@@ -408,6 +408,23 @@ def variants(args: argparse.Namespace) -> tuple[dict, list[str]]:
             **models[f"musicnn-{mode}"],
             "options": {"mode": mode, "checkpoint": "MSD_vgg"},
         }
+    # track-level heads: one pooled vector per track, pooling and C by grouped cross-validation
+    # inside train + val, temperature-scaled probabilities
+    tracks = {"mode": "probe", "pooling": "auto"}
+    models["musicnn-probe-tracks"] = {**musicnn, "options": tracks}
+    models["vgg-probe-tracks"] = {**musicnn, "options": {**tracks, "checkpoint": "MSD_vgg"}}
+    models["msd3-probe-tracks"] = {
+        **musicnn,
+        "options": {**tracks, "checkpoint": "MSD_musicnn+MTT_musicnn+MSD_vgg"},
+    }
+    models["all4-probe-tracks"] = {
+        **musicnn,
+        "options": {**tracks, "checkpoint": "MSD_musicnn+MTT_musicnn+MSD_vgg+MTT_vgg"},
+    }
+    models["musicnn-frozen-tracks"] = {
+        **models["musicnn-frozen"],
+        "options": {"mode": "frozen", "pooling": "mean_std"},
+    }
     models["musicnn-finetune"] = {
         **musicnn,
         "epochs": args.epochs_finetune,
@@ -505,6 +522,14 @@ def variant_cpu_seconds(run_dir: Path, model: str, folds: int) -> float:
     return per_model + per_run
 
 
+def epoch_cap(entry: dict) -> int:
+    """Epochs a variant may train: the probe's 13 values of C, 1 for a track-pooled probe."""
+    options = entry.get("options", {})
+    if options.get("mode") == "probe":
+        return 13 if options.get("pooling", "segment") == "segment" else 1
+    return entry["epochs"]
+
+
 def summarise(run_dir: Path, models: dict, jobs: list[dict], folds: int) -> dict:
     results = {}
     for model in models:
@@ -518,14 +543,16 @@ def summarise(run_dir: Path, models: dict, jobs: list[dict], folds: int) -> dict
             best.append(1 + int(np.argmin([float(r["val_loss"]) for r in rows])))
         results[model] = {
             "macro_f1": cv["macro_f1"],
+            "worst_fold_macro_f1": min(cv["macro_f1"]["folds"]),
+            "ece": cv.get("ece"),
+            "ece_uncalibrated": cv.get("ece_uncalibrated"),
+            "temperature": cv.get("temperature"),
             "accuracy": cv["accuracy"],
             "pooled_macro_f1": cv["pooled"]["macro_f1"],
             "per_genre_f1": {g: v["mean"] for g, v in cv["per_genre_f1"].items()},
             "epochs_trained": epochs,
             "best_epoch": best,
-            "epoch_cap": 13
-            if models[model].get("options", {}).get("mode") == "probe"
-            else models[model]["epochs"],
+            "epoch_cap": epoch_cap(models[model]),
             "wall_s": sum(j["seconds"] for j in own),
             "train_s": sum(j["seconds"] for j in own if j["rule"] == "train_model"),
             "cpu_s": variant_cpu_seconds(run_dir, model, folds),
@@ -613,17 +640,22 @@ def main() -> None:
         for k, v in sorted(extraction_seconds(jobs).items())
     ))  # fmt: skip
     print(
-        f"\n{'variant':<17} {'macro-F1 (mean ± std)':>22} {'accuracy':>9} {'wall':>8} "
-        f"{'cpu':>8}  epochs / best epoch / cap"
+        f"\n{'variant':<21} {'macro-F1 (mean ± std)':>22} {'worst':>6} {'accuracy':>9} "
+        f"{'ECE (before)':>14} {'wall':>8} {'cpu':>8}  epochs / best epoch / cap"
     )
     for model, r in results.items():
         f1 = r["macro_f1"]
+        ece = f"{r['ece']['mean']:.3f}" if r["ece"] else "-"
+        if r["ece_uncalibrated"]:
+            ece += f" ({r['ece_uncalibrated']['mean']:.3f})"
         print(
-            f"{model:<17} {f1['mean']:>13.3f} ± {f1['std']:.3f} {r['accuracy']['mean']:>9.3f}"
+            f"{model:<21} {f1['mean']:>13.3f} ± {f1['std']:.3f} {r['worst_fold_macro_f1']:>6.3f}"
+            f" {r['accuracy']['mean']:>9.3f} {ece:>14}"
             f" {r['wall_s'] / 60:>6.1f} m {r['cpu_s'] / 60:>6.1f} m  "
             f"{' '.join(map(str, r['epochs_trained']))} / "
             f"{' '.join(map(str, r['best_epoch']))} / {r['epoch_cap']}"
         )
+        print(f"{'':<21} folds: " + " ".join(f"{v:.3f}" for v in f1["folds"]))
     comparison = None
     pretrained = [m for m in results if m.startswith(("musicnn", "vgg"))]
     if "cnn" in results and pretrained:
