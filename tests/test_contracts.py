@@ -17,7 +17,7 @@ import pytest
 from genre_classification import columns
 from genre_classification.data.split import make_split, split_summary
 from genre_classification.evaluation.cv import SCORES
-from genre_classification.evaluation.evaluate import compute_metrics
+from genre_classification.evaluation.evaluate import CALIBRATION_KEYS, compute_metrics
 from genre_classification.features.features import FeatureParams, write_features
 from genre_classification.reports.track_table import ID_COLUMNS
 
@@ -81,6 +81,7 @@ def test_documented_metric_and_split_summary_keys():
     metrics = compute_metrics(np.array([0, 1]), np.array([0, 0]), ["a", "b"])
     words = set(re.findall(r"[a-z_0-9]+", metrics_doc.split("(")[0]))
     assert set(metrics) <= words and {"n_segments", "overlap", "n_windows"} <= words
+    assert set(CALIBRATION_KEYS) <= words
     assert set(metrics["per_genre"]["a"]) == {"precision", "recall", "f1", "support"}
     cv_doc = contract_rows()["results/eval/{model}/cv_metrics.json"][1]
     assert all(score in cv_doc for score in SCORES)

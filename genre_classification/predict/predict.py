@@ -4,9 +4,10 @@
   (``models:/<name>@<alias>``, ``runs:/<run_id>/model``; the feature parameters and labels are
   in the MLmodel metadata). Audio is turned into segments with the parameters the model was
   trained with (``model_info``), never with today's config.
-* A file's prediction is the mean of its segments' probabilities (``aggregation.aggregate_tracks``,
-  as in evaluation), or with ``overlap`` > 0 of the overlapping windows of its continuous
-  log-mel (``dataset.overlap_windows``, as in evaluation with ``training.evaluate.overlap``).
+* A file's prediction is the mean of its segments' probabilities, or a track head on the mean of
+  their embedding moments (``aggregation.SegmentsToTracks``, as in evaluation); with
+  ``overlap`` > 0 of the overlapping windows of its continuous log-mel
+  (``dataset.overlap_windows``, as in evaluation with ``training.evaluate.overlap``).
 * Memory is bounded for any number of files: files are decoded in a small process pool with a
   fixed window of files in flight, segments go through the model in fixed-size batches, and each
   row is written as soon as its file is done.

@@ -9,7 +9,7 @@
   (``results/models/{model}/features.json``), not with today's ``features`` config.
 * Predictions go through ``predict.predict_segments``: the batching, test-time windows
   (``training.evaluate.overlap``, as in evaluation), window -> track mean
-  (``aggregation.aggregate_tracks``) and CSV rows of the ``predict`` command.
+  (``aggregation.SegmentsToTracks``) and CSV rows of the ``predict`` command.
 * The drift report is ``reports.data_drift_report`` of the set's track table against the train
   tracks; in it the set's ``genre`` column is the predicted genre, so the drift of ``genre`` is
   the prediction drift (predicted genres against the training labels).
