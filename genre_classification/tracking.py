@@ -136,6 +136,13 @@ def _short_cause(error: BaseException) -> str:
 
 
 def outage_message(uri: str, error: BaseException, when: str) -> str:
+    failing = re.search(r"too many (5\d\d) error responses", str(error))
+    if failing:  # the server is there, but what it stands on (its database, its store) is not
+        return redact(
+            f"MLflow tracking server {uri} answers with server errors {when} (HTTP "
+            f"{failing.group(1)}: its backend store or artifact store may be down; see the "
+            "server's log). "
+        )
     return redact(f"MLflow tracking server {uri} is unreachable {when}: {_short_cause(error)}. ")
 
 

@@ -1,15 +1,21 @@
-"""Shared infrastructure that goes away: the S3 server of the DVC remote stops while the workflow
+"""Shared infrastructure that goes away. The S3 server of the DVC remote stops while the workflow
 fetches audio. The fetch fails in bounded time naming the remote and what to do, the shards
 already extracted are kept (and not re-extracted), no audio is quarantined for it, and once the
-server is back the same command finishes (real `rclone serve s3`, real DVC)."""
+server is back the same command finishes (real `rclone serve s3`, real DVC). PostgreSQL or the
+lab's MLflow server stops while a job trains: the job ends in bounded time, and the rerun
+resumes into the same MLflow run."""
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import signal
 import time
 
 import pytest
 
+from _training_data import make_features
 from genre_classification.data.audio_source import list_collection
 from genre_classification.data.shards import assign_shards
 from genre_classification.fileio import read_tsv
@@ -20,6 +26,7 @@ pytestmark = pytest.mark.slow
 TARGET = "results/data/manifest.tsv"
 FILES_PER_SHARD = 5  # the tiny data set's 18 files in 3 non-empty shards
 FAIL_WITHIN_S = 180
+LOST_WITHIN_S = 150  # MLflow's client: 2 retries with backoff, then the job's own check
 
 
 def test_s3_stopped_during_fetch_fails_clearly_and_a_rerun_finishes(
@@ -71,3 +78,70 @@ def test_s3_stopped_during_fetch_fails_clearly_and_a_rerun_finishes(
     rejected = read_tsv(work / "results/qc/rejected.tsv")
     assert len(manifest) == 15 and len(rejected) == 3  # the tiny set's 3 bad files
     assert {p: p.stat().st_mtime_ns for p in extracted} == extracted
+
+
+def stop_postgres(stack) -> None:
+    """A fast shutdown of the stack's PostgreSQL (its postmaster's pid file), as when the
+    database host goes away; ``lab_stack.sh start`` starts it again."""
+    data = stack.root / "lab" / "postgres" / "data"
+    pid = int((data / "postmaster.pid").read_text().split()[0])
+    os.kill(pid, signal.SIGINT)
+    deadline = time.monotonic() + 60
+    while (data / "postmaster.pid").exists():
+        assert time.monotonic() < deadline, "PostgreSQL did not stop"
+        time.sleep(0.2)
+
+
+@pytest.mark.parametrize("lost", ["postgresql", "mlflow-server"])
+def test_lab_service_lost_mid_training_ends_the_job_and_a_rerun_resumes(lab_stack, tmp_path, lost):
+    """Training logs to the lab's MLflow server (PostgreSQL + S3). PostgreSQL, or the MLflow
+    server itself, stops after epoch 3: the job ends in bounded time with the checkpoints kept,
+    and once the service is back the rerun resumes from its checkpoint into the same run."""
+    import mlflow
+
+    from test_training_faults import start_job, wait_for_line
+
+    split_path = make_features(tmp_path / "data")
+    workdir, epochs = tmp_path / "job", 40
+    uri = lab_stack.tracking_uri
+    password = lab_stack.secrets()["GENRE_LAB_PG_PASSWORD"]
+    proc = start_job(workdir, split_path, uri, epochs=epochs)
+    try:
+        lines = wait_for_line(proc, f"Epoch 3/{epochs}")
+        if lost == "postgresql":
+            stop_postgres(lab_stack)
+        else:
+            pid = int((lab_stack.root / "lab" / "mlflow.pid").read_text())
+            os.killpg(os.getpgid(pid), signal.SIGTERM)
+        began = time.monotonic()
+        rest, _ = proc.communicate(timeout=600)
+        took = time.monotonic() - began
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    output = "".join(lines) + rest
+    print(f"{lost} lost mid-training: the job ended {took:.1f} s later")
+    assert proc.returncode != 0, output[-3000:]
+    assert took <= LOST_WITHIN_S, f"the job ended {took:.0f} s after {lost} stopped"
+    assert "results/checkpoints are kept" in output, output[-3000:]
+    if lost == "postgresql":  # the server answers, its database does not
+        assert "answers with server errors during the job (HTTP 5" in output
+        assert "backend store" in output
+    else:
+        assert "is unreachable during the job" in output
+    assert password not in output
+    state = json.loads((workdir / "results/checkpoints/state.json").read_text())
+    done = state["epochs_done"]
+    assert 2 <= done < epochs
+    run_id = json.loads((workdir / "results/checkpoints/mlflow_run.json").read_text())["run_id"]
+
+    lab_stack.start()  # starts what is not running
+    proc = start_job(workdir, split_path, uri, epochs=epochs)
+    output, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, output[-3000:]
+    assert f"Resuming from checkpoint after epoch {done}" in output
+    assert json.loads((workdir / "results/run.json").read_text())["run_id"] == run_id
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    steps = sorted(m.step for m in client.get_metric_history(run_id, "val_loss"))
+    assert steps == list(range(1, epochs + 1))  # every epoch once, none lost or doubled
+    assert client.get_run(run_id).info.status == "FINISHED"

@@ -225,3 +225,18 @@ def test_sigterm_stops_training_keeps_checkpoints_and_no_empty_run(tmp_path):
             run_id = json.loads(run_file.read_text())["run_id"]
             assert client.get_run(run_id).info.status == "KILLED"
             assert not (workdir / "results/model.keras").exists()
+
+
+def test_outage_message_tells_a_server_without_its_store_from_no_server():
+    uri = "http://alice:s3cret@mlflow.lab:5000"
+    answered = RuntimeError(
+        "API request to http://mlflow.lab:5000/api/2.0/mlflow/runs/get failed with exception "
+        "HTTPConnectionPool(...): Max retries exceeded (Caused by ResponseError('too many 503 "
+        "error responses'))"
+    )
+    message = tracking.outage_message(uri, answered, "during the job")
+    assert "answers with server errors during the job (HTTP 503" in message
+    assert "backend store" in message and "s3cret" not in message
+    refused = ConnectionRefusedError("[Errno 111] Connection refused")
+    message = tracking.outage_message(uri, refused, "at the start")
+    assert "is unreachable at the start: [Errno 111] Connection refused" in message
