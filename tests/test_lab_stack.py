@@ -155,15 +155,38 @@ def test_workflow_against_the_lab_stack(lab_stack, workflow_dir, monkeypatch, tm
     assert row["error"] == "" and row["genre"] == rows[0]["genre"], row
     assert f"{row['probability']:.6f}" == rows[0]["probability"]
 
-    # --- no key, secret or password anywhere the workflow writes, nor on the console
+    # --- the report; then the training again, logged straight to PostgreSQL with the password
+    # in the URI (postgresql://user:password@...), into an experiment of its own: the server's
+    # experiments keep their artifacts behind the server (mlflow-artifacts:), a store without a
+    # server keeps them where the job runs
+    workflow_dir("--report", "report.html")
+    workflow_dir.overlay("direct.yaml", {"training": {"experiment": "lab-stack-direct"}})
+    password = secrets["GENRE_LAB_PG_PASSWORD"]
+    monkeypatch.setenv(
+        "MLFLOW_TRACKING_URI", f"postgresql://mlflow:{password}@127.0.0.1:{pg_port}/mlflow"
+    )
+    target = "results/reports/tiny/classification.json"
+    direct = workflow_dir("--cores", "2", "--forcerun", "train_model", "--", target)
+    workflow_dir("--report", "report-direct.html", target)
+    direct_info = json.loads((work / "results/mlflow/runs/tiny.json").read_text())
+    assert direct_info["tracking_uri"] == f"postgresql://***@127.0.0.1:{pg_port}/mlflow"
+    assert direct_info["run_id"] != info["run_id"]
+    direct_run = client.get_run(direct_info["run_id"])  # the server reads the same database
+    assert direct_run.info.status == "FINISHED"
+    assert password not in json.dumps([direct_run.data.params, direct_run.data.tags])
+
+    # --- no key, secret or password anywhere the workflow writes (results, logs, .snakemake,
+    # the reports, the Evidently workspace), nor on the console
     for name, secret in secrets.items():
         leaks = [
             *files_containing(work / "results", secret),
             *files_containing(work / "logs", secret),
             *files_containing(work / ".snakemake", secret),
+            *files_containing(work, secret),
         ]
         assert leaks == [], (name, leaks)
         assert secret not in result.stdout + result.stderr, name
+        assert secret not in direct.stdout + direct.stderr, name
         assert secret not in predicted.stdout + predicted.stderr, name
         assert secret not in serve_log.read_text(), name
     for name in ("s3.log", "mlflow.log"):  # the services' own logs
