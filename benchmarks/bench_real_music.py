@@ -413,6 +413,10 @@ def variants(args: argparse.Namespace) -> tuple[dict, list[str]]:
     tracks = {"mode": "probe", "pooling": "auto"}
     models["musicnn-probe-tracks"] = {**musicnn, "options": tracks}
     models["vgg-probe-tracks"] = {**musicnn, "options": {**tracks, "checkpoint": "MSD_vgg"}}
+    models["msd3-probe"] = {  # several backbones, the head on segments
+        **musicnn,
+        "options": {"mode": "probe", "checkpoint": "MSD_musicnn+MTT_musicnn+MSD_vgg"},
+    }
     models["msd3-probe-tracks"] = {
         **musicnn,
         "options": {**tracks, "checkpoint": "MSD_musicnn+MTT_musicnn+MSD_vgg"},
