@@ -185,6 +185,13 @@ def cross_check(config: dict) -> list[str]:
             for key in model.get("options") or {}
             if key not in valid
         ]
+        if model["architecture"] == "musicnn" and all(
+            key in valid for key in model.get("options") or {}
+        ):
+            problems += [
+                f"training.models.{name}.options: {problem}"
+                for problem in models.musicnn_option_problems(model)
+            ]
     sets = sorted([DEFAULT_SET, *feature_sets(config)])
     for name, model in known.items():
         feature_set = models.feature_set_of(model)

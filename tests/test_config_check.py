@@ -108,6 +108,22 @@ def test_cross_checks_list_valid_names(config):
     assert len(problems) == 4
 
 
+def test_musicnn_option_values_are_checked(config):
+    config = copy.deepcopy(config)
+    musicnn = config["training"]["models"]["musicnn"]
+    musicnn["options"] = {"mode": "probe", "pooling": "mean_std", "checkpoint": "MSD_vgg+MTT_vgg"}
+    assert cross_check(config) == []
+    musicnn["options"] = {"mode": "finetune", "checkpoint": "MSD_vgg+MTT_vgg", "calibrate": 1}
+    assert cross_check(config) == [
+        "training.models.musicnn.options: musicnn checkpoint 'MSD_vgg+MTT_vgg': several "
+        "backbones need mode frozen or probe"
+    ]
+    musicnn["options"] = {"mode": "probe", "calibrate": "yes"}
+    assert cross_check(config) == [
+        "training.models.musicnn.options: calibrate must be true or false, not 'yes'"
+    ]
+
+
 def test_predict_model_must_be_a_training_model(config):
     config = copy.deepcopy(config)
     config["predict"]["model"] = "efficientnet"  # not in training.run: trained on demand
@@ -149,6 +165,15 @@ def test_split_method_file_needs_a_file_or_the_label_tables_column(config):
         (
             {"predict": {"sets": {"new/set": "new"}}},
             "predict.sets name 'new/set': use only letters, digits",
+        ),
+        (
+            {"training": {"models": {"musicnn": {"options": {"pooling": "auto"}}}}},
+            "training.models.musicnn.options: musicnn pooling 'auto' (chosen by "
+            "cross-validation) needs mode: probe",
+        ),
+        (
+            {"training": {"models": {"musicnn": {"options": {"checkpoint": "MSD_musicnn+MSD"}}}}},
+            "training.models.musicnn.options: unknown musicnn checkpoint 'MSD'",
         ),
     ],
 )

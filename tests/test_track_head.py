@@ -308,3 +308,30 @@ def test_same_answer_through_evaluation_predict_a_predict_set_pyfunc_and_the_ser
         row = serve_clip(url, log, clips[0])
     assert row["genre"] == cli[clips[0].stem]["genre"]
     assert f"{row['probability']:.6f}" == cli[clips[0].stem]["probability"]
+
+
+@needs_weights
+def test_frozen_track_head_trains_by_epochs_and_is_calibrated_on_val(pooled):
+    import keras
+
+    config = {
+        **POOLED,
+        "options": {"mode": "frozen", "pooling": "mean_std", "checkpoint": "MSD_musicnn"},
+        "epochs": 4,
+        "learning_rate": 0.01,
+    }
+    root = pooled["root"]
+    train_tiny(config, pooled["split"], root, "frozen-tracks", "pooled-test")
+    history = pd.read_csv(root / "models/frozen-tracks/history.csv")
+    assert len(history) == 4 and history["loss"].iloc[-1] < history["loss"].iloc[0]
+    model = keras.models.load_model(root / "models/frozen-tracks/model.keras")
+    head = model.get_layer("track_head")
+    assert track_head.pooling_of(head) == "mean_std"
+    temperature = temperature_of(model)
+    assert temperature is not None and temperature != 1.0
+    out = root / "eval-frozen"
+    metrics = evaluate.evaluate(
+        root / "models/frozen-tracks/model.keras", pooled["split"], out / "metrics.json",
+        out / "predictions.csv", out / "cm.png", model_config=config,
+    )  # fmt: skip
+    assert metrics["n_tracks"] == 6 and metrics["temperature"] == pytest.approx(temperature)

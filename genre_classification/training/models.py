@@ -21,7 +21,10 @@ from genre_classification.features.features import DEFAULT_SET
 from genre_classification.training.model_kinds import BACKBONES, kind_of, musicnn_options
 from genre_classification.training.musicnn import (
     JOIN,
+    N_MELS,
+    PATCH_FRAMES,
     build_musicnn_classifier,
+    check_options,
     musicnn_provenance,
 )
 
@@ -175,6 +178,19 @@ def weights_provenance(model_config: dict) -> dict[str, str]:
         for name in checkpoints
         for k, v in musicnn_provenance(name).items()
     }
+
+
+def musicnn_option_problems(model_config: dict) -> list[str]:
+    """What is wrong with the values of a musicnn entry's options (``musicnn.check_options``,
+    on the musicnn input shape), checked when the workflow is parsed."""
+    try:
+        opts = musicnn_options(model_config)
+        check_options((N_MELS, PATCH_FRAMES, 1), **opts)
+    except ValueError as error:
+        return [str(error)]
+    if not isinstance(opts["calibrate"], bool):
+        return [f"calibrate must be true or false, not {opts['calibrate']!r}"]
+    return []
 
 
 def option_names(architecture: str) -> list[str]:
