@@ -23,7 +23,9 @@ Skips without root/apt; with GENRE_REQUIRE_SLURM=1 (CI) it fails instead.
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 import os
 import re
@@ -39,7 +41,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import BIN, REPO, SNAKEFILE, TINY_MODEL, SnakemakeRunner, files_containing
+from conftest import (
+    BAD_FILES,
+    BIN,
+    REPO,
+    SNAKEFILE,
+    TINY_CLIPS,
+    TINY_GENRES,
+    TINY_MODEL,
+    SnakemakeRunner,
+    files_containing,
+)
 
 # One loopback cluster: `make test` (pytest-xdist --dist loadfile) runs this module's tests one
 # after another on one worker.
@@ -656,16 +668,22 @@ def test_lab_stack_through_slurm(slurm_cluster, slurm_env, workflow_dir, lab_sta
                 "experiment": "lab-slurm",
             },
             "extraction": {"threads": 2},
+            # a predict set of the data repository's DVC target: its audio from S3 too
+            "predict": {"sets": {"archive": {"target": "genres"}}},
         },
     )
-    result = workflow_dir("--profile", str(PROFILE), *SLURM_TEST_FLAGS, TARGET)
+    predictions = "results/predict/archive/predictions.csv"
+    result = workflow_dir("--profile", str(PROFILE), *SLURM_TEST_FLAGS, TARGET, predictions)
     output = result.stdout + result.stderr
     work = workflow_dir.workdir
     kinds = {
         Path(log).relative_to(work / ".snakemake" / "slurm_logs").parts[0]
         for _, log in submissions(output)
     }
-    assert {"rule_train_model", "rule_evaluate_model"} <= kinds, kinds
+    assert {"rule_train_model", "rule_evaluate_model", "rule_predict_set"} <= kinds, kinds
+    rows = list(csv.DictReader(io.StringIO((work / predictions).read_text())))
+    assert len(rows) == len(TINY_GENRES) * TINY_CLIPS + len(BAD_FILES), len(rows)
+    assert sum(row["genre"] in TINY_GENRES for row in rows) == len(TINY_GENRES) * TINY_CLIPS
 
     info = json.loads((work / "results/mlflow/runs/tiny.json").read_text())
     assert info["tracking_uri"] == lab_stack.tracking_uri
