@@ -99,27 +99,22 @@ def test_lab_service_lost_mid_training_ends_the_job_and_a_rerun_resumes(lab_stac
     and once the service is back the rerun resumes from its checkpoint into the same run."""
     import mlflow
 
-    from test_training_faults import start_job, wait_for_line
+    from test_training_faults import act_at_line, start_job
 
     split_path = make_features(tmp_path / "data")
     workdir, epochs = tmp_path / "job", 40
     uri = lab_stack.tracking_uri
     password = lab_stack.secrets()["GENRE_LAB_PG_PASSWORD"]
-    proc = start_job(workdir, split_path, uri, epochs=epochs)
-    try:
-        lines = wait_for_line(proc, f"Epoch 3/{epochs}")
+
+    def stop_service():
         if lost == "postgresql":
             stop_postgres(lab_stack)
         else:
             pid = int((lab_stack.root / "lab" / "mlflow.pid").read_text())
             os.killpg(os.getpgid(pid), signal.SIGTERM)
-        began = time.monotonic()
-        rest, _ = proc.communicate(timeout=600)
-        took = time.monotonic() - began
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    output = "".join(lines) + rest
+
+    proc = start_job(workdir, split_path, uri, epochs=epochs)
+    output, took = act_at_line(proc, f"Epoch 3/{epochs}", stop_service)
     print(f"{lost} lost mid-training: the job ended {took:.1f} s later")
     assert proc.returncode != 0, output[-3000:]
     assert took <= LOST_WITHIN_S, f"the job ended {took:.0f} s after {lost} stopped"

@@ -52,6 +52,21 @@ def wait_for_line(proc, text: str, timeout: float = 300) -> list[str]:
     raise AssertionError(f"job ended before {text!r}:\n{''.join(lines)}")
 
 
+def act_at_line(proc, text: str, action, timeout: float = 600) -> tuple[str, float]:
+    """Wait for the job's line containing ``text``, call ``action()``, then let the job end:
+    ``(its whole output, seconds from the action to its end)``; the job is killed if the test
+    fails before it ends."""
+    try:
+        lines = wait_for_line(proc, text)
+        action()
+        began = time.monotonic()
+        rest, _ = proc.communicate(timeout=timeout)
+        return "".join(lines) + rest, time.monotonic() - began
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
 def test_unreachable_server_detected_at_job_start(tmp_path, mlflow_server_process):
     split_path = make_features(tmp_path / "data")
     uri = secret_uri(mlflow_server_process.url)
@@ -95,16 +110,7 @@ def test_server_lost_mid_training_ends_attempt_and_rerun_resumes(tmp_path, mlflo
     workdir = tmp_path / "job"
     epochs = 40
     proc = start_job(workdir, split_path, uri, epochs=epochs)
-    try:
-        lines = wait_for_line(proc, f"Epoch 3/{epochs}")
-        mlflow_server_process.stop()
-        lost = time.monotonic()
-        rest, _ = proc.communicate(timeout=300)
-        elapsed = time.monotonic() - lost
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    output = "".join(lines) + rest
+    output, elapsed = act_at_line(proc, f"Epoch 3/{epochs}", mlflow_server_process.stop, 300)
     assert proc.returncode != 0, output
     assert elapsed <= 120, f"the attempt ended {elapsed:.0f} s after the server was lost"
     assert "is unreachable during the job" in output
@@ -199,16 +205,9 @@ def test_sigterm_stops_training_keeps_checkpoints_and_no_empty_run(tmp_path):
     for stop_at, done in ((f"Epoch 1/{epochs}", 0), (f"Epoch 2/{epochs}", 1)):
         workdir = tmp_path / f"after-{done}"
         proc = start_job(workdir, split_path, uri, epochs=epochs)
-        try:
-            lines = wait_for_line(proc, stop_at)
-            proc.send_signal(signal.SIGTERM)
-            began = time.monotonic()
-            rest, _ = proc.communicate(timeout=120)
-            elapsed = time.monotonic() - began
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-        output = "".join(lines) + rest
+        output, elapsed = act_at_line(
+            proc, stop_at, lambda proc=proc: proc.send_signal(signal.SIGTERM), 120
+        )
         print(f"SIGTERM during epoch {done + 1}: the job ended after {elapsed:.1f} s")
         assert proc.returncode != 0 and elapsed <= 30, output
         assert f"'tiny' stopped by SIGTERM after {done} finished epoch(s)" in output
