@@ -29,6 +29,11 @@ few epochs (it costs ~0.15 s per training segment and epoch there). The variants
   musicnn-probe     {mode: probe}: logistic regression on the embedding, C on the validation split
   vgg-frozen        {mode: frozen, checkpoint: MSD_vgg}: the wheel's vgg, its pool5 embedding
   vgg-probe         {mode: probe, checkpoint: MSD_vgg}
+  musicnn-probe-tracks, vgg-probe-tracks  {mode: probe, pooling: auto}: one vector per track,
+                    pooling and C by grouped cross-validation, temperature-scaled
+  msd3-probe, msd3-probe-tracks, all4-probe-tracks  the same (msd3-probe on segments) on
+                    MSD_musicnn+MTT_musicnn+MSD_vgg (all4: + MTT_vgg), embeddings concatenated
+  musicnn-frozen-tracks  {mode: frozen, pooling: mean_std}
   musicnn-finetune  {mode: finetune, backbone_learning_rate_factor: 0.1}, from the probe's head
                     (--epochs-finetune)
 The frozen/probe variants' embeddings are computed by the `embed_features` jobs (one per
