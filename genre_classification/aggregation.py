@@ -65,10 +65,9 @@ class SegmentsToTracks:
 
 def temperature_of(model) -> float | None:
     """The calibration temperature of a model with a track head (``None``: not calibrated)."""
-    parts = SegmentsToTracks.of(model)
-    if parts.track_head is None:
+    if TRACK_HEAD not in {layer.name for layer in model.layers}:
         return None
-    names = {layer.name for layer in parts.track_head.layers}
-    if TEMPERATURE not in names:
+    head = model.get_layer(TRACK_HEAD)
+    if TEMPERATURE not in {layer.name for layer in head.layers}:
         return None
-    return 1.0 / float(parts.track_head.get_layer(TEMPERATURE).scale)
+    return 1.0 / float(head.get_layer(TEMPERATURE).scale)

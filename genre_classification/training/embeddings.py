@@ -198,7 +198,7 @@ class Embedders:
 def tracks_moments(x: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """Segment embeddings of consecutive tracks (``counts`` segments each) -> each track's
     mean moments ``[mean(e), mean(e * e)]`` (``track_head.track_moments``)."""
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    starts = np.cumsum(counts) - counts
     return np.stack(
         [track_head.track_moments(x[s : s + n]) for s, n in zip(starts, counts, strict=True)]
     )
@@ -225,6 +225,7 @@ class EmbeddedSplit:
         self.x_train, self.y_train, self.train_counts = embedder.rows(train_rows, labels)
         self.x_val, self.y_val, self.val_counts = embedder.rows(val_rows, labels)
         self.train_groups, self.val_groups = _groups(train_rows), _groups(val_rows)
+        self._moments: dict = {}
         self.mean = self.x_train.astype(np.float64).mean(axis=0)
         self.variance = self.x_train.astype(np.float64).var(axis=0)
         self.n_classes = len(labels)
@@ -255,13 +256,16 @@ class EmbeddedSplit:
         return ((x - self.mean) / np.sqrt(np.maximum(self.variance, 1e-6))).astype(np.float32)
 
     def track_moments(self, part: str) -> tuple[np.ndarray, np.ndarray]:
-        """``(moments (tracks, 2w) float64, genre index per track)`` of "train" or "val"."""
-        x, y, counts = {
-            "train": (self.x_train, self.y_train, self.train_counts),
-            "val": (self.x_val, self.y_val, self.val_counts),
-        }[part]
-        starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
-        return tracks_moments(x, counts), y[starts]
+        """``(moments (tracks, 2w) float64, genre index per track)`` of "train" or "val",
+        computed once."""
+        if part not in self._moments:
+            x, y, counts = {
+                "train": (self.x_train, self.y_train, self.train_counts),
+                "val": (self.x_val, self.y_val, self.val_counts),
+            }[part]
+            first_segments = np.cumsum(counts) - counts
+            self._moments[part] = (tracks_moments(x, counts), y[first_segments])
+        return self._moments[part]
 
 
 def embed_shard(
@@ -402,8 +406,8 @@ def _pooled_probe(cfg: dict, split: EmbeddedSplit) -> track_head.ProbeChoice:
     opts = musicnn_options(cfg)
     key = ("probe", opts["pooling"], opts["calibrate"], cfg["seed"], id(split))
     if _LAST.get("probe_key") != key:
-        moments = np.concatenate([split.track_moments("train")[0], split.track_moments("val")[0]])
-        y = np.concatenate([split.track_moments("train")[1], split.track_moments("val")[1]])
+        (train, y_train), (val, y_val) = split.track_moments("train"), split.track_moments("val")
+        moments, y = np.concatenate([train, val]), np.concatenate([y_train, y_val])
         groups = np.concatenate([split.train_groups, split.val_groups])
         poolings = track_head.AUTO_POOLINGS if opts["pooling"] == "auto" else (opts["pooling"],)
         choice = track_head.choose_probe(
