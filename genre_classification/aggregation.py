@@ -17,7 +17,7 @@ import numpy as np
 
 TRACK_MOMENTS = "track_moments"
 TRACK_HEAD = "track_head"
-TEMPERATURE = "temperature"  # the track head's layer dividing the logits (calibration)
+TEMPERATURE = "temperature"  # the layer dividing the logits (calibration)
 
 
 def aggregate_tracks(probs: np.ndarray, tracks) -> tuple[list[str], np.ndarray]:
@@ -64,8 +64,12 @@ class SegmentsToTracks:
 
 
 def temperature_of(model) -> float | None:
-    """The calibration temperature of a model with a track head (``None``: not calibrated)."""
-    if TRACK_HEAD not in {layer.name for layer in model.layers}:
+    """The calibration temperature of a model: of its track head, or of its segments'
+    softmax (``training.calibration``); ``None``: not calibrated."""
+    names = {layer.name for layer in model.layers}
+    if TEMPERATURE in names:
+        return 1.0 / float(model.get_layer(TEMPERATURE).scale)
+    if TRACK_HEAD not in names:
         return None
     head = model.get_layer(TRACK_HEAD)
     if TEMPERATURE not in {layer.name for layer in head.layers}:

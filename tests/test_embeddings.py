@@ -257,9 +257,11 @@ def test_frozen_head_starts_at_chance_converges_and_saves_a_logmel_model(data, t
     # The saved model takes log-mel segments: backbone + standardisation + the head.
     model = keras.models.load_model(tmp_path / "models/frozen/model.keras")
     assert model.input_shape == (None, 96, 187, 1)
-    assert [layer.name for layer in model.layers][-3:] == [
+    assert [layer.name for layer in model.layers][-5:] == [
         "embedding_standardisation",
         "head_dropout",
+        "logits",
+        "temperature",  # calibrate (default): logits / T, T fitted on the val tracks
         "probs",
     ]
     val = split_rows(data, "val")
@@ -275,8 +277,8 @@ def test_frozen_head_starts_at_chance_converges_and_saves_a_logmel_model(data, t
     norm = model.get_layer("embedding_standardisation")
     np.testing.assert_allclose(np.ravel(norm.input_mean), split.mean, rtol=1e-5, atol=1e-5)
     # the same probabilities as the head on the cached embeddings
-    z = split.standardised(split.x_val) @ model.get_layer("probs").kernel.numpy()
-    z = z + model.get_layer("probs").bias.numpy()
+    z = split.standardised(split.x_val) @ model.get_layer("logits").kernel.numpy()
+    z = (z + model.get_layer("logits").bias.numpy()) * model.get_layer("temperature").scale
     want = np.exp(z - z.max(axis=1, keepdims=True))
     np.testing.assert_allclose(probs, want / want.sum(axis=1, keepdims=True), atol=1e-4)
     assert info["run_id"]
@@ -301,7 +303,7 @@ def test_probe_chooses_c_on_validation(data, tmp_path):
     )
     xt = split.standardised(split.x_train)
     kernel, bias = embeddings.fit_probe(xt, split.y_train, 3, embeddings.PROBE_C[best], 3)
-    np.testing.assert_allclose(model.get_layer("probs").kernel.numpy(), kernel, atol=1e-6)
+    np.testing.assert_allclose(model.get_layer("logits").kernel.numpy(), kernel, atol=1e-6)
 
 
 def test_finetune_starts_from_the_probe_head(data):

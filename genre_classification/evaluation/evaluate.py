@@ -17,7 +17,7 @@ from genre_classification import fileio, provenance, tracking
 from genre_classification.aggregation import SegmentsToTracks, temperature_of
 from genre_classification.columns import EVAL_PREDICTION_COLUMNS
 from genre_classification.evaluation.registry import register_and_promote
-from genre_classification.training import dataset, embeddings
+from genre_classification.training import calibration, dataset, embeddings
 from genre_classification.training.model_kinds import kind_of
 
 log = logging.getLogger(__name__)
@@ -93,14 +93,17 @@ def uncalibrated(probs: np.ndarray, temperature: float) -> np.ndarray:
     return exp / exp.sum(axis=1, keepdims=True)
 
 
-def calibration_metrics(model, probs: np.ndarray, y_true) -> dict:
+def calibration_metrics(model, probs: np.ndarray, y_true, before: np.ndarray | None = None) -> dict:
     """``ece`` of the probabilities users read; for a temperature-scaled model also its
-    ``temperature`` and the ``ece_uncalibrated`` of the same probabilities before scaling."""
+    ``temperature`` and the ``ece_uncalibrated`` of the same tracks before scaling: ``before``
+    (a model whose track answer is a mean of segment probabilities), else those of a track
+    head, ``uncalibrated(probs, T)``."""
     result = {"ece": expected_calibration_error(probs, y_true)}
     temperature = temperature_of(model)
     if temperature is not None:
         result["temperature"] = temperature
-        before = uncalibrated(probs, temperature)
+        if before is None:
+            before = uncalibrated(probs, temperature)
         result["ece_uncalibrated"] = expected_calibration_error(before, y_true)
     return result
 
@@ -222,18 +225,25 @@ def evaluate(
     if rows.empty:
         raise ValueError(f"{split_path}: no {subset} tracks")
     on_embeddings = model_config is not None and kind_of(model_config).fits_on_embeddings
-    if on_embeddings and not overlap:
-        tracks, track_probs, counts = embeddings.predict_tracks(
-            model, model_config, rows, labels, batch_size, CHUNK_SEGMENTS
-        )
-    else:
-        tracks, track_probs, counts = predict_tracks(model, rows, labels, batch_size, overlap)
+
+    def tracks_of(model):
+        if on_embeddings and not overlap:
+            return embeddings.predict_tracks(
+                model, model_config, rows, labels, batch_size, CHUNK_SEGMENTS
+            )
+        return predict_tracks(model, rows, labels, batch_size, overlap)
+
+    tracks, track_probs, counts = tracks_of(model)
+    before = None
+    if calibration.TEMPERATURE in {layer.name for layer in model.layers}:
+        # a mean of scaled segment probabilities: the unscaled ones need a second pass
+        before = tracks_of(calibration.without_temperature(model))[1]
     truth = {dataset.track_id(r.genre, r.track): labels.index(r.genre) for r in rows.itertuples()}
     y_true = np.array([truth[t] for t in tracks])
     y_pred = track_probs.argmax(axis=1)
 
     metrics = compute_metrics(y_true, y_pred, labels)
-    metrics.update(calibration_metrics(model, track_probs, y_true))
+    metrics.update(calibration_metrics(model, track_probs, y_true, before))
     metrics["n_segments"] = counts["segments"]
     metrics["overlap"] = float(overlap)
     metrics["n_windows"] = counts["windows"]

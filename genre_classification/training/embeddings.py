@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from genre_classification.aggregation import TRACK_MOMENTS, aggregate_tracks
+from genre_classification.aggregation import TEMPERATURE, TRACK_MOMENTS, aggregate_tracks
 from genre_classification.columns import EMBEDDING_RECORD_COLUMNS
 from genre_classification.data.split import GROUP_COLUMN
 from genre_classification.features.packs import accepted_files
@@ -304,17 +304,22 @@ def embed_shard(
 
 def head_of(model):
     """The head of a saved frozen/probe model (``full_model``): embedding -> its
-    standardisation, dropout and softmax layers (the same layer objects, so the same weights
-    and arithmetic as the model's own tail); a track-pooled model's ``TRACK_HEAD``."""
+    standardisation, dropout and softmax layers, temperature-scaled ones too (the same layer
+    objects, so the same weights and arithmetic as the model's own tail); a track-pooled
+    model's ``TRACK_HEAD``."""
     import keras
 
-    if TRACK_MOMENTS in {layer.name for layer in model.layers}:
+    names = {layer.name for layer in model.layers}
+    if TRACK_MOMENTS in names:
         return model.get_layer(track_head.TRACK_HEAD)
     norm = model.get_layer("embedding_standardisation")
     width = int(np.asarray(norm.input_mean).size)
     inputs = keras.Input(shape=(width,), name="embedding")
-    outputs = model.get_layer("probs")(model.get_layer("head_dropout")(norm(inputs)))
-    return keras.Model(inputs, outputs, name="musicnn_head")
+    x = model.get_layer("head_dropout")(norm(inputs))
+    for name in ("logits", TEMPERATURE, "probs"):
+        if name in names:
+            x = model.get_layer(name)(x)
+    return keras.Model(inputs, x, name="musicnn_head")
 
 
 def predict_tracks(model, cfg: dict, rows, labels: list[str], batch_size: int, chunk_segments: int):
@@ -404,14 +409,14 @@ def best_probe(split: EmbeddedSplit, seed: int) -> tuple[float, tuple]:
 def _pooled_probe(cfg: dict, split: EmbeddedSplit) -> track_head.ProbeChoice:
     """The track-pooled probe chosen by cross-validation over train and val (once per job)."""
     opts = musicnn_options(cfg)
-    key = ("probe", opts["pooling"], opts["calibrate"], cfg["seed"], id(split))
+    key = ("probe", opts["pooling"], cfg["calibrate"], cfg["seed"], id(split))
     if _LAST.get("probe_key") != key:
         (train, y_train), (val, y_val) = split.track_moments("train"), split.track_moments("val")
         moments, y = np.concatenate([train, val]), np.concatenate([y_train, y_val])
         groups = np.concatenate([split.train_groups, split.val_groups])
         poolings = track_head.AUTO_POOLINGS if opts["pooling"] == "auto" else (opts["pooling"],)
         choice = track_head.choose_probe(
-            moments, y, groups, split.n_classes, poolings, cfg["seed"], opts["calibrate"]
+            moments, y, groups, split.n_classes, poolings, cfg["seed"], cfg["calibrate"]
         )
         _LAST.update(probe_key=key, probe=choice)
     return _LAST["probe"]
@@ -570,7 +575,6 @@ def _fit_pooled_probe(model, cfg, split, state, callback) -> None:
                 "probe.pooling": choice.pooling,
                 "probe.C": choice.c,
                 "probe.cv_folds": choice.folds,
-                "probe.temperature": round(choice.temperature, 4),
             }
         )
     logs = {
@@ -591,7 +595,7 @@ def calibrated_head(head, cfg: dict, train_rows, val_rows, labels):
     """A Keras-trained track head (frozen) with the temperature fitted on the val tracks
     (the probe's comes from cross-validation); other heads as they are."""
     opts = musicnn_options(cfg)
-    if not track_pooled(cfg) or opts["mode"] != "frozen" or not opts["calibrate"]:
+    if not track_pooled(cfg) or opts["mode"] != "frozen" or not cfg["calibrate"]:
         return head
     split = EmbeddedSplit.of(cfg, train_rows, val_rows, labels)
     x_val, y_val = split.track_moments("val")

@@ -519,7 +519,6 @@ def build_musicnn_classifier(
     checkpoint: str = "MSD_musicnn",
     head_init: str = "probe",
     pooling: str = "segment",
-    calibrate: bool = True,
     **_,
 ):
     """Pretrained musicnn (or vgg) up to ``embedding`` + dropout + softmax head, on
@@ -547,9 +546,8 @@ def build_musicnn_classifier(
       to the head's; ``compile_model`` turns the model attribute ``learning_rate_factors`` into
       a ``keras.optimizers.MultiOptimizer`` (``models.scaled_optimizer``).
     * ``pooling`` (frozen/probe, ``POOLINGS``): "segment" or a head on one pooled vector per
-      track ("mean", "mean_std", or "auto" for the probe); ``calibrate``: the track head's
-      probabilities are temperature-scaled (``training.track_head``). The training job builds
-      these heads; this builder gives the segment model.
+      track ("mean", "mean_std", or "auto" for the probe). The training job builds these
+      heads; this builder gives the segment model.
     * ``mean``/``variance`` (per-band training statistics) are not used: the backbone starts
       with its own input BatchNorm, trained on ``musicnn_input``'s log10(1 + 10000 * mel).
     """

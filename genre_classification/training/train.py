@@ -45,10 +45,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from genre_classification import jobcontrol, tracking
+from genre_classification.aggregation import temperature_of
 from genre_classification.fileio import atomic_path, exclusive_lock, write_json
 from genre_classification.redact import redact
-from genre_classification.training import augment, dataset, embeddings, model_info, models
-from genre_classification.training.model_kinds import kind_of
+from genre_classification.training import (
+    augment,
+    calibration,
+    dataset,
+    embeddings,
+    model_info,
+    models,
+)
+from genre_classification.training.model_kinds import kind_of, track_pooled
 from genre_classification.training.tf_runtime import set_threads
 
 log = logging.getLogger(__name__)
@@ -130,11 +138,13 @@ def fingerprint(config: dict, split_path: str | Path, replicas: int = 1) -> str:
     (+ the number of replicas when more than one: they change the batches).
 
     ``augment`` counts only when some augmentation is on, so the fingerprint of a config
-    without augmentation is the one it had before augmentation existed."""
+    without augmentation is the one it had before augmentation existed; ``calibrate`` acts
+    after the last epoch (``finalize``), on the weights the checkpoints hold."""
     relevant = {
         k: v
         for k, v in config.items()
-        if k != "keep_checkpoints" and not (k == "augment" and not augment.is_active(v))
+        if k not in ("keep_checkpoints", "calibrate")
+        and not (k == "augment" and not augment.is_active(v))
     }
     # Both stores give the same batches: ``streaming`` is hashed as false, its former default,
     # so that checkpoints from before the default changed stay valid.
@@ -533,6 +543,11 @@ def finalize(model, cfg, data, state, paths: TrainingPaths, ckpt_dir: Path) -> N
     if kind_of(cfg).fits_on_embeddings:  # the head on the backbone: log-mel in, as any model
         model = embeddings.calibrated_head(model, cfg, data.train_rows, data.val_rows, data.labels)
         model = embeddings.full_model(model, cfg, data.val.input_shape)
+    if cfg["calibrate"] and not track_pooled(cfg):  # track heads: their own T
+        model = calibration.calibrated(model, cfg, data)
+    temperature = temperature_of(model)
+    if temperature is not None:
+        mlflow.log_param("calibration.temperature", round(temperature, 4))
     with atomic_path(paths.model) as tmp:
         model.save(tmp)
     write_history(paths.history, state["history"])
