@@ -574,25 +574,24 @@ def summarise(run_dir: Path, models: dict, jobs: list[dict], folds: int) -> dict
 def missed_by_every(run_dir: Path, models: list[str]) -> list[dict]:
     """The test tracks that every one of ``models`` puts in a wrong class (out-of-fold
     predictions): the tracks that cap a fold whatever the model."""
-    missed = None
-    answers: dict[str, list[str]] = {}
+    answers: dict[str, list[dict]] = {}  # track -> its row in each model's predictions
     for model in models:
         with open(run_dir / f"results/eval/{model}/oof_predictions.csv") as handle:
-            rows = list(csv.DictReader(handle))
-        wrong = {r["track"]: r for r in rows if r["predicted"] != r["true"]}
-        for track, row in wrong.items():
-            answers.setdefault(track, []).append(row["predicted"])
-        missed = set(wrong) if missed is None else missed & set(wrong)
-        last = {r["track"]: r for r in rows}
-    return [
-        {
-            "track": track,
-            "true": last[track]["true"],
-            "fold": int(last[track]["fold"]),
-            "predicted": max(set(answers[track]), key=answers[track].count),
-        }
-        for track in sorted(missed or ())
-    ]
+            for row in csv.DictReader(handle):
+                answers.setdefault(row["track"], []).append(row)
+    missed = []
+    for track, rows in sorted(answers.items()):
+        predicted = [r["predicted"] for r in rows]
+        if rows[0]["true"] not in predicted:
+            missed.append(
+                {
+                    "track": track,
+                    "true": rows[0]["true"],
+                    "fold": int(rows[0]["fold"]),
+                    "predicted": max(set(predicted), key=predicted.count),
+                }
+            )
+    return missed
 
 
 def extraction_seconds(jobs: list[dict], run_dir: Path | None = None) -> dict[str, float]:
@@ -712,7 +711,7 @@ def main() -> None:
             + ", ".join(f"{d:+.1f}" for d in diff)
         )
     targets = None
-    offline = [m for m in pretrained if "finetune" not in m]
+    offline = [m for m in pretrained if models[m]["options"]["mode"] != "finetune"]
     if "musicnn-probe" in results and offline:
         best = max(offline, key=lambda m: results[m]["macro_f1"]["mean"])
         cpu_ratio = results[best]["cpu_s"] / results["musicnn-probe"]["cpu_s"]

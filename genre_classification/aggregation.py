@@ -66,12 +66,8 @@ class SegmentsToTracks:
 def temperature_of(model) -> float | None:
     """The calibration temperature of a model: of its track head, or of its segments'
     softmax (``training.calibration``); ``None``: not calibrated."""
-    names = {layer.name for layer in model.layers}
-    if TEMPERATURE in names:
-        return 1.0 / float(model.get_layer(TEMPERATURE).scale)
-    if TRACK_HEAD not in names:
+    if TRACK_HEAD in {layer.name for layer in model.layers}:
+        model = model.get_layer(TRACK_HEAD)
+    if TEMPERATURE not in {layer.name for layer in model.layers}:
         return None
-    head = model.get_layer(TRACK_HEAD)
-    if TEMPERATURE not in {layer.name for layer in head.layers}:
-        return None
-    return 1.0 / float(head.get_layer(TEMPERATURE).scale)
+    return 1.0 / float(model.get_layer(TEMPERATURE).scale)

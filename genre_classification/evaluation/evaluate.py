@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from genre_classification import fileio, provenance, tracking
-from genre_classification.aggregation import SegmentsToTracks, temperature_of
+from genre_classification.aggregation import TEMPERATURE, SegmentsToTracks, temperature_of
 from genre_classification.columns import EVAL_PREDICTION_COLUMNS
 from genre_classification.evaluation.registry import register_and_promote
 from genre_classification.training import calibration, dataset, embeddings
@@ -235,7 +235,7 @@ def evaluate(
 
     tracks, track_probs, counts = tracks_of(model)
     before = None
-    if calibration.TEMPERATURE in {layer.name for layer in model.layers}:
+    if TEMPERATURE in {layer.name for layer in model.layers}:
         # a mean of scaled segment probabilities: the unscaled ones need a second pass
         before = tracks_of(calibration.without_temperature(model))[1]
     truth = {dataset.track_id(r.genre, r.track): labels.index(r.genre) for r in rows.itertuples()}

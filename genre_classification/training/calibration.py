@@ -13,7 +13,7 @@ import logging
 
 import numpy as np
 
-from genre_classification.aggregation import TEMPERATURE
+from genre_classification.aggregation import TEMPERATURE, aggregate_tracks
 from genre_classification.training import dataset, embeddings
 from genre_classification.training.model_kinds import kind_of
 from genre_classification.training.track_head import fit_temperature_by
@@ -31,14 +31,9 @@ def track_log_loss(log_probs: np.ndarray, owners: np.ndarray, y: np.ndarray, t: 
     z -= z.max(axis=1, keepdims=True)
     p = np.exp(z)
     p /= p.sum(axis=1, keepdims=True)
-    n_tracks = int(owners.max()) + 1
-    sums = np.zeros((n_tracks, p.shape[1]))
-    np.add.at(sums, owners, p)
-    counts = np.bincount(owners, minlength=n_tracks)
-    track_y = np.zeros(n_tracks, dtype=np.int64)
-    track_y[owners] = y
-    answer = sums[np.arange(n_tracks), track_y] / np.maximum(counts, 1)
-    return float(-np.mean(np.log(np.clip(answer[counts > 0], 1e-300, 1.0))))
+    # a track's class is its segments': the mean of their true-class probability is its answer's
+    _, answer = aggregate_tracks(p[np.arange(len(p)), y][:, None], owners)
+    return float(-np.mean(np.log(np.clip(answer, 1e-300, 1.0))))
 
 
 def fit_track_temperature(log_probs: np.ndarray, owners: np.ndarray, y: np.ndarray) -> float:
