@@ -18,6 +18,8 @@ import numpy as np
 TRACK_MOMENTS = "track_moments"
 TRACK_HEAD = "track_head"
 TEMPERATURE = "temperature"  # the layer dividing the logits (calibration)
+UNSCALED_PROBS = "unscaled_probs"  # evaluation: the probabilities without T, beside those with
+WITH_UNSCALED = "probs_with_unscaled"
 
 
 def aggregate_tracks(probs: np.ndarray, tracks) -> tuple[list[str], np.ndarray]:

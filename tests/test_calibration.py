@@ -64,9 +64,10 @@ def test_scaled_model_is_softmax_of_logits_over_t_and_survives_saving(tmp_path):
     np.testing.assert_allclose(after, softmax(logits / 2.5), atol=1e-5)
     assert (after.argmax(1) == before.argmax(1)).all()  # a segment's answer is kept
     assert after.max(1).mean() < before.max(1).mean()  # T > 1: less sure
-    np.testing.assert_allclose(
-        calibration.without_temperature(scaled).predict(x, verbose=0), before, atol=1e-6
-    )
+    both = calibration.with_uncalibrated(scaled).predict(
+        x, verbose=0
+    )  # one pass, with and without T
+    np.testing.assert_allclose(both, np.hstack([after, before]), atol=1e-6)
 
     scaled.save(tmp_path / "model.keras")
     loaded = keras.models.load_model(tmp_path / "model.keras")
@@ -95,8 +96,12 @@ def test_trained_model_is_calibrated_on_val_and_reports_ece_before_and_after(tmp
     split = dataset.read_split(split_path)
     labels = sorted(split.genre.unique())
     val = dataset.load_segments(split[split.split == "val"], labels)
-    unscaled = calibration.without_temperature(model)
-    log_probs = np.log(np.clip(unscaled.predict(val.x[..., None], verbose=0), 1e-12, 1))
+    both = calibration.with_uncalibrated(model)
+
+    def unscaled(x):
+        return both.predict(x[..., None], verbose=0)[:, len(labels) :]
+
+    log_probs = np.log(np.clip(unscaled(val.x), 1e-12, 1))
     owners = pd.factorize(val.tracks)[0]
     assert abs(calibration.fit_track_temperature(log_probs, owners, val.y) - t) < 1e-6 * t
 
@@ -112,9 +117,7 @@ def test_trained_model_is_calibrated_on_val_and_reports_ece_before_and_after(tmp
     truth = [
         labels.index(g) for g in pd.Series(test.tracks).drop_duplicates().str.split("/").str[0]
     ]
-    _, before = aggregation.aggregate_tracks(
-        unscaled.predict(test.x[..., None], verbose=0), test.tracks
-    )
+    _, before = aggregation.aggregate_tracks(unscaled(test.x), test.tracks)
     _, after = aggregation.aggregate_tracks(
         model.predict(test.x[..., None], verbose=0), test.tracks
     )

@@ -234,6 +234,7 @@ def test_evaluation_on_cached_embeddings_equals_the_whole_model(data, tmp_path, 
     for subset in ("val", "test"):
         (m_whole, p_whole), (m_head, p_head) = results["whole", subset], results["head", subset]
         assert m_head == m_whole
+        assert m_head["temperature"] > 0 and 0 <= m_head["ece_uncalibrated"] <= 1  # one pass
         assert p_head[["track", "true", "predicted"]].equals(
             p_whole[["track", "true", "predicted"]]
         )

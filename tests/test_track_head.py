@@ -27,7 +27,7 @@ from genre_classification.features.features import (
     read_features,
 )
 from genre_classification.predict import predict_set
-from genre_classification.training import embeddings, track_head
+from genre_classification.training import calibration, embeddings, track_head
 from genre_classification.training.musicnn import check_options
 from test_predict import read_rows, run_cli
 
@@ -70,7 +70,7 @@ def test_saved_head_computes_the_pooled_probe(pooling):
     got = np.asarray(head(moments, training=False))
     np.testing.assert_allclose(got, expected, atol=2e-6)
     assert track_head.pooling_of(head) == pooling
-    cooler = track_head.with_temperature(head, 1.0)
+    cooler = calibration.with_temperature(head, 1.0)
     unscaled = np.asarray(cooler(moments))
     np.testing.assert_allclose(unscaled, softmax(2.5 * np.log(expected)), atol=2e-5)
 

@@ -233,11 +233,12 @@ def evaluate(
             )
         return predict_tracks(model, rows, labels, batch_size, overlap)
 
-    tracks, track_probs, counts = tracks_of(model)
-    before = None
-    if TEMPERATURE in {layer.name for layer in model.layers}:
-        # a mean of scaled segment probabilities: the unscaled ones need a second pass
-        before = tracks_of(calibration.without_temperature(model))[1]
+    # a mean of scaled segment probabilities: the same pass gives the unscaled ones beside them
+    scaled = TEMPERATURE in {layer.name for layer in model.layers}
+    tracks, track_probs, counts = tracks_of(
+        calibration.with_uncalibrated(model) if scaled else model
+    )
+    track_probs, before = np.split(track_probs, 2, axis=1) if scaled else (track_probs, None)
     truth = {dataset.track_id(r.genre, r.track): labels.index(r.genre) for r in rows.itertuples()}
     y_true = np.array([truth[t] for t in tracks])
     y_pred = track_probs.argmax(axis=1)

@@ -1,10 +1,13 @@
-"""Temperature scaling of models whose track answer is the mean of segment probabilities.
+"""Temperature scaling: the probabilities a saved model gives are calibrated on the val tracks.
 
-A model's final softmax layer ("probs") is split into its linear part ("logits"), a division
-by the temperature T (a ``Rescaling`` layer, ``TEMPERATURE``) and the softmax ("probs"); T
-minimises the log loss of the val tracks' answers (each the mean of its segments' scaled
-probabilities). Only built-in Keras layers, so the saved model loads anywhere; the argmax of
-one segment does not change, a track's can. Track heads (``track_head``) carry their own T.
+A model whose track answer is the mean of its segments' probabilities has its final softmax
+layer ("probs") split into its linear part ("logits"), a division by the temperature T (a
+``Rescaling`` layer, ``TEMPERATURE``) and the softmax ("probs"); a track head
+(``track_head.head_model``) has that layer already. T minimises the log loss of the val tracks'
+answers (each the mean of its segments' scaled probabilities, or the head's answer on the
+track), with the weak prior of ``track_head.fit_temperature_by``; a track-level probe takes T
+from its cross-validation instead. Only built-in Keras layers, so the saved model loads
+anywhere; no segment's top class changes, a track's can.
 """
 
 from __future__ import annotations
@@ -13,9 +16,16 @@ import logging
 
 import numpy as np
 
-from genre_classification.aggregation import TEMPERATURE, aggregate_tracks
+from genre_classification.aggregation import (
+    TEMPERATURE,
+    TRACK_HEAD,
+    TRACK_MOMENTS,
+    UNSCALED_PROBS,
+    WITH_UNSCALED,
+    aggregate_tracks,
+)
 from genre_classification.training import dataset, embeddings
-from genre_classification.training.model_kinds import kind_of
+from genre_classification.training.model_kinds import kind_of, musicnn_options, track_pooled
 from genre_classification.training.track_head import fit_temperature_by
 
 log = logging.getLogger(__name__)
@@ -45,11 +55,27 @@ def fit_track_temperature(log_probs: np.ndarray, owners: np.ndarray, y: np.ndarr
 
 
 def with_temperature(model, temperature: float):
-    """``model`` (its last layer a softmax ``Dense`` "probs") as logits -> / T -> softmax: the
-    same layers and weights up to the logits."""
+    """``model`` with its logits divided by ``temperature``: a softmax ``Dense`` "probs" last
+    layer is split into logits -> / T -> softmax (the same layers and weights up to the logits);
+    a track head (``track_head.head_model``), or a model ending in one, gets its ``TEMPERATURE``
+    layer set to T."""
     import keras
     from keras import layers
 
+    names = {layer.name for layer in model.layers}
+    if TRACK_HEAD in names:
+        head = with_temperature(model.get_layer(TRACK_HEAD), temperature)
+        return keras.Model(
+            model.inputs, head(model.get_layer(TRACK_MOMENTS).output), name=model.name
+        )
+    if TEMPERATURE in names:
+        config = model.get_config()
+        for layer in config["layers"]:
+            if layer["config"]["name"] == TEMPERATURE:
+                layer["config"]["scale"] = 1.0 / float(temperature)
+        copy = keras.Model.from_config(config)
+        copy.set_weights(model.get_weights())
+        return copy
     probs = model.get_layer("probs")
     if not isinstance(probs, layers.Dense):
         raise ValueError(f"model {model.name}: its 'probs' layer is not a softmax Dense layer")
@@ -61,24 +87,32 @@ def with_temperature(model, temperature: float):
     return keras.Model(model.inputs, outputs, name=model.name)
 
 
-def without_temperature(model):
-    """The probabilities of a ``with_temperature`` model before scaling (the same layers)."""
+def with_uncalibrated(model):
+    """A ``with_temperature`` model whose output is followed by its probabilities before
+    scaling (``UNSCALED_PROBS``, columns n_classes..2 n_classes): both in one pass, and the mean
+    over a track's segments of each half is that track's answer with and without T."""
     import keras
     from keras import layers
 
-    outputs = layers.Activation("softmax", dtype="float32", name="probs")(
+    unscaled = layers.Activation("softmax", dtype="float32", name=UNSCALED_PROBS)(
         model.get_layer("logits").output
     )
+    outputs = layers.Concatenate(dtype="float32", name=WITH_UNSCALED)([model.output, unscaled])
     return keras.Model(model.inputs, outputs, name=model.name)
 
 
 def _val_log_probs(model, cfg: dict, data) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Log-probabilities, track index and class of every val segment."""
+    """Log-probabilities, track index and class of every val segment (of every val track, for a
+    track head: its answer on the track's mean moments)."""
     if kind_of(cfg).fits_on_embeddings:  # the head on the cached embeddings
         split = embeddings.EmbeddedSplit.of(cfg, data.train_rows, data.val_rows, data.labels)
-        probs = embeddings.head_of(model).predict(split.x_val, batch_size=4096, verbose=0)
-        owners = np.repeat(np.arange(len(split.val_counts)), split.val_counts)
-        y = split.y_val
+        if track_pooled(cfg):
+            x, y = split.track_moments("val")
+            owners = np.arange(len(y))
+        else:
+            x, y = split.x_val, split.y_val
+            owners = np.repeat(np.arange(len(split.val_counts)), split.val_counts)
+        probs = embeddings.head_of(model).predict(x, batch_size=4096, verbose=0)
     else:
         batches = dataset.eval_dataset(data.val, PREDICT_BATCH)
         probs = model.predict(batches, verbose=0)
@@ -88,7 +122,10 @@ def _val_log_probs(model, cfg: dict, data) -> tuple[np.ndarray, np.ndarray, np.n
 
 
 def calibrated(model, cfg: dict, data):
-    """``model`` temperature-scaled on the val tracks (``cfg["calibrate"]``), logged."""
+    """``model`` temperature-scaled on the val tracks, logged; a track-level probe as it is
+    (its T comes from its cross-validation, ``track_head.choose_probe``)."""
+    if track_pooled(cfg) and musicnn_options(cfg)["mode"] == "probe":
+        return model
     log_probs, owners, y = _val_log_probs(model, cfg, data)
     before = track_log_loss(log_probs, owners, y, 1.0)
     temperature = fit_track_temperature(log_probs, owners, y)

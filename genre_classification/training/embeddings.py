@@ -40,7 +40,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from genre_classification.aggregation import TEMPERATURE, TRACK_MOMENTS, aggregate_tracks
+from genre_classification.aggregation import (
+    TEMPERATURE,
+    TRACK_MOMENTS,
+    UNSCALED_PROBS,
+    WITH_UNSCALED,
+    aggregate_tracks,
+)
 from genre_classification.columns import EMBEDDING_RECORD_COLUMNS
 from genre_classification.data.split import GROUP_COLUMN
 from genre_classification.features.packs import accepted_files
@@ -316,9 +322,12 @@ def head_of(model):
     width = int(np.asarray(norm.input_mean).size)
     inputs = keras.Input(shape=(width,), name="embedding")
     x = model.get_layer("head_dropout")(norm(inputs))
-    for name in ("logits", TEMPERATURE, "probs"):
-        if name in names:
-            x = model.get_layer(name)(x)
+    if "logits" not in names:
+        return keras.Model(inputs, model.get_layer("probs")(x), name="musicnn_head")
+    logits = model.get_layer("logits")(x)
+    x = model.get_layer("probs")(model.get_layer(TEMPERATURE)(logits))
+    if WITH_UNSCALED in names:  # calibration.with_uncalibrated
+        x = model.get_layer(WITH_UNSCALED)([x, model.get_layer(UNSCALED_PROBS)(logits)])
     return keras.Model(inputs, x, name="musicnn_head")
 
 
@@ -589,20 +598,6 @@ def _fit_pooled_probe(model, cfg, split, state, callback) -> None:
         "fit_val_loss": val_loss,
     }
     callback.on_epoch_end(0, logs)
-
-
-def calibrated_head(head, cfg: dict, train_rows, val_rows, labels):
-    """A Keras-trained track head (frozen) with the temperature fitted on the val tracks
-    (the probe's comes from cross-validation); other heads as they are."""
-    opts = musicnn_options(cfg)
-    if not track_pooled(cfg) or opts["mode"] != "frozen" or not cfg["calibrate"]:
-        return head
-    split = EmbeddedSplit.of(cfg, train_rows, val_rows, labels)
-    x_val, y_val = split.track_moments("val")
-    probs = np.asarray(head.predict(x_val, batch_size=1024, verbose=0), dtype=np.float64)
-    temperature = track_head.fit_temperature(np.log(np.clip(probs, 1e-12, 1.0)), y_val)
-    log.info("track head: temperature %.3f on %d val tracks", temperature, len(y_val))
-    return track_head.with_temperature(head, temperature)
 
 
 def full_model(head, cfg: dict, input_shape):

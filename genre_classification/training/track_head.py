@@ -1,5 +1,5 @@
 """Heads on one pooled vector per track (musicnn ``pooling``), the probe's choice of C and
-pooling by grouped cross-validation, and temperature scaling.
+pooling by grouped cross-validation, and the probe's temperature from it.
 
 A track's vector pools its segments' embeddings ``e``: ``mean`` (their mean) or ``mean_std``
 (mean and standard deviation, per dimension). Both come from the track's mean *moments*
@@ -203,19 +203,6 @@ def head_model(
     x = layers.Rescaling(1.0 / float(temperature), dtype="float32", name=TEMPERATURE)(logits(x))
     outputs = layers.Activation("softmax", dtype="float32", name="probs")(x)
     return keras.Model(inputs, outputs, name=TRACK_HEAD)
-
-
-def with_temperature(head, temperature: float):
-    """A copy of ``head`` (``head_model``) whose logits are divided by ``temperature``."""
-    import keras
-
-    config = head.get_config()
-    for layer in config["layers"]:
-        if layer["config"]["name"] == TEMPERATURE:
-            layer["config"]["scale"] = 1.0 / float(temperature)
-    copy = keras.Model.from_config(config)
-    copy.set_weights(head.get_weights())
-    return copy
 
 
 def pooling_of(head) -> str:

@@ -56,7 +56,7 @@ from genre_classification.training import (
     model_info,
     models,
 )
-from genre_classification.training.model_kinds import kind_of, track_pooled
+from genre_classification.training.model_kinds import kind_of
 from genre_classification.training.tf_runtime import set_threads
 
 log = logging.getLogger(__name__)
@@ -541,9 +541,8 @@ def finalize(model, cfg, data, state, paths: TrainingPaths, ckpt_dir: Path) -> N
         model.load_weights(best)
         log.info("Restored weights of best epoch %s", state["best_epoch"])
     if kind_of(cfg).fits_on_embeddings:  # the head on the backbone: log-mel in, as any model
-        model = embeddings.calibrated_head(model, cfg, data.train_rows, data.val_rows, data.labels)
         model = embeddings.full_model(model, cfg, data.val.input_shape)
-    if cfg["calibrate"] and not track_pooled(cfg):  # track heads: their own T
+    if cfg["calibrate"]:
         model = calibration.calibrated(model, cfg, data)
     temperature = temperature_of(model)
     if temperature is not None:
