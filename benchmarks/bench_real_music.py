@@ -26,7 +26,8 @@ few epochs (it costs ~0.15 s per training segment and epoch there). The variants
                     the workflow has it (left out, with a note, when its schema has no `augment`)
   musicnn-frozen    musicnn pretrained on the MSD, {mode: frozen}: a new head on the embedding
                     (computed once per file and cached; --epochs-frozen)
-  musicnn-probe     {mode: probe}: logistic regression on the embedding, C on the validation split
+  musicnn-probe     {mode: probe}: logistic regression on the segments' embeddings, C by grouped
+                    cross-validation over train and val, temperature-scaled
   vgg-frozen        {mode: frozen, checkpoint: MSD_vgg}: the wheel's vgg, its pool5 embedding
   vgg-probe         {mode: probe, checkpoint: MSD_vgg}
   musicnn-probe-tracks, vgg-probe-tracks  {mode: probe, pooling: auto}: one vector per track,
@@ -534,10 +535,9 @@ def variant_cpu_seconds(run_dir: Path, model: str, folds: int) -> float:
 
 
 def epoch_cap(entry: dict) -> int:
-    """Epochs a variant may train: the probe's 13 values of C, 1 for a track-pooled probe."""
-    options = entry.get("options", {})
-    if options.get("mode") == "probe":
-        return 13 if options.get("pooling", "segment") == "segment" else 1
+    """Epochs a variant may train: 1 for a probe (its C is chosen by cross-validation)."""
+    if entry.get("options", {}).get("mode") == "probe":
+        return 1
     return entry["epochs"]
 
 

@@ -249,7 +249,7 @@ SLOW_TESTS = {
     "test_augment.py::test_musicnn_trains_with_augmentation",
     "test_augment.py::test_short_training_run_with_every_augmentation",
     "test_distribute.py::test_training_mirrors_over_two_devices",
-    "test_embeddings.py::test_probe_chooses_c_on_validation",
+    "test_embeddings.py::test_probe_chooses_c_by_grouped_cross_validation",
     "test_embeddings.py::test_evaluation_on_cached_embeddings_equals_the_whole_model",
     "test_embeddings.py::test_frozen_head_starts_at_chance_converges_and_saves_a_logmel_model",
     "test_embeddings.py::test_embed_features_jobs_feed_the_frozen_and_probe_jobs",

@@ -9,7 +9,7 @@ import pandas as pd
 from _training_data import TINY_CONFIG, make_features, train_tiny
 from genre_classification import aggregation
 from genre_classification.evaluation import evaluate
-from genre_classification.training import calibration, dataset
+from genre_classification.training import calibration, dataset, track_head
 
 
 def softmax(z):
@@ -29,9 +29,9 @@ def test_track_temperature_is_recovered_from_overconfident_segments():
     y = track_y[owners]
     overconfident = np.log(softmax(3.0 * z))  # what a model three times too sure gives
 
-    t = calibration.fit_track_temperature(overconfident, owners, y)
+    t = track_head.fit_temperature(overconfident, owners, y)
     assert 2.4 < t < 3.6
-    loss = calibration.track_log_loss
+    loss = track_head.track_log_loss
     assert loss(overconfident, owners, y, t) < loss(overconfident, owners, y, 1.0) - 0.05
     assert abs(loss(overconfident, owners, y, t) - loss(np.log(softmax(z)), owners, y, 1.0)) < 0.05
 
@@ -41,9 +41,9 @@ def test_a_few_val_tracks_all_right_do_not_make_the_model_ever_surer():
     owners = np.repeat(np.arange(12), 2)
     y = np.repeat(np.arange(12) % 3, 2)
     log_probs = np.log(softmax(rng.normal(0, 0.3, (24, 3)) + 2.0 * np.eye(3)[y]))  # all right
-    loss = calibration.track_log_loss
+    loss = track_head.track_log_loss
     assert loss(log_probs, owners, y, 0.05) < loss(log_probs, owners, y, 0.3)  # the data alone
-    t = calibration.fit_track_temperature(log_probs, owners, y)
+    t = track_head.fit_temperature(log_probs, owners, y)
     assert 0.3 < t < 1.0  # surer, within the prior's reach
 
 
@@ -103,7 +103,7 @@ def test_trained_model_is_calibrated_on_val_and_reports_ece_before_and_after(tmp
 
     log_probs = np.log(np.clip(unscaled(val.x), 1e-12, 1))
     owners = pd.factorize(val.tracks)[0]
-    assert abs(calibration.fit_track_temperature(log_probs, owners, val.y) - t) < 1e-6 * t
+    assert abs(track_head.fit_temperature(log_probs, owners, val.y) - t) < 1e-6 * t
 
     metrics = evaluate.evaluate(
         model_path,

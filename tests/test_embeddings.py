@@ -22,7 +22,7 @@ from conftest import TINY_MODEL, planned_jobs
 from genre_classification.columns import SPLIT_COLUMNS
 from genre_classification.data.demo_data import synthesize_clip
 from genre_classification.features.features import FeatureParams
-from genre_classification.training import embeddings, musicnn
+from genre_classification.training import embeddings, musicnn, track_head
 from genre_classification.training.model_kinds import kind_of
 
 if importlib.util.find_spec("musicnn") is None:
@@ -285,37 +285,68 @@ def test_frozen_head_starts_at_chance_converges_and_saves_a_logmel_model(data, t
     assert info["run_id"]
 
 
-def test_probe_chooses_c_on_validation(data, tmp_path):
+def test_probe_chooses_c_by_grouped_cross_validation(data, tmp_path):
+    """The segment probe's C is the one whose out-of-fold track answers have the lowest log
+    loss over grouped folds of train and val; refitted on both; T from the same folds."""
     import keras
+    import mlflow
 
-    config = {**FROZEN, "options": {"mode": "probe"}, "early_stopping": {"patience": 3}}
-    train_tiny(config, data, tmp_path, "probe", "embeddings-test")
+    from genre_classification.aggregation import temperature_of
+
+    config = {**FROZEN, "options": {"mode": "probe"}}
+    info, uri = train_tiny(config, data, tmp_path, "probe", "embeddings-test")
+    train_rows, val_rows = split_rows(data, "train"), split_rows(data, "val")
+    split = embeddings.EmbeddedSplit.of(config, train_rows, val_rows, list(GENRES))
+    x, owners, y, groups = split.segments(("train", "val"))
+    assert len(x) == len(GENRES) * 6 * 2 and owners.max() == len(GENRES) * 6 - 1
+    choice = track_head.choose_segment_probe(x, owners, y, groups, 3, seed=3)
+    assert choice.losses[("segment", choice.c)] == min(choice.losses.values())
+
+    # the chosen C's out-of-fold loss by hand
+    folds = track_head.cv_folds(y, groups, 3)
+    assert choice.folds == len(folds) == 5
+    nll = []
+    for train, held in folds:
+        fit, out = np.isin(owners, train), np.isin(owners, held)
+        mean, variance = track_head.standardisation(x[fit])
+        kernel, bias = track_head.fit_probe(
+            (x[fit] - mean) / np.sqrt(variance), y[owners[fit]], 3, choice.c, 3
+        )
+        z = (x[out] - mean) / np.sqrt(variance) @ kernel + bias
+        p = np.exp(z - z.max(1, keepdims=True))
+        p /= p.sum(1, keepdims=True)
+        for track in held:
+            nll.append(-np.log(p[owners[out] == track, y[track]].mean()))
+    assert choice.cv_loss == pytest.approx(np.mean(nll), rel=1e-6)
+
     history = pd.read_csv(tmp_path / "models/probe/history.csv")
-    np.testing.assert_allclose(history["C"], embeddings.PROBE_C[: len(history)], rtol=1e-9)
-    best = int(history["val_loss"].idxmin())
-    assert history["val_accuracy"].iloc[best] == 1.0
-    assert history["val_loss"].iloc[best] < 0.01 < history["val_loss"].iloc[0]
+    assert len(history) == 1 and history["C"].iloc[0] == choice.c
+    assert history["val_loss"].iloc[0] == pytest.approx(choice.cv_loss)
+    params = mlflow.MlflowClient(tracking_uri=uri).get_run(info["run_id"]).data.params
+    assert params["probe.pooling"] == "segment" and float(params["probe.C"]) == choice.c
     model = keras.models.load_model(tmp_path / "models/probe/model.keras")
     segments = np.stack([h5py.File(f)["logmel"][0] for f in split_rows(data, "test").features])
     assert model.predict(segments[..., None], verbose=0).argmax(axis=1).tolist() == [0, 1, 2]
-    # the saved head is the logistic regression of the best C (restored best epoch)
-    split = embeddings.EmbeddedSplit.of(
-        config, split_rows(data, "train"), split_rows(data, "val"), list(GENRES)
-    )
-    xt = split.standardised(split.x_train)
-    kernel, bias = embeddings.fit_probe(xt, split.y_train, 3, embeddings.PROBE_C[best], 3)
-    np.testing.assert_allclose(model.get_layer("logits").kernel.numpy(), kernel, atol=1e-6)
+    # the saved head is that C's probe refitted on train and val, scaled by the folds' T
+    np.testing.assert_allclose(model.get_layer("logits").kernel.numpy(), choice.kernel, atol=1e-6)
+    assert temperature_of(model) == pytest.approx(choice.temperature)
+    assert float(params["calibration.temperature"]) == round(choice.temperature, 4)
 
 
 def test_finetune_starts_from_the_probe_head(data):
+    """The fine-tune's starting head is the probe chosen over the train tracks only: val stays
+    unseen for its early stopping."""
     config = {"architecture": "musicnn", "seed": 3, "augment": {}}
     config["options"] = {"mode": "finetune", "backbone_learning_rate_factor": 0.1}
     train_rows, val_rows = split_rows(data, "train"), split_rows(data, "val")
     model = embeddings.initial_model(config, train_rows, val_rows, list(GENRES), (96, 187, 1))
     split = embeddings.EmbeddedSplit.of(config, train_rows, val_rows, list(GENRES))
-    _, (kernel, bias) = embeddings.best_probe(split, seed=3)
-    np.testing.assert_array_equal(model.get_layer("probs").kernel.numpy(), kernel)
-    np.testing.assert_array_equal(model.get_layer("probs").bias.numpy(), bias)
+    x, owners, y, groups = split.segments(("train",))
+    probe = track_head.choose_segment_probe(x, owners, y, groups, 3, seed=3)
+    np.testing.assert_array_equal(model.get_layer("probs").kernel.numpy(), probe.kernel)
+    np.testing.assert_array_equal(model.get_layer("probs").bias.numpy(), probe.bias)
+    norm = model.get_layer("embedding_standardisation")
+    np.testing.assert_allclose(np.asarray(norm.input_mean).reshape(-1), probe.mean, rtol=1e-6)
     assert model.get_layer("musicnn").trainable_weights
     assert model.learning_rate_factors == {musicnn.BACKBONE_VARIABLES: 0.1}
     # Its first loss is the probe's, far below chance.

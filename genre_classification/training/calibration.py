@@ -5,9 +5,9 @@ layer ("probs") split into its linear part ("logits"), a division by the tempera
 ``Rescaling`` layer, ``TEMPERATURE``) and the softmax ("probs"); a track head
 (``track_head.head_model``) has that layer already. T minimises the log loss of the val tracks'
 answers (each the mean of its segments' scaled probabilities, or the head's answer on the
-track), with the weak prior of ``track_head.fit_temperature_by``; a track-level probe takes T
-from its cross-validation instead. Only built-in Keras layers, so the saved model loads
-anywhere; no segment's top class changes, a track's can.
+track), with the weak prior of ``track_head.fit_temperature_by``; a probe, whose fit saw the
+val tracks, takes T from its cross-validation instead. Only built-in Keras layers, so the saved
+model loads anywhere; no segment's top class changes, a track's can.
 """
 
 from __future__ import annotations
@@ -22,36 +22,14 @@ from genre_classification.aggregation import (
     TRACK_MOMENTS,
     UNSCALED_PROBS,
     WITH_UNSCALED,
-    aggregate_tracks,
 )
 from genre_classification.training import dataset, embeddings
 from genre_classification.training.model_kinds import kind_of, musicnn_options, track_pooled
-from genre_classification.training.track_head import fit_temperature_by
+from genre_classification.training.track_head import fit_temperature, track_log_loss
 
 log = logging.getLogger(__name__)
 
 PREDICT_BATCH = 256
-
-
-def track_log_loss(log_probs: np.ndarray, owners: np.ndarray, y: np.ndarray, t: float) -> float:
-    """Mean negative log-likelihood of the true classes of the tracks' answers, the mean of
-    softmax(``log_probs`` / t) over each track's segments (``owners``: a segment's track index,
-    ``y``: its class)."""
-    z = log_probs / t
-    z -= z.max(axis=1, keepdims=True)
-    p = np.exp(z)
-    p /= p.sum(axis=1, keepdims=True)
-    # a track's class is its segments': the mean of their true-class probability is its answer's
-    _, answer = aggregate_tracks(p[np.arange(len(p)), y][:, None], owners)
-    return float(-np.mean(np.log(np.clip(answer, 1e-300, 1.0))))
-
-
-def fit_track_temperature(log_probs: np.ndarray, owners: np.ndarray, y: np.ndarray) -> float:
-    """The T of ``track_log_loss`` over the tracks (``track_head.fit_temperature_by``)."""
-    log_probs = np.asarray(log_probs, dtype=np.float64)
-    owners = np.asarray(owners, dtype=np.int64)
-    n_tracks = len(np.unique(owners))
-    return fit_temperature_by(lambda t: track_log_loss(log_probs, owners, y, t), n_tracks)
 
 
 def with_temperature(model, temperature: float):
@@ -122,13 +100,19 @@ def _val_log_probs(model, cfg: dict, data) -> tuple[np.ndarray, np.ndarray, np.n
 
 
 def calibrated(model, cfg: dict, data):
-    """``model`` temperature-scaled on the val tracks, logged; a track-level probe as it is
-    (its T comes from its cross-validation, ``track_head.choose_probe``)."""
-    if track_pooled(cfg) and musicnn_options(cfg)["mode"] == "probe":
-        return model
+    """``model`` temperature-scaled on the val tracks, logged; a probe by the T of its
+    cross-validation's out-of-fold answers (``embeddings.probe_choice``: val is in its fit)."""
+    if kind_of(cfg).fits_on_embeddings and musicnn_options(cfg)["mode"] == "probe":
+        split = embeddings.EmbeddedSplit.of(cfg, data.train_rows, data.val_rows, data.labels)
+        choice = embeddings.probe_choice(cfg, split)
+        log.info(
+            "calibration: temperature %.3f from the probe's cross-validation (%d folds)",
+            choice.temperature, choice.folds,
+        )  # fmt: skip
+        return with_temperature(model, choice.temperature)
     log_probs, owners, y = _val_log_probs(model, cfg, data)
     before = track_log_loss(log_probs, owners, y, 1.0)
-    temperature = fit_track_temperature(log_probs, owners, y)
+    temperature = fit_temperature(log_probs, owners, y)
     log.info(
         "calibration: temperature %.3f on %d val tracks (their log loss %.4f -> %.4f)",
         temperature, len(np.unique(owners)), before,

@@ -13,14 +13,15 @@ backbone pass over the uncached files plus a head fit on arrays in memory:
   -> dropout -> softmax, the kernel starting at zero so the first loss is ln(n_classes)
   (chance), trained by Keras epoch by epoch (the training job's checkpoints, early stopping,
   resume: the batch order is ``dataset.epoch_permutation``, a function of (seed, epoch));
-* ``probe``: scikit-learn's multinomial logistic regression on the standardised embedding, one
-  fit per regularisation strength of ``PROBE_C`` (strongest first; each one is an "epoch" of the
-  history, with the job's early stopping), the best validation loss wins;
+* ``probe``: scikit-learn's multinomial logistic regression on the standardised embedding, its
+  regularisation strength C chosen by cross-validation over the train and val tracks, grouped
+  like the split (``track_head.choose_segment_probe``), then refitted on all of them;
 * ``finetune`` with ``head_init: probe``: the whole network trains from the probe's head (not
-  a random one) on top of the standardisation.
+  a random one) on top of the standardisation; that probe is chosen over the train tracks only,
+  so val stays unseen for the fine-tune's early stopping.
 
 With ``pooling`` (``track_head``) the frozen or probe head is fitted on one vector per track
-instead, and the probe chooses C (and the pooling) by grouped cross-validation.
+instead, and the probe chooses C (and the pooling) by the same cross-validation.
 
 Several backbones (``checkpoint: MSD_musicnn+MTT_musicnn``) are cached one by one and their
 embeddings concatenated.
@@ -64,7 +65,7 @@ from genre_classification.training.musicnn import (
     standardisation_layer,
 )
 from genre_classification.training.tf_runtime import set_threads
-from genre_classification.training.track_head import PROBE_C, fit_probe, log_loss
+from genre_classification.training.track_head import log_loss
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -261,6 +262,19 @@ class EmbeddedSplit:
     def standardised(self, x: np.ndarray) -> np.ndarray:
         return ((x - self.mean) / np.sqrt(np.maximum(self.variance, 1e-6))).astype(np.float32)
 
+    def segments(self, parts) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(embeddings, each segment's track index, each track's genre index, each track's
+        group)`` of the tracks of ``parts`` ("train", "val")."""
+        of = {
+            "train": (self.x_train, self.y_train, self.train_counts, self.train_groups),
+            "val": (self.x_val, self.y_val, self.val_counts, self.val_groups),
+        }
+        xs, ys, counts, groups = zip(*(of[part] for part in parts), strict=True)
+        counts = np.concatenate(counts)
+        y = np.concatenate(ys)[np.cumsum(counts) - counts]
+        owners = np.repeat(np.arange(len(counts)), counts)
+        return np.concatenate(xs), owners, y, np.concatenate(groups)
+
     def track_moments(self, part: str) -> tuple[np.ndarray, np.ndarray]:
         """``(moments (tracks, 2w) float64, genre index per track)`` of "train" or "val",
         computed once."""
@@ -402,31 +416,25 @@ def _scores(model, x, y) -> tuple[float, float]:
     return log_loss(np.log(np.clip(probs, 1e-7, 1.0)), y), float(np.mean(probs.argmax(axis=1) == y))
 
 
-def best_probe(split: EmbeddedSplit, seed: int) -> tuple[float, tuple]:
-    """The probe of the ``PROBE_C`` value with the lowest validation loss: ``(c, head)``."""
-    xt, xv = split.standardised(split.x_train), split.standardised(split.x_val)
-    best = None
-    for c in PROBE_C:
-        kernel, bias = fit_probe(xt, split.y_train, split.n_classes, c, seed)
-        loss = log_loss(xv @ kernel + bias, split.y_val)
-        if best is None or loss < best[0]:
-            best = (loss, c, (kernel, bias))
-    log.info("probe head: C=%g, validation loss %.4f", best[1], best[0])
-    return best[1], best[2]
-
-
-def _pooled_probe(cfg: dict, split: EmbeddedSplit) -> track_head.ProbeChoice:
-    """The track-pooled probe chosen by cross-validation over train and val (once per job)."""
+def probe_choice(cfg: dict, split: EmbeddedSplit, with_val: bool = True):
+    """The probe chosen by grouped cross-validation over the train and val tracks
+    (``track_head.choose_probe`` with ``pooling``, else ``choose_segment_probe``), once per
+    job; ``with_val=False``: over the train tracks only (the fine-tune's starting head)."""
     opts = musicnn_options(cfg)
-    key = ("probe", opts["pooling"], cfg["calibrate"], cfg["seed"], id(split))
+    key = ("probe", opts["pooling"], cfg["seed"], with_val, id(split))
     if _LAST.get("probe_key") != key:
-        (train, y_train), (val, y_val) = split.track_moments("train"), split.track_moments("val")
-        moments, y = np.concatenate([train, val]), np.concatenate([y_train, y_val])
-        groups = np.concatenate([split.train_groups, split.val_groups])
-        poolings = track_head.AUTO_POOLINGS if opts["pooling"] == "auto" else (opts["pooling"],)
-        choice = track_head.choose_probe(
-            moments, y, groups, split.n_classes, poolings, cfg["seed"], cfg["calibrate"]
-        )
+        parts = ("train", "val") if with_val else ("train",)
+        x, owners, y, groups = split.segments(parts)
+        if track_pooled(cfg):
+            moments = tracks_moments(x, np.bincount(owners))
+            poolings = track_head.AUTO_POOLINGS if opts["pooling"] == "auto" else (opts["pooling"],)
+            choice = track_head.choose_probe(
+                moments, y, groups, split.n_classes, poolings, cfg["seed"]
+            )
+        else:
+            choice = track_head.choose_segment_probe(
+                x, owners, y, groups, split.n_classes, cfg["seed"]
+            )
         _LAST.update(probe_key=key, probe=choice)
     return _LAST["probe"]
 
@@ -436,11 +444,10 @@ def _pooled_head(cfg: dict, split: EmbeddedSplit):
     opts = musicnn_options(cfg)
     width = split.x_train.shape[1]
     if opts["mode"] == "probe":
-        choice = _pooled_probe(cfg, split)
+        choice = probe_choice(cfg, split)
         head = track_head.head_model(
-            width, split.n_classes, choice.pooling, choice.mean, choice.variance,
-            opts["dropout"], choice.temperature,
-        )  # fmt: skip
+            width, split.n_classes, choice.pooling, choice.mean, choice.variance, opts["dropout"]
+        )
         head.get_layer("logits").set_weights([choice.kernel, choice.bias])
         return head
     moments, _ = split.track_moments("train")
@@ -471,10 +478,14 @@ def initial_model(cfg: dict, train_rows, val_rows, labels: list[str], input_shap
     keras.utils.set_random_seed(cfg["seed"])
     if track_pooled(cfg):
         return _pooled_head(cfg, split)
-    if opts["mode"] != "finetune":
-        width = split.x_train.shape[1]
+    width = split.x_train.shape[1]
+    if opts["mode"] == "frozen":
         return head_model(width, len(labels), split.mean, split.variance, opts["dropout"])
-    _, head = best_probe(split, cfg["seed"])
+    probe = probe_choice(cfg, split, with_val=opts["mode"] == "probe")
+    if opts["mode"] == "probe":
+        head = head_model(width, len(labels), probe.mean, probe.variance, opts["dropout"])
+        head.get_layer("probs").set_weights([probe.kernel, probe.bias])
+        return head
     backbone = pretrained_backbone(
         opts["checkpoint"], opts["embedding"], tuple(input_shape)[1], "finetune"
     )
@@ -484,8 +495,8 @@ def initial_model(cfg: dict, train_rows, val_rows, labels: list[str], input_shap
         len(labels),
         "finetune",
         opts["dropout"],
-        standardise=(split.mean, split.variance),
-        head=head,
+        standardise=(probe.mean, probe.variance),
+        head=(probe.kernel, probe.bias),
         backbone_learning_rate_factor=opts["backbone_learning_rate_factor"],
     )
     return model
@@ -515,10 +526,8 @@ def fit_head(
     split = EmbeddedSplit.of(cfg, train_rows, val_rows, labels)
     initial_epoch, epochs, bs = state["epochs_done"], cfg["epochs"], cfg["batch_size"]
     mode = musicnn_options(cfg)["mode"]
-    if mode == "probe" and track_pooled(cfg):
-        return _fit_pooled_probe(model, cfg, split, state, callback)
     if mode == "probe":
-        return _fit_probe_grid(model, cfg, split, state, callback)
+        return _fit_probe(model, cfg, split, state, callback)
     if initial_epoch >= epochs or state["stopped_early"]:
         return None
     if track_pooled(cfg):
@@ -539,43 +548,23 @@ def fit_head(
     return None
 
 
-def _fit_probe_grid(model, cfg, split, state, callback) -> None:
-    """One "epoch" per value of ``PROBE_C`` (strongest regularisation first), each a
-    logistic-regression fit copied into the head's softmax layer, then the job's epoch
-    callback (best weights, early stopping, checkpoint, MLflow)."""
-    xt = split.standardised(split.x_train)
-    callback.set_model(model)
-    probs = model.get_layer("probs")
-    for epoch in range(state["epochs_done"], len(PROBE_C)):
-        if state["stopped_early"]:
-            break
-        callback.on_epoch_begin(epoch)
-        kernel, bias = fit_probe(xt, split.y_train, split.n_classes, PROBE_C[epoch], cfg["seed"])
-        probs.set_weights([kernel, bias])
-        loss, accuracy = _scores(model, split.x_train, split.y_train)
-        val_loss, val_accuracy = _scores(model, split.x_val, split.y_val)
-        logs = {
-            "C": PROBE_C[epoch],
-            "loss": loss,
-            "accuracy": accuracy,
-            "val_loss": val_loss,
-            "val_accuracy": val_accuracy,
-        }
-        callback.on_epoch_end(epoch, logs)
-
-
-def _fit_pooled_probe(model, cfg, split, state, callback) -> None:
-    """The track-pooled probe (fitted when the job built it) as one "epoch": its
-    cross-validated log loss is the epoch's ``val_loss``; the choice goes to MLflow."""
+def _fit_probe(model, cfg, split, state, callback) -> None:
+    """The probe (fitted when the job built it) as one "epoch": its cross-validated log loss
+    is the epoch's ``val_loss``; the choice goes to MLflow."""
     import mlflow
 
     if state["epochs_done"] >= 1:
         return
-    choice = _pooled_probe(cfg, split)
+    choice = probe_choice(cfg, split)
     callback.set_model(model)
     callback.on_epoch_begin(0)
-    x_train, y_train = split.track_moments("train")
-    x_val, y_val = split.track_moments("val")
+    if track_pooled(cfg):
+        (x_train, y_train), (x_val, y_val) = (
+            split.track_moments("train"),
+            split.track_moments("val"),
+        )
+    else:
+        x_train, y_train, x_val, y_val = split.x_train, split.y_train, split.x_val, split.y_val
     loss, accuracy = _scores(model, x_train, y_train)
     val_loss, val_accuracy = _scores(model, x_val, y_val)
     if mlflow.active_run() is not None:
@@ -588,7 +577,6 @@ def _fit_pooled_probe(model, cfg, split, state, callback) -> None:
         )
     logs = {
         "C": choice.c,
-        "pooling_mean_std": float(choice.pooling == "mean_std"),
         "temperature": choice.temperature,
         "cv_loss": choice.cv_loss,
         "loss": loss,
@@ -597,6 +585,8 @@ def _fit_pooled_probe(model, cfg, split, state, callback) -> None:
         "val_accuracy": val_accuracy,
         "fit_val_loss": val_loss,
     }
+    if track_pooled(cfg):
+        logs["pooling_mean_std"] = float(choice.pooling == "mean_std")
     callback.on_epoch_end(0, logs)
 
 

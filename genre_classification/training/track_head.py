@@ -1,5 +1,5 @@
-"""Heads on one pooled vector per track (musicnn ``pooling``), the probe's choice of C and
-pooling by grouped cross-validation, and the probe's temperature from it.
+"""Heads on one pooled vector per track (musicnn ``pooling``), the probe's choice of C (and
+pooling) by grouped cross-validation, on tracks or on segments, and its temperature from it.
 
 A track's vector pools its segments' embeddings ``e``: ``mean`` (their mean) or ``mean_std``
 (mean and standard deviation, per dimension). Both come from the track's mean *moments*
@@ -9,9 +9,10 @@ A track's vector pools its segments' embeddings ``e``: ``mean`` (their mean) or 
 The probe (logistic regression on the standardised pooled vector) chooses its pooling (with
 ``auto``) and C by cross-validation over the tracks of train and val together, folds grouped
 like the workflow's split (``split.group_by``: no group in two folds) and stratified by genre;
-the chosen pair is refitted on all of them. The out-of-fold logits of that pair give the
-temperature T that minimises their log loss: the saved head divides its logits by T, so the
-probabilities users read are calibrated (``calibrate: false`` keeps T = 1).
+the chosen pair is refitted on all of them. The probe on segments (``pooling: segment``,
+``choose_segment_probe``) chooses its C over the same folds by the log loss of the tracks'
+answers, each the mean of its segments' probabilities. The out-of-fold logits of the choice give
+the temperature T that minimises their log loss (``training.calibration`` applies it).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from genre_classification.aggregation import TEMPERATURE, TRACK_HEAD
+from genre_classification.aggregation import TEMPERATURE, TRACK_HEAD, aggregate_tracks
 
 log = logging.getLogger(__name__)
 
@@ -92,9 +93,25 @@ def fit_temperature_by(loss_at, n: int) -> float:
     return float(np.exp(found.x))
 
 
-def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
-    """The T of softmax(logits / T) (``fit_temperature_by``)."""
-    return fit_temperature_by(lambda t: log_loss(logits / t, y), len(y))
+def track_log_loss(logits: np.ndarray, owners: np.ndarray, y: np.ndarray, t: float) -> float:
+    """Mean negative log-likelihood of the true classes of the tracks' answers, the mean of
+    softmax(``logits`` / t) over each track's segments (``owners``: a segment's track index,
+    ``y``: its class; one segment per track: a plain log loss)."""
+    z = logits / t
+    z -= z.max(axis=1, keepdims=True)
+    p = np.exp(z)
+    p /= p.sum(axis=1, keepdims=True)
+    # a track's class is its segments': the mean of their true-class probability is its answer's
+    _, answer = aggregate_tracks(p[np.arange(len(p)), y][:, None], owners)
+    return float(-np.mean(np.log(np.clip(answer, 1e-300, 1.0))))
+
+
+def fit_temperature(logits: np.ndarray, owners: np.ndarray, y: np.ndarray) -> float:
+    """The T of ``track_log_loss`` over the tracks (``fit_temperature_by``)."""
+    logits = np.asarray(logits, dtype=np.float64)
+    owners = np.asarray(owners)
+    n_tracks = len(np.unique(owners))
+    return fit_temperature_by(lambda t: track_log_loss(logits, owners, y, t), n_tracks)
 
 
 def cv_folds(y: np.ndarray, groups: np.ndarray, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -107,8 +124,9 @@ def cv_folds(y: np.ndarray, groups: np.ndarray, seed: int) -> list[tuple[np.ndar
     if n_splits < 2:
         raise ValueError(
             "choosing the probe by cross-validation needs at least 2 groups (tracks, or "
-            "split.group_by groups) of every genre in train and val together; the smallest "
-            f"genre has {min(groups_per_class)}: use pooling: mean or mean_std and more tracks"
+            "split.group_by groups) of every genre among its tracks (train and val; for a "
+            f"fine-tune's head, train); the smallest genre has {min(groups_per_class)}: add "
+            "tracks of it, or use musicnn mode: frozen"
         )
     splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     return list(splitter.split(np.zeros(len(y)), y, groups))
@@ -135,10 +153,9 @@ def choose_probe(
     n_classes: int,
     poolings: tuple[str, ...],
     seed: int,
-    calibrate: bool = True,
 ) -> ProbeChoice:
     """The probe of the (pooling, C) with the lowest out-of-fold log loss, refitted on every
-    track; its temperature from the out-of-fold logits (1 without ``calibrate``)."""
+    track; its temperature from the out-of-fold logits."""
     folds = cv_folds(y, groups, seed)
     losses, oof_of = {}, {}
     for pooling in poolings:
@@ -154,7 +171,7 @@ def choose_probe(
             losses[(pooling, c)] = log_loss(oof[c], y)
             oof_of[(pooling, c)] = oof[c]
     (pooling, c), cv_loss = min(losses.items(), key=lambda item: item[1])
-    temperature = fit_temperature(oof_of[(pooling, c)], y) if calibrate else 1.0
+    temperature = fit_temperature(oof_of[(pooling, c)], np.arange(len(y)), y)
     x = pooled(moments, pooling)
     mean, variance = standardisation(x)
     kernel, bias = fit_probe((x - mean) / np.sqrt(variance), y, n_classes, c, seed)
@@ -165,6 +182,60 @@ def choose_probe(
     )  # fmt: skip
     return ProbeChoice(
         pooling, c, cv_loss, len(folds), temperature, kernel, bias, mean, variance, losses
+    )
+
+
+def choose_segment_probe(
+    x: np.ndarray,
+    owners: np.ndarray,
+    y: np.ndarray,
+    groups: np.ndarray,
+    n_classes: int,
+    seed: int,
+) -> ProbeChoice:
+    """The probe on segments (``pooling: segment``: logistic regression on the standardised
+    segment embeddings ``x``, a track's answer the mean of its segments' probabilities) of the C
+    whose tracks' answers have the lowest out-of-fold log loss, over ``choose_probe``'s folds of
+    the tracks (``owners``: each segment's track index; ``y``, ``groups``: per track); refitted
+    on every segment, its temperature from the out-of-fold logits."""
+    owners = np.asarray(owners, dtype=np.int64)
+    folds = cv_folds(y, groups, seed)
+    fold_of = np.empty(len(y), dtype=np.int64)
+    for i, (_, held) in enumerate(folds):
+        fold_of[held] = i
+    segment_fold, segment_y = fold_of[owners], np.asarray(y)[owners]
+
+    def fits(i: int, values):
+        """``(held segments, their logits per C)`` of the probes fitted without fold ``i``."""
+        train, held = segment_fold != i, segment_fold == i
+        mean, variance = standardisation(x[train])
+        scale = np.sqrt(variance)
+        xt, xh = (x[train] - mean) / scale, (x[held] - mean) / scale
+        for c in values:
+            kernel, bias = fit_probe(xt, segment_y[train], n_classes, c, seed)
+            yield held, c, xh @ kernel + bias
+
+    losses = dict.fromkeys(PROBE_C, 0.0)  # summed over the held tracks of every fold
+    for i, (_, held_tracks) in enumerate(folds):
+        for held, c, logits in fits(i, PROBE_C):
+            loss = track_log_loss(logits, owners[held], segment_y[held], 1.0)
+            losses[c] += loss * len(held_tracks)
+    losses = {("segment", c): loss / len(y) for c, loss in losses.items()}
+    (_, c), cv_loss = min(losses.items(), key=lambda item: item[1])
+    oof = np.zeros((len(x), n_classes))
+    for i in range(len(folds)):  # the chosen C's out-of-fold logits, for the temperature
+        for held, _, logits in fits(i, (c,)):
+            oof[held] = logits
+    temperature = fit_temperature(oof, owners, segment_y)
+    mean, variance = standardisation(x)
+    kernel, bias = fit_probe((x - mean) / np.sqrt(variance), segment_y, n_classes, c, seed)
+    log.info(
+        "probe on segments: C=%g (out-of-fold log loss of the tracks %.4f over %d folds of %d "
+        "tracks, %d segments), temperature %.3f",
+        c, cv_loss, len(folds), len(y), len(x), temperature,
+    )  # fmt: skip
+    return ProbeChoice(
+        "segment", c, cv_loss, len(folds), temperature, kernel, bias, mean, variance, losses
     )
 
 
