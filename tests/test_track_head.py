@@ -91,6 +91,26 @@ def test_temperature_recovers_overconfidence_and_lowers_the_ece():
     )
 
 
+def test_probe_path_is_the_fits_from_scratch_and_stops_past_the_best_c():
+    rng = np.random.default_rng(0)
+    y = np.arange(240) % 3
+    x = rng.normal(0, 1, (240, 40)) + 0.6 * np.eye(3, 40)[y]  # noisy: weak C overfits
+    (xt, yt), (xh, yh) = (x[:120], y[:120]), (x[120:], y[120:])
+    path = track_head.probe_path(
+        xt, yt, 3, 0, lambda kernel, bias: track_head.log_loss(xh @ kernel + bias, yh)
+    )
+    cs = list(path)
+    assert cs == list(track_head.PROBE_C[: len(cs)])  # strongest regularisation first
+    held = [path[c][2] for c in cs]
+    assert len(cs) == int(np.argmin(held)) + 1 + track_head.PATH_PATIENCE < len(track_head.PROBE_C)
+    for c in cs:  # warm-started, the same optimum as a fit from scratch
+        kernel, bias = track_head.fit_probe(xt, yt, 3, c, 0)
+        cold = track_head.log_loss(xt @ kernel + bias, yt)
+        warm = track_head.log_loss(xt @ path[c][0] + path[c][1], yt)
+        assert warm == pytest.approx(cold, rel=1e-3)
+        assert path[c][2] == pytest.approx(track_head.log_loss(xh @ kernel + bias, yh), rel=1e-3)
+
+
 def test_cv_folds_keep_groups_apart_and_every_genre_in_training():
     def tracks(per_genre):  # groups of 3 tracks of a genre
         y = np.repeat([0, 1, 2], per_genre)

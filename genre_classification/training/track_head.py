@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 PROBE_C = tuple(float(c) for c in np.logspace(-4, 2, 13))
 PROBE_MAX_ITER = 2000
 CV_FOLDS = 5
+PATH_PATIENCE = 2  # values of C without a lower held-out loss before a fold's path stops
 AUTO_POOLINGS = ("mean", "mean_std")
 
 
@@ -63,6 +64,32 @@ def fit_probe(x_train, y_train, n_classes: int, c: float, seed: int):
 
     probe = LogisticRegression(C=c, max_iter=PROBE_MAX_ITER, random_state=seed)
     probe.fit(x_train, y_train)
+    return _weights(probe, n_classes)
+
+
+def probe_path(x_train, y_train, n_classes: int, seed: int, held_loss) -> dict:
+    """``{C: (kernel, bias, held-out loss)}`` of the probes along ``PROBE_C``, strongest
+    regularisation first, each fit warm-started from the one before (the regularisation path:
+    a few times faster than fitting each C afresh, the same optimum within the solver's
+    tolerance); stops once ``held_loss(kernel, bias)`` has not fallen for ``PATH_PATIENCE``
+    values of C, as the weakest regularisations are the slowest fits."""
+    from sklearn.linear_model import LogisticRegression
+
+    probe = LogisticRegression(max_iter=PROBE_MAX_ITER, random_state=seed, warm_start=True)
+    path, best, since = {}, np.inf, 0
+    for c in PROBE_C:
+        probe.set_params(C=c)
+        probe.fit(x_train, y_train)
+        kernel, bias = _weights(probe, n_classes)
+        loss = held_loss(kernel, bias)
+        path[c] = (kernel, bias, loss)
+        best, since = (loss, 0) if loss < best else (best, since + 1)
+        if since >= PATH_PATIENCE:
+            break
+    return path
+
+
+def _weights(probe, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
     coef, intercept = probe.coef_, probe.intercept_
     if n_classes == 2 and coef.shape[0] == 1:
         coef = np.concatenate([-coef / 2, coef / 2])
@@ -161,13 +188,15 @@ def choose_probe(
     for pooling in poolings:
         x = pooled(moments, pooling)
         oof = {c: np.zeros((len(y), n_classes)) for c in PROBE_C}
+        reached = set(PROBE_C)  # the values of C every fold's path got to
         for train, held in folds:
             mean, variance = standardisation(x[train])
             xt, xh = (x[train] - mean) / np.sqrt(variance), (x[held] - mean) / np.sqrt(variance)
-            for c in PROBE_C:
-                kernel, bias = fit_probe(xt, y[train], n_classes, c, seed)
+            path = probe_path(xt, y[train], n_classes, seed, _held_log_loss(xh, y[held]))
+            reached &= set(path)
+            for c, (kernel, bias, _) in path.items():
                 oof[c][held] = xh @ kernel + bias
-        for c in PROBE_C:
+        for c in sorted(reached):
             losses[(pooling, c)] = log_loss(oof[c], y)
             oof_of[(pooling, c)] = oof[c]
     (pooling, c), cv_loss = min(losses.items(), key=lambda item: item[1])
@@ -183,6 +212,14 @@ def choose_probe(
     return ProbeChoice(
         pooling, c, cv_loss, len(folds), temperature, kernel, bias, mean, variance, losses
     )
+
+
+def _held_log_loss(x_held, y_held):
+    return lambda kernel, bias: log_loss(x_held @ kernel + bias, y_held)
+
+
+def _held_track_log_loss(x_held, owners_held, y_held):
+    return lambda kernel, bias: track_log_loss(x_held @ kernel + bias, owners_held, y_held, 1.0)
 
 
 def choose_segment_probe(
@@ -205,27 +242,26 @@ def choose_segment_probe(
         fold_of[held] = i
     segment_fold, segment_y = fold_of[owners], np.asarray(y)[owners]
 
-    def fits(i: int, values):
-        """``(held segments, their logits per C)`` of the probes fitted without fold ``i``."""
+    paths, scalings = [], []
+    for i in range(len(folds)):
         train, held = segment_fold != i, segment_fold == i
         mean, variance = standardisation(x[train])
-        scale = np.sqrt(variance)
-        xt, xh = (x[train] - mean) / scale, (x[held] - mean) / scale
-        for c in values:
-            kernel, bias = fit_probe(xt, segment_y[train], n_classes, c, seed)
-            yield held, c, xh @ kernel + bias
-
-    losses = dict.fromkeys(PROBE_C, 0.0)  # summed over the held tracks of every fold
-    for i, (_, held_tracks) in enumerate(folds):
-        for held, c, logits in fits(i, PROBE_C):
-            loss = track_log_loss(logits, owners[held], segment_y[held], 1.0)
-            losses[c] += loss * len(held_tracks)
-    losses = {("segment", c): loss / len(y) for c, loss in losses.items()}
+        scalings.append((mean, np.sqrt(variance)))
+        xt, xh = (x[train] - mean) / np.sqrt(variance), (x[held] - mean) / np.sqrt(variance)
+        held_loss = _held_track_log_loss(xh, owners[held], segment_y[held])
+        paths.append(probe_path(xt, segment_y[train], n_classes, seed, held_loss))
+        del xt, xh
+    held_tracks = [len(held) for _, held in folds]
+    losses = {  # the tracks' mean out-of-fold loss, for the values of C every path got to
+        ("segment", c): sum(p[c][2] * n for p, n in zip(paths, held_tracks, strict=True)) / len(y)
+        for c in PROBE_C
+        if all(c in path for path in paths)
+    }
     (_, c), cv_loss = min(losses.items(), key=lambda item: item[1])
     oof = np.zeros((len(x), n_classes))
-    for i in range(len(folds)):  # the chosen C's out-of-fold logits, for the temperature
-        for held, _, logits in fits(i, (c,)):
-            oof[held] = logits
+    for i, (path, (mean, scale)) in enumerate(zip(paths, scalings, strict=True)):
+        held = segment_fold == i  # the chosen C's out-of-fold logits, for the temperature
+        oof[held] = (x[held] - mean) / scale @ path[c][0] + path[c][1]
     temperature = fit_temperature(oof, owners, segment_y)
     mean, variance = standardisation(x)
     kernel, bias = fit_probe((x - mean) / np.sqrt(variance), segment_y, n_classes, c, seed)
