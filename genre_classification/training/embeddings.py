@@ -259,9 +259,6 @@ class EmbeddedSplit:
             _LAST.update(key=key, split=cls(cfg, train_rows, val_rows, labels))
         return _LAST["split"]
 
-    def standardised(self, x: np.ndarray) -> np.ndarray:
-        return ((x - self.mean) / np.sqrt(np.maximum(self.variance, 1e-6))).astype(np.float32)
-
     def segments(self, parts) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """``(embeddings, each segment's track index, each track's genre index, each track's
         group)`` of the tracks of ``parts`` ("train", "val")."""
