@@ -422,8 +422,8 @@ def probe_choice(cfg: dict, split: EmbeddedSplit, with_val: bool = True):
     if _LAST.get("probe_key") != key:
         parts = ("train", "val") if with_val else ("train",)
         x, owners, y, groups = split.segments(parts)
-        if track_pooled(cfg):
-            moments = tracks_moments(x, np.bincount(owners))
+        if track_pooled(cfg):  # each part's moments are computed once per job
+            moments = np.concatenate([split.track_moments(part)[0] for part in parts])
             poolings = track_head.AUTO_POOLINGS if opts["pooling"] == "auto" else (opts["pooling"],)
             choice = track_head.choose_probe(
                 moments, y, groups, split.n_classes, poolings, cfg["seed"]

@@ -181,45 +181,19 @@ def choose_probe(
     poolings: tuple[str, ...],
     seed: int,
 ) -> ProbeChoice:
-    """The probe of the (pooling, C) with the lowest out-of-fold log loss, refitted on every
-    track; its temperature from the out-of-fold logits."""
+    """The probe on tracks of the (pooling, C) with the lowest out-of-fold log loss, refitted
+    on every track; its temperature from the out-of-fold logits."""
     folds = cv_folds(y, groups, seed)
-    losses, oof_of = {}, {}
+    tracks = np.arange(len(y))
+    losses, oof_logits = {}, {}
     for pooling in poolings:
-        x = pooled(moments, pooling)
-        oof = {c: np.zeros((len(y), n_classes)) for c in PROBE_C}
-        reached = set(PROBE_C)  # the values of C every fold's path got to
-        for train, held in folds:
-            mean, variance = standardisation(x[train])
-            xt, xh = (x[train] - mean) / np.sqrt(variance), (x[held] - mean) / np.sqrt(variance)
-            path = probe_path(xt, y[train], n_classes, seed, _held_log_loss(xh, y[held]))
-            reached &= set(path)
-            for c, (kernel, bias, _) in path.items():
-                oof[c][held] = xh @ kernel + bias
-        for c in sorted(reached):
-            losses[(pooling, c)] = log_loss(oof[c], y)
-            oof_of[(pooling, c)] = oof[c]
-    (pooling, c), cv_loss = min(losses.items(), key=lambda item: item[1])
-    temperature = fit_temperature(oof_of[(pooling, c)], np.arange(len(y)), y)
+        by_c, oof_logits[pooling] = _out_of_fold(
+            pooled(moments, pooling), tracks, y, folds, n_classes, seed
+        )
+        losses.update({(pooling, c): loss for c, loss in by_c.items()})
+    (pooling, c), _ = min(losses.items(), key=lambda item: item[1])
     x = pooled(moments, pooling)
-    mean, variance = standardisation(x)
-    kernel, bias = fit_probe((x - mean) / np.sqrt(variance), y, n_classes, c, seed)
-    log.info(
-        "probe on tracks: pooling %s, C=%g (out-of-fold log loss %.4f over %d folds of %d "
-        "tracks), temperature %.3f",
-        pooling, c, cv_loss, len(folds), len(y), temperature,
-    )  # fmt: skip
-    return ProbeChoice(
-        pooling, c, cv_loss, len(folds), temperature, kernel, bias, mean, variance, losses
-    )
-
-
-def _held_log_loss(x_held, y_held):
-    return lambda kernel, bias: log_loss(x_held @ kernel + bias, y_held)
-
-
-def _held_track_log_loss(x_held, owners_held, y_held):
-    return lambda kernel, bias: track_log_loss(x_held @ kernel + bias, owners_held, y_held, 1.0)
+    return _refitted(x, tracks, y, pooling, c, losses, len(folds), oof_logits[pooling](c), seed)
 
 
 def choose_segment_probe(
@@ -237,41 +211,66 @@ def choose_segment_probe(
     on every segment, its temperature from the out-of-fold logits."""
     owners = np.asarray(owners, dtype=np.int64)
     folds = cv_folds(y, groups, seed)
+    by_c, oof_logits = _out_of_fold(x, owners, y, folds, n_classes, seed)
+    losses = {("segment", c): loss for c, loss in by_c.items()}
+    c = min(by_c, key=by_c.get)
+    return _refitted(x, owners, y, "segment", c, losses, len(folds), oof_logits(c), seed)
+
+
+def _out_of_fold(x, owners, y, folds, n_classes: int, seed: int):
+    """``({C: the tracks' mean out-of-fold log loss}, logits_of)`` of the probes on the rows
+    ``x`` (``owners``: each row's track; one row per track for a pooled probe) along each
+    fold's ``probe_path``, for the values of C every fold reached; ``logits_of(C)``: every
+    row's out-of-fold logits at that C."""
     fold_of = np.empty(len(y), dtype=np.int64)
     for i, (_, held) in enumerate(folds):
         fold_of[held] = i
-    segment_fold, segment_y = fold_of[owners], np.asarray(y)[owners]
-
+    row_fold, row_y = fold_of[owners], np.asarray(y)[owners]
     paths, scalings = [], []
     for i in range(len(folds)):
-        train, held = segment_fold != i, segment_fold == i
+        train, held = row_fold != i, row_fold == i
         mean, variance = standardisation(x[train])
         scalings.append((mean, np.sqrt(variance)))
         xt, xh = (x[train] - mean) / np.sqrt(variance), (x[held] - mean) / np.sqrt(variance)
-        held_loss = _held_track_log_loss(xh, owners[held], segment_y[held])
-        paths.append(probe_path(xt, segment_y[train], n_classes, seed, held_loss))
+        held_loss = _held_track_log_loss(xh, owners[held], row_y[held])
+        paths.append(probe_path(xt, row_y[train], n_classes, seed, held_loss))
         del xt, xh
     held_tracks = [len(held) for _, held in folds]
-    losses = {  # the tracks' mean out-of-fold loss, for the values of C every path got to
-        ("segment", c): sum(p[c][2] * n for p, n in zip(paths, held_tracks, strict=True)) / len(y)
+    losses = {
+        c: sum(p[c][2] * n for p, n in zip(paths, held_tracks, strict=True)) / len(y)
         for c in PROBE_C
         if all(c in path for path in paths)
     }
-    (_, c), cv_loss = min(losses.items(), key=lambda item: item[1])
-    oof = np.zeros((len(x), n_classes))
-    for i, (path, (mean, scale)) in enumerate(zip(paths, scalings, strict=True)):
-        held = segment_fold == i  # the chosen C's out-of-fold logits, for the temperature
-        oof[held] = (x[held] - mean) / scale @ path[c][0] + path[c][1]
-    temperature = fit_temperature(oof, owners, segment_y)
+
+    def logits_of(c: float) -> np.ndarray:
+        oof = np.zeros((len(x), n_classes))
+        for i, (path, (mean, scale)) in enumerate(zip(paths, scalings, strict=True)):
+            held = row_fold == i
+            oof[held] = (x[held] - mean) / scale @ path[c][0] + path[c][1]
+        return oof
+
+    return losses, logits_of
+
+
+def _held_track_log_loss(x_held, owners_held, y_held):
+    return lambda kernel, bias: track_log_loss(x_held @ kernel + bias, owners_held, y_held, 1.0)
+
+
+def _refitted(x, owners, y, pooling, c, losses, n_folds: int, oof_logits, seed: int):
+    """The ``ProbeChoice`` of C refitted on every row of ``x``, its temperature fitted on the
+    tracks' out-of-fold answers."""
+    row_y = np.asarray(y)[owners]
+    temperature = fit_temperature(oof_logits, owners, row_y)
     mean, variance = standardisation(x)
-    kernel, bias = fit_probe((x - mean) / np.sqrt(variance), segment_y, n_classes, c, seed)
+    kernel, bias = fit_probe((x - mean) / np.sqrt(variance), row_y, oof_logits.shape[1], c, seed)
+    cv_loss = losses[(pooling, c)]
     log.info(
-        "probe on segments: C=%g (out-of-fold log loss of the tracks %.4f over %d folds of %d "
-        "tracks, %d segments), temperature %.3f",
-        c, cv_loss, len(folds), len(y), len(x), temperature,
+        "probe, pooling %s: C=%g (out-of-fold log loss of the tracks %.4f over %d folds of %d "
+        "tracks, %d rows), temperature %.3f",
+        pooling, c, cv_loss, n_folds, len(y), len(x), temperature,
     )  # fmt: skip
     return ProbeChoice(
-        "segment", c, cv_loss, len(folds), temperature, kernel, bias, mean, variance, losses
+        pooling, c, cv_loss, n_folds, temperature, kernel, bias, mean, variance, losses
     )
 
 
