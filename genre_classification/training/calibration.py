@@ -84,12 +84,7 @@ def _val_log_probs(model, cfg: dict, data) -> tuple[np.ndarray, np.ndarray, np.n
     track head: its answer on the track's mean moments)."""
     if kind_of(cfg).fits_on_embeddings:  # the head on the cached embeddings
         split = embeddings.EmbeddedSplit.of(cfg, data.train_rows, data.val_rows, data.labels)
-        if track_pooled(cfg):
-            x, y = split.track_moments("val")
-            owners = np.arange(len(y))
-        else:
-            x, y = split.x_val, split.y_val
-            owners = np.repeat(np.arange(len(split.val_counts)), split.val_counts)
+        x, y, owners = split.head_inputs("val", track_pooled(cfg))
         probs = embeddings.head_of(model).predict(x, batch_size=4096, verbose=0)
     else:
         batches = dataset.eval_dataset(data.val, PREDICT_BATCH)

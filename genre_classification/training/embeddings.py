@@ -259,27 +259,36 @@ class EmbeddedSplit:
             _LAST.update(key=key, split=cls(cfg, train_rows, val_rows, labels))
         return _LAST["split"]
 
+    def _part(self, part: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(embeddings, genre index per segment, segments per track, group per track)``."""
+        if part == "train":
+            return self.x_train, self.y_train, self.train_counts, self.train_groups
+        return self.x_val, self.y_val, self.val_counts, self.val_groups
+
     def segments(self, parts) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """``(embeddings, each segment's track index, each track's genre index, each track's
         group)`` of the tracks of ``parts`` ("train", "val")."""
-        of = {
-            "train": (self.x_train, self.y_train, self.train_counts, self.train_groups),
-            "val": (self.x_val, self.y_val, self.val_counts, self.val_groups),
-        }
-        xs, ys, counts, groups = zip(*(of[part] for part in parts), strict=True)
+        xs, ys, counts, groups = zip(*(self._part(part) for part in parts), strict=True)
         counts = np.concatenate(counts)
         y = np.concatenate(ys)[np.cumsum(counts) - counts]
         owners = np.repeat(np.arange(len(counts)), counts)
         return np.concatenate(xs), owners, y, np.concatenate(groups)
 
+    def head_inputs(self, part: str, pooled: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """What a head takes for the tracks of "train" or "val": ``(rows, genre index per row,
+        track index per row)``; a row per track (its mean moments) with ``pooled``, else a row
+        per segment (its embedding)."""
+        if pooled:
+            x, y = self.track_moments(part)
+            return x, y, np.arange(len(y))
+        x, y, counts, _ = self._part(part)
+        return x, y, np.repeat(np.arange(len(counts)), counts)
+
     def track_moments(self, part: str) -> tuple[np.ndarray, np.ndarray]:
         """``(moments (tracks, 2w) float64, genre index per track)`` of "train" or "val",
         computed once."""
         if part not in self._moments:
-            x, y, counts = {
-                "train": (self.x_train, self.y_train, self.train_counts),
-                "val": (self.x_val, self.y_val, self.val_counts),
-            }[part]
+            x, y, counts, _ = self._part(part)
             first_segments = np.cumsum(counts) - counts
             self._moments[part] = (tracks_moments(x, counts), y[first_segments])
         return self._moments[part]
@@ -527,13 +536,11 @@ def fit_head(
         return _fit_probe(model, cfg, split, state, callback)
     if initial_epoch >= epochs or state["stopped_early"]:
         return None
-    if track_pooled(cfg):
-        (x_train, y_train), val = split.track_moments("train"), split.track_moments("val")
-    else:
-        x_train, y_train, val = split.x_train, split.y_train, (split.x_val, split.y_val)
+    x_train, y_train, _ = split.head_inputs("train", track_pooled(cfg))
+    x_val, y_val, _ = split.head_inputs("val", track_pooled(cfg))
     model.fit(
         _train_batches(x_train, y_train, bs, cfg["seed"], initial_epoch, epochs),
-        validation_data=val,
+        validation_data=(x_val, y_val),
         validation_batch_size=bs,
         epochs=epochs,
         initial_epoch=initial_epoch,
@@ -555,13 +562,8 @@ def _fit_probe(model, cfg, split, state, callback) -> None:
     choice = probe_choice(cfg, split)
     callback.set_model(model)
     callback.on_epoch_begin(0)
-    if track_pooled(cfg):
-        (x_train, y_train), (x_val, y_val) = (
-            split.track_moments("train"),
-            split.track_moments("val"),
-        )
-    else:
-        x_train, y_train, x_val, y_val = split.x_train, split.y_train, split.x_val, split.y_val
+    x_train, y_train, _ = split.head_inputs("train", track_pooled(cfg))
+    x_val, y_val, _ = split.head_inputs("val", track_pooled(cfg))
     loss, accuracy = _scores(model, x_train, y_train)
     val_loss, val_accuracy = _scores(model, x_val, y_val)
     if mlflow.active_run() is not None:
