@@ -558,8 +558,9 @@ def summarise(run_dir: Path, models: dict, jobs: list[dict], folds: int) -> dict
         for history in sorted((run_dir / f"results/models/{model}").glob("fold-*/history.csv")):
             with open(history) as handle:
                 rows = list(csv.DictReader(handle))
-            epochs.append(len(rows))
-            best.append(1 + int(np.argmin([float(r["val_loss"]) for r in rows])))
+            # a fine-tune's history starts with epoch 0, the probe it starts from
+            epochs.append(sum(int(r["epoch"]) > 0 for r in rows))
+            best.append(int(min(rows, key=lambda r: float(r["val_loss"]))["epoch"]))
         results[model] = {
             "macro_f1": cv["macro_f1"],
             "worst_fold_macro_f1": min(cv["macro_f1"]["folds"]),

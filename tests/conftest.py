@@ -254,6 +254,7 @@ SLOW_TESTS = {
     "test_embeddings.py::test_frozen_head_starts_at_chance_converges_and_saves_a_logmel_model",
     "test_embeddings.py::test_embed_features_jobs_feed_the_frozen_and_probe_jobs",
     "test_embeddings.py::test_finetune_starts_from_the_probe_head",
+    "test_embeddings.py::test_finetune_keeps_its_start_when_no_epoch_beats_it",
     "test_evaluate.py::test_evaluate_writes_contract_files",
     "test_monitoring.py::test_concurrent_report_jobs_lose_no_snapshot",
     "test_monitoring.py::test_two_data_versions_in_the_ui_and_a_rerun_replaces",

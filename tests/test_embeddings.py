@@ -363,6 +363,39 @@ def test_finetune_starts_from_the_probe_head(data):
     assert loss < 0.5 * math.log(len(GENRES))
 
 
+def test_finetune_keeps_its_start_when_no_epoch_beats_it(data, tmp_path):
+    """The fine-tune's start (the probe's head) is epoch 0 of its history and early stopping:
+    when a learning rate that wrecks the network makes every epoch worse on val, the saved
+    model is the start, not the last epoch."""
+    import keras
+    import mlflow
+
+    config = {**FROZEN, "epochs": 2, "learning_rate": 5.0, "calibrate": False}
+    config["options"] = {"mode": "finetune"}
+    info, uri = train_tiny(config, data, tmp_path, "finetune", "embeddings-test")
+    history = pd.read_csv(tmp_path / "models/finetune/history.csv")
+    assert history["epoch"].tolist() == [0, 1, 2]
+    assert not (history["val_loss"].iloc[1:] <= history["val_loss"].iloc[0]).any()  # or NaN
+    assert pd.isna(history["loss"].iloc[0])  # epoch 0 trained nothing
+    train_rows, val_rows = split_rows(data, "train"), split_rows(data, "val")
+    start = embeddings.initial_model(config, train_rows, val_rows, list(GENRES), (96, 187, 1))
+    saved = keras.models.load_model(tmp_path / "models/finetune/model.keras")
+    for layer in ("probs", "embedding_standardisation"):
+        for a, b in zip(
+            saved.get_layer(layer).get_weights(), start.get_layer(layer).get_weights(), strict=True
+        ):
+            np.testing.assert_allclose(a, b, rtol=1e-6)
+    # the start's val loss is epoch 0's
+    segments = np.concatenate([h5py.File(f)["logmel"][:] for f in val_rows.features])
+    y = np.repeat([GENRES.index(g) for g in val_rows.genre], 2)
+    probs = saved.predict(segments[..., None], verbose=0)
+    val_loss = -np.mean(np.log(probs[np.arange(len(y)), y]))
+    assert history["val_loss"].iloc[0] == pytest.approx(val_loss, rel=1e-4)
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    assert client.get_run(info["run_id"]).data.metrics["best_epoch"] == 0
+    assert [m.step for m in client.get_metric_history(info["run_id"], "val_loss")] == [0, 1, 2]
+
+
 def test_augment_needs_finetune(data):
     config = {**FROZEN, "augment": {"crop": True}}
     with pytest.raises(ValueError, match="augment needs mode: finetune"):

@@ -4,7 +4,8 @@ the workflow's rules ask (``kind_of``).
 * ``cnn``, ``backbone`` (``keras.applications``), ``musicnn-finetune``: the model is built
   (``models.build_model``), trained by Keras epochs on log-mel segments, evaluated on log-mel
   windows.
-* ``musicnn-finetune-probe``: the same, starting from the probe's head (from the embeddings).
+* ``musicnn-finetune-probe``: the same, starting from the probe's head (from the embeddings);
+  that start is epoch 0 of its early stopping (``starts_fitted``).
 * ``musicnn-frozen`` (a Keras head) and ``musicnn-probe`` (a logistic-regression grid): the head
   is fitted on the embeddings and evaluated on them (the saved model is still log-mel in).
 
@@ -32,6 +33,12 @@ class ModelKind:
     first_model_from_embeddings: bool  # else models.build_model
     fits_on_embeddings: bool  # a head on the cached embeddings, not epochs over log-mel
     pretrained: bool  # starts from the musicnn wheel's weights (their provenance is logged)
+
+    @property
+    def starts_fitted(self) -> bool:
+        """Whether Keras epochs start from a fitted classifier (the probe's head), which early
+        stopping then counts as epoch 0: the weights kept are never worse on val than it."""
+        return self.first_model_from_embeddings and not self.fits_on_embeddings
 
     def reads_embeddings(self, step: str) -> bool:
         """Whether the job of ``step`` ("train" or "evaluate") reads the embedding cache."""

@@ -425,7 +425,21 @@ def model_and_state(cfg: dict, ckpt_dir: Path, fp: str, data: _Data):
         "wait": 0,
         "stopped_early": False,
     }
+    if kind_of(cfg).starts_fitted:
+        _start_as_epoch_zero(model, cfg, data, state, ckpt_dir)
     return model, state
+
+
+def _start_as_epoch_zero(model, cfg: dict, data: _Data, state: dict, ckpt_dir: Path) -> None:
+    """The starting model's val scores as epoch 0 of the history and of early stopping: an
+    epoch must beat them to be kept, so restoring the best weights never ends below the start."""
+    n_classes = len(data.labels) if _soft_labels(cfg) else None
+    val = dataset.eval_dataset(data.val, cfg["batch_size"], n_classes)
+    scores = model.evaluate(val, return_dict=True, verbose=0)
+    row = {"epoch": 0, **{f"val_{k}": float(v) for k, v in scores.items()}}
+    state.update(best=row[MONITOR], best_epoch=0, history=[row])
+    model.save_weights(ckpt_dir / "best.weights.h5")
+    log.info("Epoch 0 (the starting model): %s %.4f", MONITOR, row[MONITOR])
 
 
 def _resumable_run_id(ckpt_dir: Path, state: dict, uri: str) -> str | None:
