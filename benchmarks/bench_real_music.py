@@ -427,17 +427,13 @@ def variants(args: argparse.Namespace) -> tuple[dict, list[str]]:
     models["musicnn-probe-tracks"] = {**musicnn, "options": tracks}
     models["vgg-probe-tracks"] = {**musicnn, "options": {**tracks, "checkpoint": "MSD_vgg"}}
     models["musicnn-pool-probe-tracks"] = {**musicnn, "options": {**tracks, "embedding": "pool"}}
-    models["msd3-probe"] = {  # several backbones, the head on segments
-        **musicnn,
-        "options": {"mode": "probe", "checkpoint": "MSD_musicnn+MTT_musicnn+MSD_vgg"},
-    }
-    models["msd3-probe-tracks"] = {
-        **musicnn,
-        "options": {**tracks, "checkpoint": "MSD_musicnn+MTT_musicnn+MSD_vgg"},
-    }
+    # several backbones, the head on segments: config/config.yaml's entry
+    models["msd3-probe"] = {**musicnn, **base["msd3-probe"]}
+    msd3 = base["msd3-probe"]["options"]["checkpoint"]
+    models["msd3-probe-tracks"] = {**musicnn, "options": {**tracks, "checkpoint": msd3}}
     models["all4-probe-tracks"] = {
         **musicnn,
-        "options": {**tracks, "checkpoint": "MSD_musicnn+MTT_musicnn+MSD_vgg+MTT_vgg"},
+        "options": {**tracks, "checkpoint": f"{msd3}+MTT_vgg"},
     }
     models["musicnn-frozen-tracks"] = {
         **models["musicnn-frozen"],

@@ -15,10 +15,11 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from _train_job import start
 from _training_data import train_tiny
-from conftest import TINY_MODEL, planned_jobs
+from conftest import REPO, TINY_MODEL, planned_jobs
 from genre_classification.columns import SPLIT_COLUMNS
 from genre_classification.data.demo_data import synthesize_clip
 from genre_classification.features.features import FeatureParams
@@ -192,6 +193,23 @@ def test_embed_features_jobs_feed_the_frozen_and_probe_jobs(workflow_dir):
     for rule in ("train_model", "evaluate_model"):
         inputs = [b for b in blocks if f"rule {rule}:" in b]
         assert len(inputs) == 2 and all(record in b for b in inputs), inputs
+
+
+def test_shipped_msd3_probe_plans_its_three_backbones(workflow_dir):
+    """config/config.yaml's `msd3-probe` entry runs as it is: one embed_features job per shard
+    of the musicnn set feeds its training and evaluation jobs."""
+    workflow_dir.overlay("msd3.yaml", {"training": {"run": ["msd3-probe"]}})
+    dry = workflow_dir("--cores", "2", "--dry-run", "results/eval/msd3-probe/metrics.json")
+    jobs = planned_jobs(dry.stdout)
+    assert jobs["embed_features"] == jobs["extract_features"] - 1
+    assert jobs["train_model"] == jobs["evaluate_model"] == 1
+    models = yaml.safe_load((REPO / "config/config.yaml").read_text())["training"]["models"]
+    assert kind_of(models["msd3-probe"]).name == "musicnn-probe"
+    assert embeddings.backbones_of(models["msd3-probe"]) == [
+        ("MSD_musicnn", "penultimate"),
+        ("MTT_musicnn", "penultimate"),
+        ("MSD_vgg", "pool5"),
+    ]
 
 
 def test_evaluation_on_cached_embeddings_equals_the_whole_model(data, tmp_path, monkeypatch):
