@@ -6,8 +6,9 @@ the workflow's rules ask (``kind_of``).
   windows.
 * ``musicnn-finetune-probe``: the same, starting from the probe's head (from the embeddings);
   that start is epoch 0 of its early stopping (``starts_fitted``).
-* ``musicnn-frozen`` (a Keras head) and ``musicnn-probe`` (a logistic-regression grid): the head
-  is fitted on the embeddings and evaluated on them (the saved model is still log-mel in).
+* ``musicnn-frozen`` (a Keras head) and ``musicnn-probe`` (a logistic regression, C by
+  cross-validation): the head is fitted on the embeddings and evaluated on them (the saved
+  model is still log-mel in).
 
 "From the embeddings" means the job reads the embedding cache that the ``embed_features``
 jobs fill (``training.embeddings``); the rules give those jobs' records as inputs.
