@@ -82,6 +82,8 @@ MODEL_KEYS = (
 MONITOR = "val_loss"
 # In the checkpoint directory: the MLflow run of the job, so that a rerun resumes it.
 RUN_FILE = "mlflow_run.json"
+# In the checkpoint directory: the weights of the best epoch so far.
+BEST_WEIGHTS = "best.weights.h5"
 # Peak RSS of a training job without its data in memory (TensorFlow, the model, a few batches
 # of the packed input), measured by benchmarks/bench_workflow.py with the default CNN: what an
 # in-memory (``streaming: false``) job needs on top of its training segments.
@@ -284,8 +286,7 @@ def _epoch_callback(ckpt_dir, state, run_id, early, on_epoch=None, stop=None):
             row["epoch_seconds"] = time.perf_counter() - self._start
             value = row[MONITOR]
             if state["best"] is None or value < state["best"] - early["min_delta"]:
-                state.update(best=value, best_epoch=epoch + 1, wait=0)
-                self.model.save_weights(ckpt_dir / "best.weights.h5")
+                _keep_as_best(self.model, ckpt_dir, state, value, epoch + 1)
             else:
                 state["wait"] += 1
             if state["wait"] >= early["patience"]:
@@ -299,6 +300,13 @@ def _epoch_callback(ckpt_dir, state, run_id, early, on_epoch=None, stop=None):
                 on_epoch(epoch + 1)
 
     return CheckpointAndTrack()
+
+
+def _keep_as_best(model, ckpt_dir: Path, state: dict, value: float, epoch: int) -> None:
+    """The weights of ``epoch``, whose ``MONITOR`` value is the best so far, for early
+    stopping's ``restore_best_weights``."""
+    state.update(best=value, best_epoch=epoch, wait=0)
+    model.save_weights(ckpt_dir / BEST_WEIGHTS)
 
 
 PROGRESS_EVERY_S = 60
@@ -437,8 +445,8 @@ def _start_as_epoch_zero(model, cfg: dict, data: _Data, state: dict, ckpt_dir: P
     val = dataset.eval_dataset(data.val, cfg["batch_size"], n_classes)
     scores = model.evaluate(val, return_dict=True, verbose=0)
     row = {"epoch": 0, **{f"val_{k}": float(v) for k, v in scores.items()}}
-    state.update(best=row[MONITOR], best_epoch=0, history=[row])
-    model.save_weights(ckpt_dir / "best.weights.h5")
+    state["history"] = [row]
+    _keep_as_best(model, ckpt_dir, state, row[MONITOR], 0)
     log.info("Epoch 0 (the starting model): %s %.4f", MONITOR, row[MONITOR])
 
 
@@ -550,7 +558,7 @@ def finalize(model, cfg, data, state, paths: TrainingPaths, ckpt_dir: Path) -> N
 
     if state["stopped_early"]:
         log.info("Early stopping after epoch %d", state["epochs_done"])
-    best = ckpt_dir / "best.weights.h5"
+    best = ckpt_dir / BEST_WEIGHTS
     if cfg["early_stopping"]["restore_best_weights"] and best.is_file():
         model.load_weights(best)
         log.info("Restored weights of best epoch %s", state["best_epoch"])
