@@ -1,11 +1,14 @@
 """The segment probe's choice of C at collection sizes: grouped cross-validation over train and
 val (``track_head.choose_segment_probe``) against the baseline, one fit per C on the train
-tracks scored on the val tracks (how the probe chose C before), in one run.
+tracks scored on the val tracks (how the probe chose C before), in one run; and the kNN probe's
+choice of k over the same folds (``knn_head.choose_knn_probe``, its reference set capped at
+``--knn-max-reference`` segments) against that cross-validated logistic probe.
 
 Synthetic embeddings (``--width`` values per segment, ``--segments`` per track, ``--classes``
 genres whose tracks scatter around a centre, segments around their track), 80 % of the tracks
 "train" and 20 % "val" for the baseline; each path runs in its own process, so its peak RSS is
-its own. Figures: seconds, peak RSS, ratio of seconds (≥ 1: cross-validation is slower).
+its own. Figures: seconds, peak RSS, ratio of seconds (≥ 1: cross-validation is slower; kNN:
+≥ 1 is slower than the cross-validated logistic probe).
 
     python benchmarks/bench_probe.py --tracks 2000 8000 [--segments 10] [--width 200]
 """
@@ -38,6 +41,18 @@ def cross_validated(args, queue) -> None:
     choice = track_head.choose_segment_probe(x, owners, y, np.arange(len(y)), args.classes, 0)
     seconds = time.perf_counter() - start
     queue.put((seconds, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, choice.c))
+
+
+def knn_cross_validated(args, queue) -> None:
+    from genre_classification.training import knn_head
+
+    x, owners, y = embeddings(args.n, args.segments, args.width, args.classes)
+    start = time.perf_counter()
+    choice = knn_head.choose_knn_probe(
+        x, owners, y, np.arange(len(y)), args.classes, 0, args.knn_max_reference
+    )
+    seconds = time.perf_counter() - start
+    queue.put((seconds, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, choice.k))
 
 
 def validation_grid(args, queue) -> None:
@@ -73,15 +88,21 @@ def main() -> None:
     parser.add_argument("--segments", type=int, default=10)
     parser.add_argument("--width", type=int, default=200)
     parser.add_argument("--classes", type=int, default=8)
+    parser.add_argument("--knn-max-reference", type=int, default=20000)
     args = parser.parse_args()
-    print("tracks  segments | baseline: s, peak MB, C | cross-validated: s, peak MB, C | ratio")
+    print(
+        "tracks  segments | baseline: s, peak MB, C | cross-validated: s, peak MB, C | ratio "
+        "| kNN: s, peak MB, k | ratio to cross-validated"
+    )
     for n in args.tracks:
         args.n = n
         base = measure(validation_grid, args)
         cv = measure(cross_validated, args)
+        knn = measure(knn_cross_validated, args)
         print(
             f"{n:6d}  {n * args.segments:8d} | {base[0]:7.1f} {base[1]:7.0f} {base[2]:8.2g} | "
-            f"{cv[0]:7.1f} {cv[1]:7.0f} {cv[2]:8.2g} | {cv[0] / base[0]:5.2f}",
+            f"{cv[0]:7.1f} {cv[1]:7.0f} {cv[2]:8.2g} | {cv[0] / base[0]:5.2f} | "
+            f"{knn[0]:7.1f} {knn[1]:7.0f} {knn[2]:4d} | {knn[0] / cv[0]:5.2f}",
             flush=True,
         )
 

@@ -35,6 +35,8 @@ few epochs (it costs ~0.15 s per training segment and epoch there). The variants
   musicnn-pool-probe-tracks  the same on musicnn's `pool` embedding (1,506 values)
   msd3-probe, msd3-probe-tracks, all4-probe-tracks  the same (msd3-probe on segments) on
                     MSD_musicnn+MTT_musicnn+MSD_vgg (all4: + MTT_vgg), embeddings concatenated
+  msd3-knn-probe    {mode: probe, classifier: knn} on the same three backbones: a vote of the k
+                    nearest training segments (cosine), k by the same cross-validation
   musicnn-frozen-tracks  {mode: frozen, pooling: mean_std}
   musicnn-finetune  {mode: finetune, backbone_learning_rate_factor: 0.1}, from the probe's head
                     (--epochs-finetune)
@@ -433,6 +435,7 @@ def variants(args: argparse.Namespace) -> tuple[dict, list[str]]:
     models["msd3-probe"] = {**musicnn, **base["msd3-probe"]}
     msd3 = base["msd3-probe"]["options"]["checkpoint"]
     models["msd3-probe-tracks"] = {**musicnn, "options": {**tracks, "checkpoint": msd3}}
+    models["msd3-knn-probe"] = {**musicnn, **base["msd3-knn-probe"]}
     models["all4-probe-tracks"] = {
         **musicnn,
         "options": {**tracks, "checkpoint": f"{msd3}+MTT_vgg"},

@@ -96,11 +96,11 @@ def test_cross_checks_list_valid_names(config):
     problems = cross_check(config)
     assert problems[0] == (
         "training.run names 'cnm', which is not in training.models (did you mean 'cnn'?); "
-        "valid: cnn, efficientnet, msd3-probe, musicnn"
+        "valid: cnn, efficientnet, msd3-knn-probe, msd3-probe, musicnn"
     )
     assert (
         "'nonexistent', which is not in training.models; "
-        "valid: cnn, efficientnet, msd3-probe, musicnn" in problems[1]
+        "valid: cnn, efficientnet, msd3-knn-probe, msd3-probe, musicnn" in problems[1]
     )
     assert "options.filter of architecture 'cnn' (did you mean 'filters'?)" in problems[2]
     assert "training.tracking_uri contains credentials" in problems[3]
@@ -131,7 +131,7 @@ def test_predict_model_must_be_a_training_model(config):
     config["predict"]["sets"] = {"new.2026-11_a": "new", "new set": "x"}
     assert cross_check(config) == [
         "predict.model names 'cnm', which is not in training.models (did you mean 'cnn'?); "
-        "valid: cnn, efficientnet, msd3-probe, musicnn",
+        "valid: cnn, efficientnet, msd3-knn-probe, msd3-probe, musicnn",
         "predict.sets name 'new set': use only letters, digits, '_', '.' and '-' (it names "
         "directories and a Snakemake wildcard)",
     ]
@@ -155,7 +155,7 @@ def test_split_method_file_needs_a_file_or_the_label_tables_column(config):
         (
             {"training": {"run": ["nonexistent"]}},
             "training.run names 'nonexistent', which is not in training.models; "
-            "valid: cnn, efficientnet, msd3-probe, musicnn",
+            "valid: cnn, efficientnet, msd3-knn-probe, msd3-probe, musicnn",
         ),
         (
             {"predict": {"model": "cnm"}},

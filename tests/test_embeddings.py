@@ -195,17 +195,18 @@ def test_embed_features_jobs_feed_the_frozen_and_probe_jobs(workflow_dir):
         assert len(inputs) == 2 and all(record in b for b in inputs), inputs
 
 
-def test_shipped_msd3_probe_plans_its_three_backbones(workflow_dir):
-    """config/config.yaml's `msd3-probe` entry runs as it is: one embed_features job per shard
-    of the musicnn set feeds its training and evaluation jobs."""
-    workflow_dir.overlay("msd3.yaml", {"training": {"run": ["msd3-probe"]}})
-    dry = workflow_dir("--cores", "2", "--dry-run", "results/eval/msd3-probe/metrics.json")
+@pytest.mark.parametrize("entry", ["msd3-probe", "msd3-knn-probe"])
+def test_shipped_msd3_probes_plan_their_three_backbones(workflow_dir, entry):
+    """config/config.yaml's `msd3-probe` and `msd3-knn-probe` entries run as they are: one
+    embed_features job per shard of the musicnn set feeds the training and evaluation jobs."""
+    workflow_dir.overlay("msd3.yaml", {"training": {"run": [entry]}})
+    dry = workflow_dir("--cores", "2", "--dry-run", f"results/eval/{entry}/metrics.json")
     jobs = planned_jobs(dry.stdout)
     assert jobs["embed_features"] == jobs["extract_features"] - 1
     assert jobs["train_model"] == jobs["evaluate_model"] == 1
     models = yaml.safe_load((REPO / "config/config.yaml").read_text())["training"]["models"]
-    assert kind_of(models["msd3-probe"]).name == "musicnn-probe"
-    assert embeddings.backbones_of(models["msd3-probe"]) == [
+    assert kind_of(models[entry]).name == "musicnn-probe"
+    assert embeddings.backbones_of(models[entry]) == [
         ("MSD_musicnn", "penultimate"),
         ("MTT_musicnn", "penultimate"),
         ("MSD_vgg", "pool5"),

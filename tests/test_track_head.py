@@ -1,7 +1,8 @@
-"""Track-pooled heads (training.track_head): the pooling arithmetic of the saved head, the
-grouped cross-validation and the temperature; then a probe on two backbones at once, trained by
-the real training code, gives the same per-track answer through evaluation (on the embedding
-cache and on the whole model), `predict`, a predict set, the pyfunc and `mlflow models serve`."""
+"""Track-pooled heads (training.track_head) and the kNN probe (training.knn_head): the
+arithmetic of the saved heads, the grouped cross-validation and the temperature; then a pooled
+probe and a kNN probe on two backbones at once, trained by the real training code, each give the
+same per-track answer through evaluation (on the embedding cache and on the whole model),
+`predict`, a predict set, the pyfunc and `mlflow models serve`."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import pytest
 from _serving import serve_clip, served
 from _training_data import train_tiny
 from conftest import skip_unless_required
-from genre_classification.aggregation import SegmentsToTracks, temperature_of
+from genre_classification.aggregation import SegmentsToTracks, aggregate_tracks, temperature_of
 from genre_classification.columns import SPLIT_COLUMNS
 from genre_classification.data.demo_data import make_demo_dataset
 from genre_classification.evaluation import evaluate, registry
@@ -27,7 +28,7 @@ from genre_classification.features.features import (
     read_features,
 )
 from genre_classification.predict import predict_set
-from genre_classification.training import calibration, embeddings, track_head
+from genre_classification.training import calibration, embeddings, knn_head, track_head
 from genre_classification.training.musicnn import check_options
 from test_predict import read_rows, run_cli
 
@@ -41,6 +42,17 @@ POOLED = {
     "batch_size": 8,
     "seed": 3,
     "early_stopping": {"patience": 100},
+}
+KNN_NAME = "genre-knn-test"
+KNN_MAX_REFERENCE = 20  # fewer than the 36 train and val segments: the sample is exercised
+KNN = {
+    **POOLED,
+    "options": {
+        "mode": "probe",
+        "classifier": "knn",
+        "checkpoint": "MSD_musicnn+MSD_vgg",
+        "knn_max_reference": KNN_MAX_REFERENCE,
+    },
 }
 
 
@@ -151,9 +163,64 @@ def test_choice_prefers_the_pooling_that_carries_the_genre():
     assert choice.cv_loss < best_mean - 0.3
 
 
+def test_saved_knn_block_computes_the_votes():
+    """The saved kNN head (standardisation -> knn_block -> probs, temperature-scaled) gives
+    the probabilities of ``log_votes`` at the chosen k, ties at the k-th similarity included."""
+    rng = np.random.default_rng(4)
+    width, n_classes, k = 5, 3, 4
+    x = rng.normal(2.0, 3.0, size=(30, width))
+    mean, variance = track_head.standardisation(x)
+    units = knn_head._standardised_units(x, mean, variance)
+    reference = np.concatenate([units, units[:3]])  # duplicates: ties at the k-th similarity
+    labels = rng.integers(0, n_classes, len(reference))
+    choice = knn_head.KnnChoice(
+        k, 0.0, 5, 1.7, mean, variance, reference, labels, n_classes
+    )  # fmt: skip
+    head = embeddings.head_model(width, n_classes, mean, variance, 0.5, knn_head.knn_block(choice))
+    head.get_layer("probs").set_weights([choice.kernel, choice.bias])
+    queries = rng.normal(2.0, 3.0, size=(12, width))
+    q = knn_head._standardised_units(queries, mean, variance)
+    log_p = knn_head.log_votes(reference, labels, q, n_classes, [k])[k]
+    np.testing.assert_allclose(np.asarray(head(queries, training=False)), np.exp(log_p), atol=2e-5)
+    scaled = calibration.with_temperature(head, choice.temperature)
+    np.testing.assert_allclose(np.asarray(scaled(queries)), softmax(log_p / 1.7), atol=2e-5)
+    assert np.all(np.exp(log_p) >= knn_head.SMOOTHING / n_classes - 1e-9)  # never 0
+
+
+def test_knn_probe_separates_what_no_linear_probe_can():
+    """Each genre is two clusters on opposite sides (an XOR): the logistic probe stays near
+    chance, the kNN probe gets nearly every held-out track, with k from its grid and a
+    reference set of at most ``max_reference`` segments."""
+    rng = np.random.default_rng(5)
+    centres = np.array([[3, 3], [-3, -3], [3, -3], [-3, 3]], dtype=float)
+
+    def tracks(n):
+        cluster = np.arange(n) % 4
+        x = centres[cluster][:, None, :] + rng.normal(0, 1.0, size=(n, 3, 2))
+        return x.reshape(-1, 2), np.repeat(np.arange(n), 3), cluster // 2
+
+    x, owners, y = tracks(120)
+    groups = np.array([str(i) for i in range(len(y))])
+    knn = knn_head.choose_knn_probe(x, owners, y, groups, 2, seed=0, max_reference=150)
+    logistic = track_head.choose_segment_probe(x, owners, y, groups, 2, seed=0)
+    assert knn.k in knn_head.KNN_K and len(knn.reference) == 150 and knn.folds == 5
+    assert knn.cv_loss < logistic.cv_loss - 0.3
+    xt, owners_t, yt = tracks(40)
+    q = knn_head._standardised_units(xt, knn.mean, knn.variance)
+    votes = knn_head.log_votes(knn.reference, knn.reference_labels, q, 2, [knn.k])[knn.k]
+    accuracy = np.mean(aggregate_tracks(np.exp(votes), owners_t)[1].argmax(1) == yt)
+    linear = (xt - logistic.mean) / np.sqrt(logistic.variance) @ logistic.kernel + logistic.bias
+    linear_accuracy = np.mean(aggregate_tracks(softmax(linear), owners_t)[1].argmax(1) == yt)
+    assert accuracy >= 0.95 and linear_accuracy < 0.75
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [
+        ({"mode": "probe", "classifier": "svm"}, "unknown musicnn classifier 'svm'"),
+        ({"mode": "frozen", "classifier": "knn"}, "'knn' needs mode: probe and pooling: segment"),
+        ({"mode": "probe", "classifier": "knn", "pooling": "mean"}, "'knn' needs mode: probe"),
+        ({"mode": "probe", "classifier": "knn", "knn_max_reference": 0}, "knn_max_reference"),
         ({"mode": "frozen", "pooling": "auto"}, "'auto'.*needs mode: probe"),
         ({"mode": "finetune", "pooling": "mean"}, "needs mode frozen or probe"),
         ({"mode": "finetune", "checkpoint": "MSD_musicnn+MTT_musicnn"}, "several backbones"),
@@ -190,9 +257,19 @@ def test_several_backbones_are_cached_one_by_one():
 def pooled(tmp_path_factory):
     """Audio -> musicnn features -> split -> train (pooled probe on MSD_musicnn+MSD_vgg) ->
     evaluate -> registered champion, in a temp dir."""
+    return trained_and_registered(tmp_path_factory, POOLED, "pooled", NAME)
+
+
+@pytest.fixture(scope="module")
+def knn(tmp_path_factory):
+    """The same for the kNN probe on MSD_musicnn+MSD_vgg."""
+    return trained_and_registered(tmp_path_factory, KNN, "knn", KNN_NAME)
+
+
+def trained_and_registered(tmp_path_factory, config: dict, name: str, registered: str) -> dict:
     if importlib.util.find_spec("musicnn") is None:  # CI: a failure, not a skip
         skip_unless_required("musicnn wheel not installed (make install)")
-    root = tmp_path_factory.mktemp("pooled")
+    root = tmp_path_factory.mktemp(name)
     audio = make_demo_dataset(root / "audio", len(SPLITS), seconds=6.5, genres=GENRES)
     params = FeatureParams(**BUILTIN_SETS["musicnn"])
     rows = []
@@ -203,8 +280,8 @@ def pooled(tmp_path_factory):
         rows.append((genre, track, SPLITS[int(track.split(".")[1])], str(h5), shape[0], "m"))
     split = root / "split.tsv"
     pd.DataFrame(rows, columns=SPLIT_COLUMNS).to_csv(split, sep="\t", index=False)
-    info, uri = train_tiny(POOLED, split, root, "pooled", "pooled-test")
-    model = root / "models/pooled/model.keras"
+    info, uri = train_tiny(config, split, root, name, f"{name}-test")
+    model = root / f"models/{name}/model.keras"
     outputs = {k: root / "eval" / k for k in ("cache", "whole")}
     metrics = {
         route: evaluate.evaluate(
@@ -213,14 +290,15 @@ def pooled(tmp_path_factory):
             out / "metrics.json",
             out / "predictions.csv",
             out / "cm.png",
-            model_config=POOLED if route == "cache" else None,
+            model_config=config if route == "cache" else None,
         )  # fmt: skip
         for route, out in outputs.items()
     }
     with pytest.MonkeyPatch.context() as env:
         env.setenv("MLFLOW_TRACKING_URI", uri)
-        registry.register_and_promote(root / "run.json", metrics["cache"], NAME, uri)
+        registry.register_and_promote(root / "run.json", metrics["cache"], registered, uri)
     return {
+        "name": registered,
         "root": root,
         "audio": audio,
         "split": split,
@@ -252,6 +330,23 @@ def test_pooled_probe_is_chosen_calibrated_and_logged(pooled):
     ) | set(run.data.params)
 
 
+def test_knn_probe_is_chosen_calibrated_and_logged(knn):
+    import keras
+    import mlflow
+
+    model = keras.models.load_model(knn["model"])
+    similarity = model.get_layer(knn_head.KNN_BLOCK).get_layer("similarity")
+    assert similarity.get_weights()[0].shape[1] == KNN_MAX_REFERENCE
+    metrics = knn["metrics"]["cache"]
+    assert metrics["temperature"] == pytest.approx(temperature_of(model))
+    run = mlflow.MlflowClient(knn["uri"]).get_run(knn["run"]["run_id"])
+    params = run.data.params
+    assert params["probe.classifier"] == "knn" and params["probe.pooling"] == "segment"
+    assert int(params["probe.k"]) in knn_head.KNN_K
+    assert params["probe.reference_segments"] == str(KNN_MAX_REFERENCE)
+    assert "probe.C" not in params
+
+
 def test_a_track_is_answered_the_same_however_its_segments_are_batched(pooled):
     import keras
 
@@ -272,10 +367,13 @@ def test_a_track_is_answered_the_same_however_its_segments_are_batched(pooled):
     np.testing.assert_allclose(single, parts.tracks(together[:1], [0])[1], atol=1e-5)
 
 
+@pytest.mark.parametrize("trained", ["pooled", "knn"])
 def test_same_answer_through_evaluation_predict_a_predict_set_pyfunc_and_the_server(
-    pooled, tmp_path, monkeypatch
+    trained, request, tmp_path, monkeypatch
 ):
     import mlflow
+
+    pooled = request.getfixturevalue(trained)
 
     clips = [p for p in pooled["audio"] if SPLITS[int(p.stem.split(".")[1])] == "test"]
     cache, whole = pooled["predictions"]["cache"], pooled["predictions"]["whole"]
@@ -287,7 +385,7 @@ def test_same_answer_through_evaluation_predict_a_predict_set_pyfunc_and_the_ser
     }
 
     # predict on the audio files, with the registered champion
-    uri = f"models:/{NAME}@{registry.CHAMPION}"
+    uri = f"models:/{pooled['name']}@{registry.CHAMPION}"
     out = tmp_path / "cli.csv"
     env = {"MLFLOW_TRACKING_URI": pooled["uri"]}
     result = run_cli("--model", uri, "--output", out, *clips, env=env, cwd=tmp_path)

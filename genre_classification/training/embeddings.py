@@ -52,7 +52,7 @@ from genre_classification.columns import EMBEDDING_RECORD_COLUMNS
 from genre_classification.data.split import GROUP_COLUMN
 from genre_classification.features.packs import accepted_files
 from genre_classification.fileio import atomic_path, write_frame
-from genre_classification.training import augment, track_head
+from genre_classification.training import augment, knn_head, track_head
 from genre_classification.training.dataset import _read_file, epoch_permutation, track_id
 from genre_classification.training.model_kinds import kind_of, musicnn_options, track_pooled
 from genre_classification.training.musicnn import (
@@ -342,6 +342,8 @@ def head_of(model):
     width = int(np.asarray(norm.input_mean).size)
     inputs = keras.Input(shape=(width,), name="embedding")
     x = model.get_layer("head_dropout")(norm(inputs))
+    if knn_head.KNN_BLOCK in names:
+        x = model.get_layer(knn_head.KNN_BLOCK)(x)
     if "logits" not in names:
         return keras.Model(inputs, model.get_layer("probs")(x), name="musicnn_head")
     logits = model.get_layer("logits")(x)
@@ -403,14 +405,17 @@ def predict_tracks(model, cfg: dict, rows, labels: list[str], batch_size: int, c
 # --- the heads --------------------------------------------------------------------------------
 
 
-def head_model(width: int, n_classes: int, mean, variance, dropout: float):
-    """Embedding -> standardisation -> dropout -> softmax with a zero kernel (chance)."""
+def head_model(width: int, n_classes: int, mean, variance, dropout: float, tail=None):
+    """Embedding -> standardisation -> dropout -> [``tail``: the kNN probe's block] -> softmax
+    with a zero kernel (chance)."""
     import keras
     from keras import layers
 
     inputs = keras.Input(shape=(width,), name="embedding")
     x = standardisation_layer(mean, variance)(inputs)
     x = layers.Dropout(dropout, name="head_dropout")(x)
+    if tail is not None:
+        x = tail(x)
     outputs = layers.Dense(
         n_classes, activation="softmax", kernel_initializer="zeros", dtype="float32", name="probs"
     )(x)
@@ -436,6 +441,10 @@ def probe_choice(cfg: dict, split: EmbeddedSplit, with_val: bool = True):
             poolings = track_head.AUTO_POOLINGS if opts["pooling"] == "auto" else (opts["pooling"],)
             choice = track_head.choose_probe(
                 moments, y, groups, split.n_classes, poolings, cfg["seed"]
+            )
+        elif opts["classifier"] == "knn":
+            choice = knn_head.choose_knn_probe(
+                x, owners, y, groups, split.n_classes, cfg["seed"], opts["knn_max_reference"]
             )
         else:
             choice = track_head.choose_segment_probe(
@@ -489,7 +498,8 @@ def initial_model(cfg: dict, train_rows, val_rows, labels: list[str], input_shap
         return head_model(width, len(labels), split.mean, split.variance, opts["dropout"])
     probe = probe_choice(cfg, split, with_val=opts["mode"] == "probe")
     if opts["mode"] == "probe":
-        head = head_model(width, len(labels), probe.mean, probe.variance, opts["dropout"])
+        tail = knn_head.knn_block(probe) if isinstance(probe, knn_head.KnnChoice) else None
+        head = head_model(width, len(labels), probe.mean, probe.variance, opts["dropout"], tail)
         head.get_layer("probs").set_weights([probe.kernel, probe.bias])
         return head
     backbone = pretrained_backbone(
@@ -566,16 +576,16 @@ def _fit_probe(model, cfg, split, state, callback) -> None:
     x_val, y_val, _ = split.head_inputs("val", track_pooled(cfg))
     loss, accuracy = _scores(model, x_train, y_train)
     val_loss, val_accuracy = _scores(model, x_val, y_val)
+    knn = isinstance(choice, knn_head.KnnChoice)
+    chosen = {"k": choice.k} if knn else {"C": choice.c}
     if mlflow.active_run() is not None:
-        mlflow.log_params(
-            {
-                "probe.pooling": choice.pooling,
-                "probe.C": choice.c,
-                "probe.cv_folds": choice.folds,
-            }
-        )
+        params = {"probe.classifier": "knn" if knn else "logistic", "probe.pooling": choice.pooling}
+        params.update({f"probe.{name}": value for name, value in chosen.items()})
+        if knn:
+            params["probe.reference_segments"] = len(choice.reference)
+        mlflow.log_params({**params, "probe.cv_folds": choice.folds})
     logs = {
-        "C": choice.c,
+        **chosen,
         "temperature": choice.temperature,
         "cv_loss": choice.cv_loss,
         "loss": loss,
@@ -587,6 +597,10 @@ def _fit_probe(model, cfg, split, state, callback) -> None:
     if track_pooled(cfg):
         logs["pooling_mean_std"] = float(choice.pooling == "mean_std")
     callback.on_epoch_end(0, logs)
+
+
+def _layer_or_none(model, name: str):
+    return model.get_layer(name) if name in {layer.name for layer in model.layers} else None
 
 
 def full_model(head, cfg: dict, input_shape):
@@ -611,6 +625,7 @@ def full_model(head, cfg: dict, input_shape):
             opts["dropout"],
             standardise=(mean, variance),
             head=head.get_layer("probs").get_weights(),
+            tail=_layer_or_none(head, knn_head.KNN_BLOCK),
         )
     inputs = keras.Input(shape=shape, name="logmel")
     x = layers.Reshape(shape[:2], name="drop_channel")(inputs)

@@ -44,6 +44,9 @@ POOLINGS = ("segment", "mean", "mean_std", "auto")
 # with a logistic regression; finetune: everything trains, from the probe's head by default.
 MODES = ("frozen", "probe", "finetune")
 HEAD_INITS = ("probe", "random")
+# The probe's classifier: a logistic regression, or a vote of the nearest training segments
+# (training.knn_head).
+CLASSIFIERS = ("logistic", "knn")
 PREFIX = "musicnn_"  # every backbone layer name starts with it (OptimizerMap pattern below)
 BACKBONE_VARIABLES = PREFIX + ".*"
 
@@ -464,12 +467,15 @@ def classifier_on(
     standardise=None,
     head=None,
     backbone_learning_rate_factor: float = 1.0,
+    tail=None,
 ):
-    """``(96, frames, 1)`` log-mel -> ``backbone`` -> [standardisation] -> dropout -> softmax.
+    """``(96, frames, 1)`` log-mel -> ``backbone`` -> [standardisation] -> dropout -> [tail]
+    -> softmax.
 
     ``standardise``: ``(mean, variance)`` of the embedding on the training split, applied by a
     Normalization layer ("embedding_standardisation") so the saved model stays self-contained;
-    ``head``: ``(kernel, bias)`` of the softmax layer ("probs")."""
+    ``head``: ``(kernel, bias)`` of the softmax layer ("probs"); ``tail``: a layer before it
+    (the kNN probe's ``knn_head.knn_block``)."""
     import keras
     import numpy as np
     from keras import layers
@@ -482,6 +488,8 @@ def classifier_on(
     if standardise is not None:
         x = standardisation_layer(*standardise)(x)
     x = layers.Dropout(dropout, name="head_dropout")(x)
+    if tail is not None:
+        x = tail(x)
     probs = layers.Dense(n_classes, activation="softmax", dtype="float32", name="probs")
     model = keras.Model(inputs, probs(x), name=f"musicnn_{mode}")
     if head is not None:
@@ -519,6 +527,8 @@ def build_musicnn_classifier(
     checkpoint: str = "MSD_musicnn",
     head_init: str = "probe",
     pooling: str = "segment",
+    classifier: str = "logistic",
+    knn_max_reference: int = 20000,
     **_,
 ):
     """Pretrained musicnn (or vgg) up to ``embedding`` + dropout + softmax head, on
@@ -548,6 +558,8 @@ def build_musicnn_classifier(
     * ``pooling`` (frozen/probe, ``POOLINGS``): "segment" or a head on one pooled vector per
       track ("mean", "mean_std", or "auto" for the probe). The training job builds these
       heads; this builder gives the segment model.
+    * ``classifier`` (probe): "logistic" or "knn" (``training.knn_head``: a vote of the k
+      nearest training segments, at most ``knn_max_reference`` of them kept).
     * ``mean``/``variance`` (per-band training statistics) are not used: the backbone starts
       with its own input BatchNorm, trained on ``musicnn_input``'s log10(1 + 10000 * mel).
     """
@@ -559,6 +571,8 @@ def build_musicnn_classifier(
         checkpoint,
         head_init,
         pooling,
+        classifier,
+        knn_max_reference,
     )
     backbone = embedding_network(checkpoint, embedding, tuple(input_shape)[1], mode)
     return classifier_on(
@@ -579,6 +593,8 @@ def check_options(
     checkpoint,
     head_init,
     pooling="segment",
+    classifier="logistic",
+    knn_max_reference=20000,
     **_,
 ):
     if mode not in MODES:
@@ -594,6 +610,12 @@ def check_options(
         raise ValueError(f"musicnn pooling {pooling!r} needs mode frozen or probe")
     if pooling == "auto" and mode != "probe":
         raise ValueError("musicnn pooling 'auto' (chosen by cross-validation) needs mode: probe")
+    if classifier not in CLASSIFIERS:
+        raise ValueError(f"unknown musicnn classifier {classifier!r}; choose one of {CLASSIFIERS}")
+    if classifier == "knn" and (mode != "probe" or pooling != "segment"):
+        raise ValueError("musicnn classifier 'knn' needs mode: probe and pooling: segment")
+    if not isinstance(knn_max_reference, int) or knn_max_reference < 1:
+        raise ValueError(f"knn_max_reference must be a positive integer, not {knn_max_reference!r}")
     if head_init not in HEAD_INITS:
         raise ValueError(f"unknown head_init {head_init!r}; choose one of {HEAD_INITS}")
     if backbone_learning_rate_factor <= 0:
