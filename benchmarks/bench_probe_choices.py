@@ -16,7 +16,8 @@ The run must have cached the backbones of ``--checkpoint`` (run ``bench_real_mus
 * ``segment``, ``mean``, ``mean_std``: one pooling each;
 * ``auto``: the lower loss of ``mean`` and ``mean_std`` (what ``pooling: auto`` does);
 * ``auto+segment``: the lowest loss of all three;
-* ``segment, C by accuracy``: C by the tracks' out-of-fold accuracy (ties: the log loss).
+* ``segment, C by accuracy``: C by the tracks' out-of-fold accuracy (ties: the log loss);
+* ``knn``: ``classifier: knn`` (``knn_head``), k by the out-of-fold log loss.
 """
 
 from __future__ import annotations
@@ -36,12 +37,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from genre_classification.aggregation import aggregate_tracks  # noqa: E402
 from genre_classification.config_check import with_defaults  # noqa: E402
 from genre_classification.data.split import GROUP_COLUMN, kfold_splits, track_key  # noqa: E402
-from genre_classification.training import track_head  # noqa: E402
+from genre_classification.training import knn_head, track_head  # noqa: E402
 from genre_classification.training.dataset import genre_labels, read_split  # noqa: E402
 from genre_classification.training.embeddings import EmbeddedSplit  # noqa: E402
+from genre_classification.training.model_kinds import musicnn_options  # noqa: E402
 
 MSD3 = "MSD_musicnn+MTT_musicnn+MSD_vgg"
-RULES = ("segment", "mean", "mean_std", "auto", "auto+segment", "segment, C by accuracy")
+RULES = ("segment", "mean", "mean_std", "auto", "auto+segment", "segment, C by accuracy", "knn")
+KNN = {"architecture": "musicnn", "options": {"mode": "probe", "classifier": "knn"}}
 FLOOR = 0.80  # bench_real_music's target for the worst fold
 
 
@@ -91,6 +94,12 @@ def fold_scores(cfg: dict, fold, labels: list[str], seed: int) -> dict[str, floa
         probs[pooling] = answers(choices[pooling], track_head.pooled(test_moments, pooling), None)
     by_accuracy = segment_probe_by_accuracy(x, owners, y, groups, n, seed)
     probs["segment, C by accuracy"] = answers(by_accuracy, x_test, test_owners)
+    knn = knn_head.choose_knn_probe(
+        x, owners, y, groups, n, seed, musicnn_options(KNN)["knn_max_reference"]
+    )
+    queries = knn_head.standardised_units(x_test, knn.mean, knn.variance)
+    log_p = knn_head.log_votes(knn.reference, knn.reference_labels, queries, n, [knn.k])[knn.k]
+    probs["knn"] = aggregate_tracks(softmax(log_p / knn.temperature), test_owners)[1]
     probs["auto"] = probs[min(("mean", "mean_std"), key=lambda p: choices[p].cv_loss)]
     probs["auto+segment"] = probs[min(choices, key=lambda p: choices[p].cv_loss)]
     return {rule: f1_score(y_test, probs[rule].argmax(1), average="macro") for rule in RULES}

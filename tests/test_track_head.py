@@ -170,7 +170,7 @@ def test_saved_knn_block_computes_the_votes():
     width, n_classes, k = 5, 3, 4
     x = rng.normal(2.0, 3.0, size=(30, width))
     mean, variance = track_head.standardisation(x)
-    units = knn_head._standardised_units(x, mean, variance)
+    units = knn_head.standardised_units(x, mean, variance)
     reference = np.concatenate([units, units[:3]])  # duplicates: ties at the k-th similarity
     labels = rng.integers(0, n_classes, len(reference))
     choice = knn_head.KnnChoice(
@@ -179,7 +179,7 @@ def test_saved_knn_block_computes_the_votes():
     head = embeddings.head_model(width, n_classes, mean, variance, 0.5, knn_head.knn_block(choice))
     head.get_layer("probs").set_weights([choice.kernel, choice.bias])
     queries = rng.normal(2.0, 3.0, size=(12, width))
-    q = knn_head._standardised_units(queries, mean, variance)
+    q = knn_head.standardised_units(queries, mean, variance)
     log_p = knn_head.log_votes(reference, labels, q, n_classes, [k])[k]
     np.testing.assert_allclose(np.asarray(head(queries, training=False)), np.exp(log_p), atol=2e-5)
     scaled = calibration.with_temperature(head, choice.temperature)
@@ -206,7 +206,7 @@ def test_knn_probe_separates_what_no_linear_probe_can():
     assert knn.k in knn_head.KNN_K and len(knn.reference) == 150 and knn.folds == 5
     assert knn.cv_loss < logistic.cv_loss - 0.3
     xt, owners_t, yt = tracks(40)
-    q = knn_head._standardised_units(xt, knn.mean, knn.variance)
+    q = knn_head.standardised_units(xt, knn.mean, knn.variance)
     votes = knn_head.log_votes(knn.reference, knn.reference_labels, q, 2, [knn.k])[knn.k]
     accuracy = np.mean(aggregate_tracks(np.exp(votes), owners_t)[1].argmax(1) == yt)
     linear = (xt - logistic.mean) / np.sqrt(logistic.variance) @ logistic.kernel + logistic.bias

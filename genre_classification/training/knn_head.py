@@ -67,7 +67,8 @@ def reference_rows(n_rows: int, max_reference: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).permutation(n_rows)[:max_reference])
 
 
-def _standardised_units(x, mean, variance) -> np.ndarray:
+def standardised_units(x, mean, variance) -> np.ndarray:
+    """Rows of ``x`` standardised, as unit vectors (float32): what the votes compare."""
     return unit_rows((np.asarray(x, dtype=np.float32) - mean) / np.sqrt(variance)).astype(
         np.float32
     )
@@ -124,9 +125,9 @@ def choose_knn_probe(
         mean, variance = track_head.standardisation(x[train])
         ref = train[reference_rows(len(train), max_reference, seed)]
         votes = log_votes(
-            _standardised_units(x[ref], mean, variance),
+            standardised_units(x[ref], mean, variance),
             row_y[ref],
-            _standardised_units(x[held], mean, variance),
+            standardised_units(x[held], mean, variance),
             n_classes,
             ks,
         )
@@ -149,7 +150,7 @@ def choose_knn_probe(
         temperature=temperatures[k],
         mean=mean,
         variance=variance,
-        reference=_standardised_units(x[ref], mean, variance),
+        reference=standardised_units(x[ref], mean, variance),
         reference_labels=row_y[ref],
         n_classes=n_classes,
         losses=losses,
