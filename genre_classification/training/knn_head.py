@@ -110,10 +110,7 @@ def choose_knn_probe(
     y = np.asarray(y)
     row_y = y[owners]
     folds = track_head.cv_folds(y, groups, seed)
-    fold_of = np.empty(len(y), dtype=np.int64)
-    for i, (_, held) in enumerate(folds):
-        fold_of[held] = i
-    row_fold = fold_of[owners]
+    row_fold = track_head.row_folds(folds, len(y), owners)
     smallest = min(
         len(reference_rows(int(np.sum(row_fold != i)), max_reference, seed))
         for i in range(len(folds))

@@ -217,15 +217,20 @@ def choose_segment_probe(
     return _refitted(x, owners, y, "segment", c, losses, len(folds), oof_logits(c), seed)
 
 
+def row_folds(folds, n_tracks: int, owners: np.ndarray) -> np.ndarray:
+    """The fold in which each row (a segment of track ``owners[row]``) is held out."""
+    fold_of = np.empty(n_tracks, dtype=np.int64)
+    for i, (_, held) in enumerate(folds):
+        fold_of[held] = i
+    return fold_of[owners]
+
+
 def _out_of_fold(x, owners, y, folds, n_classes: int, seed: int):
     """``({C: the tracks' mean out-of-fold log loss}, logits_of)`` of the probes on the rows
     ``x`` (``owners``: each row's track; one row per track for a pooled probe) along each
     fold's ``probe_path``, for the values of C every fold reached; ``logits_of(C)``: every
     row's out-of-fold logits at that C."""
-    fold_of = np.empty(len(y), dtype=np.int64)
-    for i, (_, held) in enumerate(folds):
-        fold_of[held] = i
-    row_fold, row_y = fold_of[owners], np.asarray(y)[owners]
+    row_fold, row_y = row_folds(folds, len(y), owners), np.asarray(y)[owners]
     paths, scalings = [], []
     for i in range(len(folds)):
         train, held = row_fold != i, row_fold == i
