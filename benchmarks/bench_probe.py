@@ -22,6 +22,10 @@ import time
 
 import numpy as np
 
+from genre_classification.training.model_kinds import musicnn_options
+
+KNN = {"architecture": "musicnn", "options": {"mode": "probe", "classifier": "knn"}}
+
 
 def embeddings(n_tracks: int, segments: int, width: int, classes: int, seed: int = 0):
     rng = np.random.default_rng(seed)
@@ -88,7 +92,9 @@ def main() -> None:
     parser.add_argument("--segments", type=int, default=10)
     parser.add_argument("--width", type=int, default=200)
     parser.add_argument("--classes", type=int, default=8)
-    parser.add_argument("--knn-max-reference", type=int, default=20000)
+    parser.add_argument(
+        "--knn-max-reference", type=int, default=musicnn_options(KNN)["knn_max_reference"]
+    )
     args = parser.parse_args()
     print(
         "tracks  segments | baseline: s, peak MB, C | cross-validated: s, peak MB, C | ratio "

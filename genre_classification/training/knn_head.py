@@ -111,10 +111,7 @@ def choose_knn_probe(
     row_y = y[owners]
     folds = track_head.cv_folds(y, groups, seed)
     row_fold = track_head.row_folds(folds, len(y), owners)
-    smallest = min(
-        len(reference_rows(int(np.sum(row_fold != i)), max_reference, seed))
-        for i in range(len(folds))
-    )
+    smallest = min(min(int(np.sum(row_fold != i)), max_reference) for i in range(len(folds)))
     ks = [k for k in KNN_K if k <= smallest] or [smallest]
     oof = {k: np.zeros((len(x), n_classes)) for k in ks}
     for i in range(len(folds)):
